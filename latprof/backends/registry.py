@@ -1,0 +1,55 @@
+"""Backend registry: name → class, with availability on this machine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from latprof.backends.base import Backend, BackendOptions
+from latprof.errors import LatprofError, unknown_choice
+
+_BACKENDS: dict[str, type[Backend]] = {}
+
+
+def register_backend(cls: type[Backend]) -> type[Backend]:
+    if cls.name in _BACKENDS:
+        raise ValueError(f"backend {cls.name!r} registered twice")
+    _BACKENDS[cls.name] = cls
+    return cls
+
+
+def backend_names() -> list[str]:
+    return list(_BACKENDS)
+
+
+def available_backends() -> list[str]:
+    return [n for n, c in _BACKENDS.items() if c.availability()[0]]
+
+
+def backend_class(name: str) -> type[Backend]:
+    """The class for ``name``; an unknown or unavailable backend is a one-line error listing those usable here."""
+    if name not in _BACKENDS:
+        raise unknown_choice("backend", name, _BACKENDS)
+    cls = _BACKENDS[name]
+    ok, why = cls.availability()
+    if not ok:
+        raise LatprofError(f"backend {name!r} is not available here ({why}); available: {', '.join(available_backends())}")
+    return cls
+
+
+def create_backend(name: str, options: BackendOptions) -> Backend:
+    return backend_class(name)(options)
+
+
+def describe_backends() -> list[dict[str, Any]]:
+    out = []
+    for name, cls in _BACKENDS.items():
+        ok, why = cls.availability()
+        out.append({
+            "name": name,
+            "available": ok,
+            "reason": why or None,
+            "device_class": cls.device_class,
+            "default_batch": cls.fixed_batch or cls.default_batch,
+            "description": cls.description,
+        })
+    return out

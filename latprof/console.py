@@ -1,0 +1,64 @@
+"""Console output helpers shared by the CLI commands: rich tables and one-line messages on stderr."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+# Wide enough for result tables when output goes to a file or a CI log (no terminal to ask).
+_WIDTH = None if sys.stdout.isatty() else 160
+stdout = Console(soft_wrap=True, width=_WIDTH)
+stderr = Console(stderr=True, soft_wrap=True, width=_WIDTH)
+
+
+def warn(message: str) -> None:
+    print(f"latprof: warning: {message}", file=sys.stderr)
+
+
+def print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str, allow_nan=True))
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    """Human formatting for table cells: significant digits for floats, thousands separators for ints."""
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
+    t = Table(title=title, title_justify="left")
+    for c in columns:
+        t.add_column(c, overflow="fold")
+    for r in rows:
+        t.add_row(*[fmt(v) for v in r])
+    return t
+
+
+def result_table(rows: Sequence[dict[str, Any]], title: str = "Latency") -> Table:
+    """One line per result row: what ran, where, its median latency with CI, and its counts when known."""
+    cols = ["workload", "backend", "threads", "batch", "input", "median ms", "95% CI ms", "cv", "n", "mult_adds", "mem_access", "status"]
+    body = []
+    for r in rows:
+        ok = r.get("status") == "ok"
+        ci = f"{fmt(r.get('latency_ci_low_ms'))} – {fmt(r.get('latency_ci_high_ms'))}" if ok else "-"
+        body.append([
+            r.get("workload"), r.get("backend"), r.get("threads"), r.get("batch"), r.get("input_shape"),
+            r.get("latency_median_ms") if ok else None, ci, r.get("cv") if ok else None, r.get("n_samples") if ok else None,
+            r.get("mult_adds"), r.get("mem_access"), r.get("status") if ok else f"error: {r.get('error')}",
+        ])
+    return table(title, cols, body)

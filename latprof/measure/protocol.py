@@ -1,0 +1,225 @@
+"""The timing protocol: warm-up until stable, calibrated samples, adaptive stop on the CI of the median.
+
+It knows nothing about models. It times a *batch timer*, ``run(n) -> seconds`` for n back-to-back calls, so a
+CPU wall clock and CUDA events plug in alike, and tests can drive it with synthetic timers and a fake clock.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from latprof.measure.stats import LatencyStats, RatioEstimate, speed_ratio, summarize
+
+BatchTimer = Callable[[int], float]
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    """Knobs of the protocol. Defaults follow DESIGN.md: ±2% CI of the median at 95% or a time cap."""
+
+    target_ci: float = 0.02
+    max_time_s: float = 10.0
+    min_samples: int = 10
+    max_samples: int = 2000
+    min_sample_time_s: float = 0.002
+    warmup_max_s: float = 2.0
+    warmup_max_batches: int = 30
+    warmup_window: int = 3
+    warmup_tolerance: float = 0.05
+    confidence: float = 0.95
+
+    def __post_init__(self) -> None:
+        if not 0 < self.target_ci < 1:
+            raise ValueError("target_ci must be in (0, 1)")
+        if self.max_time_s <= 0:
+            raise ValueError("max_time_s must be > 0")
+        if self.min_samples < 2:
+            raise ValueError("min_samples must be >= 2")
+
+
+@dataclass
+class Measurement:
+    """What the protocol observed for one callable: per-call samples (ms) and how it got them."""
+
+    samples_ms: list[float]
+    calls_per_sample: int
+    stats: LatencyStats
+    warmup_batches: int
+    warmup_s: float
+    warmup_stable: bool
+    stop_reason: str
+    wall_s: float
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "calls_per_sample": self.calls_per_sample,
+            "warmup_batches": self.warmup_batches,
+            "warmup_s": self.warmup_s,
+            "warmup_stable": self.warmup_stable,
+            "stop_reason": self.stop_reason,
+            "measure_wall_s": self.wall_s,
+        }
+
+
+@dataclass
+class InterleavedMeasurement:
+    """Per-variant measurements taken in shuffled rounds, and each variant's speed ratio to the baseline."""
+
+    baseline: str
+    measurements: dict[str, Measurement]
+    ratios: dict[str, RatioEstimate] = field(default_factory=dict)
+    rounds: int = 0
+    stop_reason: str = ""
+
+
+def wall_clock_timer(fn: Callable[[], object], clock: Clock = time.perf_counter) -> BatchTimer:
+    """Batch timer for a host-synchronous callable: wall time of n calls with the garbage collector paused."""
+
+    def run(n: int) -> float:
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            start = clock()
+            for _ in range(n):
+                fn()
+            return clock() - start
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+
+    return run
+
+
+def calibrate(timer: BatchTimer, min_sample_time_s: float, max_calls: int = 1_000_000) -> int:
+    """Smallest call count whose batch lasts at least ``min_sample_time_s`` (so timer overhead is negligible)."""
+    n = 1
+    while True:
+        t = timer(n)
+        if t >= min_sample_time_s or n >= max_calls:
+            return n
+        grow = min_sample_time_s / t * 1.25 if t > 0 else 10.0
+        n = min(max_calls, max(n + 1, math.ceil(n * min(grow, 10.0))))
+
+
+def _stable(per_call: list[float], window: int, tolerance: float) -> bool:
+    if len(per_call) < window:
+        return False
+    last = per_call[-window:]
+    mid = float(np.median(last))
+    return mid > 0 and (max(last) - min(last)) / mid <= tolerance
+
+
+def warm_up(
+    timer: BatchTimer, n: int, config: MeasureConfig, clock: Clock = time.perf_counter
+) -> tuple[list[float], float, bool]:
+    """Run batches until the per-call time is stable (bounded in batches and seconds)."""
+    start = clock()
+    per_call: list[float] = []
+    budget = min(config.warmup_max_s, config.max_time_s / 4)
+    stable = False
+    while len(per_call) < config.warmup_max_batches:
+        per_call.append(timer(n) / n)
+        if _stable(per_call, config.warmup_window, config.warmup_tolerance):
+            stable = True
+            break
+        if clock() - start >= budget:
+            break
+    return per_call, clock() - start, stable
+
+
+def _recalibrated(n: int, per_call: list[float], min_sample_time_s: float) -> int:
+    recent = float(np.median(per_call[-3:])) if per_call else 0.0
+    if recent <= 0:
+        return n
+    return max(1, math.ceil(min_sample_time_s / recent))
+
+
+def measure(timer: BatchTimer, config: MeasureConfig = MeasureConfig(), clock: Clock = time.perf_counter) -> Measurement:
+    """Measure one callable: calibrate, warm up, then sample until the median's CI meets the target or time runs out."""
+    t0 = clock()
+    n = calibrate(timer, config.min_sample_time_s)
+    warm, warm_s, stable = warm_up(timer, n, config, clock)
+    n = _recalibrated(n, warm, config.min_sample_time_s)
+    samples: list[float] = []
+    reason = "max_samples"
+    while len(samples) < config.max_samples:
+        samples.append(timer(n) / n * 1e3)
+        if len(samples) >= config.min_samples:
+            if summarize(samples, config.confidence).ci_half_width <= config.target_ci:
+                reason = "ci_target"
+                break
+            if clock() - t0 >= config.max_time_s:
+                reason = "max_time"
+                break
+    return Measurement(samples, n, summarize(samples, config.confidence), len(warm), warm_s, stable, reason, clock() - t0)
+
+
+def measure_interleaved(
+    timers: Mapping[str, BatchTimer],
+    baseline: str | None = None,
+    config: MeasureConfig = MeasureConfig(),
+    clock: Clock = time.perf_counter,
+    seed: int = 0,
+) -> InterleavedMeasurement:
+    """Measure several variants in shuffled rounds (one sample of each per round) so drift hits all alike.
+
+    Stops when every variant's median CI meets the target or the time cap (shared by all variants) is hit.
+    Returns per-variant measurements and each variant's speed ratio to ``baseline`` (default: the first).
+    """
+    names = list(timers)
+    if not names:
+        raise ValueError("no variants to measure")
+    baseline = baseline if baseline is not None else names[0]
+    if baseline not in timers:
+        raise ValueError(f"baseline {baseline!r} is not among the variants {names}")
+    t0 = clock()
+    calls: dict[str, int] = {}
+    warm: dict[str, tuple[list[float], float, bool]] = {}
+    for name in names:
+        n = calibrate(timers[name], config.min_sample_time_s)
+        warm[name] = warm_up(timers[name], n, config, clock)
+        calls[name] = _recalibrated(n, warm[name][0], config.min_sample_time_s)
+    rng = random.Random(seed)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    order = list(names)
+    reason = "max_samples"
+    rounds = 0
+    while rounds < config.max_samples:
+        rng.shuffle(order)
+        for name in order:
+            samples[name].append(timers[name](calls[name]) / calls[name] * 1e3)
+        rounds += 1
+        if rounds >= config.min_samples:
+            if all(summarize(s, config.confidence).ci_half_width <= config.target_ci for s in samples.values()):
+                reason = "ci_target"
+                break
+            if clock() - t0 >= config.max_time_s:
+                reason = "max_time"
+                break
+    wall = clock() - t0
+    measurements = {
+        name: Measurement(
+            samples[name],
+            calls[name],
+            summarize(samples[name], config.confidence),
+            len(warm[name][0]),
+            warm[name][1],
+            warm[name][2],
+            reason,
+            wall,
+        )
+        for name in names
+    }
+    ratios = {
+        name: speed_ratio(samples[baseline], samples[name], config.confidence, paired=True, seed=seed)
+        for name in names
+    }
+    return InterleavedMeasurement(baseline, measurements, ratios, rounds, reason)

@@ -1,0 +1,135 @@
+"""``latprof profile`` as a Python API: measure workloads on backends and store one result row each."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latprof.backends import BackendError, BackendOptions, backend_class, create_backend
+from latprof.backends.base import logical_cores, validate_threads
+from latprof.errors import LatprofError, one_line
+from latprof.measure import environment
+from latprof.measure.protocol import MeasureConfig, measure
+from latprof.results import ResultStore, base_row, error_row, latency_fields, read_results, row_key, write_csv
+from latprof.shapes import Shape, format_shape
+from latprof.workloads import Workload, create_workload
+
+
+def default_out_dir() -> Path:
+    """``reports/<date>-<hostname>/``: the same folder all day, so ``--resume`` finds earlier rows."""
+    return Path("reports") / f"{date.today().isoformat()}-{socket.gethostname()}"
+
+
+@dataclass
+class ProfileRequest:
+    """Everything ``latprof profile`` takes; the CLI fills it from its flags."""
+
+    models: Sequence[str]
+    backends: Sequence[str] = ("torch-cpu",)
+    threads: int | None = None
+    interop_threads: int | None = None
+    pin: bool = False
+    input_shape: Shape | None = None
+    batch: int | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    config: MeasureConfig = field(default_factory=MeasureConfig)
+    ort_opt: str = "all"
+    out: Path | None = None
+    resume: bool = False
+
+
+@dataclass
+class RunFiles:
+    """Where a run's results went."""
+
+    out_dir: Path
+    results_path: Path
+    csv_path: Path
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    skipped: int = 0
+
+
+def open_store(out: Path | None) -> tuple[Path, ResultStore]:
+    out_dir = Path(out) if out is not None else default_out_dir()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise LatprofError(f"--out {out_dir} exists and is not a directory")
+    return out_dir, ResultStore(out_dir / "results.jsonl")
+
+
+def record_environment(store: ResultStore) -> dict[str, Any]:
+    env = environment.collect().as_dict()
+    store.append({"record": "environment", **env})
+    return env
+
+
+def workload_fields(workload: Workload) -> dict[str, Any]:
+    return {"workload": workload.name, "input_shape": format_shape(workload.input_shape), "batch": workload.batch}
+
+
+def measure_on_backend(
+    workload: Workload, backend_name: str, options: BackendOptions, config: MeasureConfig
+) -> dict[str, Any]:
+    """Prepare, check and time one workload on one backend; returns the row fields (latency and settings)."""
+    backend = create_backend(backend_name, options)
+    run = backend.prepare(workload)
+    try:
+        m = measure(run.timer, config)
+    finally:
+        run.close()
+    fields: dict[str, Any] = {
+        **latency_fields(m),
+        "settings": run.settings,
+        "max_abs_error_vs_eager": run.max_abs_error,
+    }
+    if run.host_wall_per_call_s:
+        fields["host_wall_median_ms"] = float(np.median(run.host_wall_per_call_s)) * 1e3
+    return fields
+
+
+def run_profile(
+    request: ProfileRequest,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+) -> RunFiles:
+    """Measure every model on every backend; each finished row is stored at once (Ctrl-C keeps them)."""
+    validate_threads(request.threads)
+    for name in request.backends:
+        backend_class(name)  # unknown/unavailable backend: one-line error before any work
+    out_dir, store = open_store(request.out)
+    done = store.keys() if request.resume else set()
+    env = record_environment(store)
+    files = RunFiles(out_dir, store.path, out_dir / "results.csv")
+    try:
+        for model in request.models:
+            for backend_name in request.backends:
+                cls = backend_class(backend_name)
+                batch = cls(BackendOptions()).batch_for(request.batch)
+                workload = create_workload(model, input_shape=request.input_shape, batch=batch, **request.model_kwargs)
+                threads = request.threads or _default_threads(cls)
+                ident = {**workload_fields(workload), "backend": backend_name, "threads": threads}
+                row = base_row(**ident)
+                if request.resume and row_key(row) in done:
+                    files.skipped += 1
+                    continue
+                options = BackendOptions(threads, request.interop_threads, request.pin, batch, request.ort_opt)
+                try:
+                    fields = measure_on_backend(workload, backend_name, options, request.config)
+                    row = base_row(**ident, **fields, status="ok", error="", hardware_id=env["hardware_id"])
+                except BackendError as exc:
+                    row = error_row(one_line(exc), **ident, hardware_id=env["hardware_id"])
+                store.append(row)
+                files.rows.append(row)
+                if on_row:
+                    on_row(row)
+    finally:
+        write_csv(read_results(store.path, quiet=True).results, files.csv_path)
+    return files
+
+
+def _default_threads(cls: type) -> int:
+    return 1 if cls.device_class == "mobile" else logical_cores()

@@ -1,0 +1,219 @@
+"""Result rows and the results store: append-only JSONL (flushed and fsynced per row) and CSV export.
+
+One JSON object per line. ``record`` tells the kind: ``environment`` (a fingerprint, once per run), ``result``
+(one per workload × variant × backend × threads × batch × scale), and other kinds later features add (e.g.
+``per_op``). Raw samples stay in the JSONL; the CSV holds the tidy columns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from latprof.errors import LatprofError
+
+SCHEMA_VERSION = 1
+
+# Identity of a row: --resume skips rows whose key is already present.
+KEY_FIELDS = ("experiment", "workload", "variant", "backend", "threads", "batch", "scale", "input_shape")
+
+CSV_COLUMNS = [
+    "experiment", "workload", "variant", "backend", "threads", "batch", "scale", "input_shape",
+    "mult_adds", "elementwise_ops", "mem_access", "mem_bytes", "params", "arithmetic_intensity",
+    "latency_median_ms", "latency_mean_ms", "latency_p10_ms", "latency_p90_ms", "latency_iqr_ms",
+    "latency_ci_low_ms", "latency_ci_high_ms", "latency_std_ms", "latency_min_ms", "latency_max_ms",
+    "cv", "n_samples", "calls_per_sample", "outliers_low", "outliers_high", "stop_reason", "measure_wall_s",
+    "speed_vs_baseline", "speed_vs_baseline_ci_low", "speed_vs_baseline_ci_high",
+    "status", "error", "hardware_id", "timestamp",
+]
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def row_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(json.dumps(row.get(k), sort_keys=True) for k in KEY_FIELDS)
+
+
+def base_row(**fields: Any) -> dict[str, Any]:
+    """A result row with every key field present (missing ones as empty), plus ``fields``."""
+    row: dict[str, Any] = {"record": "result", "schema_version": SCHEMA_VERSION}
+    row.update({k: "" for k in ("experiment", "variant")})
+    row.update({k: None for k in ("scale",)})
+    row.update(fields)
+    row.setdefault("timestamp", now_iso())
+    return row
+
+
+def error_row(message: str, **fields: Any) -> dict[str, Any]:
+    return base_row(status="error", error=message, **fields)
+
+
+@dataclass
+class ResultsFile:
+    """What a results file holds, and what reading it noticed."""
+
+    path: Path
+    results: list[dict[str, Any]] = field(default_factory=list)
+    environments: dict[str, dict[str, Any]] = field(default_factory=dict)
+    other: list[dict[str, Any]] = field(default_factory=list)
+    skipped_torn_line: bool = False
+
+    def ok_results(self) -> list[dict[str, Any]]:
+        return [r for r in self.results if r.get("status") == "ok"]
+
+
+class ResultStore:
+    """Append-only JSONL: every row is flushed and fsynced, so a killed run keeps all finished rows."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._repair_torn_tail()
+            with self.path.open("a"):
+                pass
+        except OSError as exc:
+            raise LatprofError(f"cannot write results to {self.path}: {exc.strerror or exc}") from None
+
+    def _repair_torn_tail(self) -> None:
+        """A run killed mid-write can leave a partial last line; cut it so appends start on a fresh line."""
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return
+        data = self.path.read_bytes()
+        if data.endswith(b"\n"):
+            return
+        cut = data.rfind(b"\n") + 1
+        with self.path.open("r+b") as f:
+            f.truncate(cut)
+        print(f"latprof: warning: dropped a torn last line in {self.path}", file=sys.stderr)
+
+    def append(self, record: dict[str, Any]) -> None:
+        record = {"schema_version": SCHEMA_VERSION, **record}
+        line = json.dumps(record, default=_json_default, allow_nan=True) + "\n"
+        with self.path.open("a") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def keys(self) -> set[tuple[Any, ...]]:
+        if not self.path.exists():
+            return set()
+        return {row_key(r) for r in read_results(self.path, quiet=True).results}
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    return str(obj)
+
+
+def _iter_lines(path: Path) -> Iterator[tuple[int, str, bool]]:
+    lines = path.read_text().split("\n")
+    complete = lines[-1] == ""
+    if complete:
+        lines = lines[:-1]
+    for i, line in enumerate(lines):
+        yield i + 1, line, (i == len(lines) - 1 and not complete)
+
+
+def read_results(path: str | Path, quiet: bool = False) -> ResultsFile:
+    """Read a results JSONL; a torn last line is skipped with a warning; other corruption is a ``LatprofError``."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "results.jsonl"
+    if not p.exists():
+        raise LatprofError(f"results file not found: {p}")
+    try:
+        lines = list(_iter_lines(p))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LatprofError(f"cannot read results file {p}: {exc}") from None
+    out = ResultsFile(p)
+    for lineno, line, is_last_partial in lines:
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            if is_last_partial or lineno == len(lines):
+                out.skipped_torn_line = True
+                if not quiet:
+                    warnings.warn(f"{p}: skipped a torn last line (a run was interrupted mid-write)", stacklevel=2)
+                continue
+            raise LatprofError(f"{p}:{lineno}: not valid JSON; the results file is corrupt") from None
+        if not isinstance(rec, dict):
+            raise LatprofError(f"{p}:{lineno}: expected a JSON object per line")
+        version = rec.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise LatprofError(
+                f"{p}:{lineno}: schema_version {version!r} is not supported (this latprof reads {SCHEMA_VERSION})"
+            )
+        kind = rec.get("record", "result")
+        if kind == "result":
+            out.results.append(rec)
+        elif kind == "environment":
+            out.environments[rec.get("hardware_id", "")] = rec
+        else:
+            out.other.append(rec)
+    return out
+
+
+def results_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """Tidy table of result rows: the standard columns first, then any extra scalar columns; no raw samples."""
+    flat = []
+    for r in rows:
+        flat.append({k: v for k, v in r.items() if k not in ("samples_ms", "record", "settings") and not isinstance(v, (list, dict))}
+                    | {"settings": json.dumps(r.get("settings", {}), sort_keys=True, default=str)})
+    df = pd.DataFrame(flat)
+    for col in CSV_COLUMNS:
+        if col not in df.columns:
+            df[col] = None
+    extra = [c for c in df.columns if c not in CSV_COLUMNS and c != "settings"]
+    return df[CSV_COLUMNS + sorted(extra) + ["settings"]]
+
+
+def write_csv(rows: Iterable[dict[str, Any]], path: str | Path) -> Path:
+    p = Path(path)
+    try:
+        results_frame(rows).to_csv(p, index=False)
+    except OSError as exc:
+        raise LatprofError(f"cannot write {p}: {exc.strerror or exc}") from None
+    return p
+
+
+def latency_fields(measurement: Any) -> dict[str, Any]:
+    """Row columns of a ``Measurement``: latency statistics, sample count, stop reason, and the raw samples."""
+    s = measurement.stats
+    return {
+        "latency_median_ms": s.median_ms,
+        "latency_mean_ms": s.mean_ms,
+        "latency_p10_ms": s.p10_ms,
+        "latency_p90_ms": s.p90_ms,
+        "latency_iqr_ms": s.iqr_ms,
+        "latency_ci_low_ms": s.ci_low_ms,
+        "latency_ci_high_ms": s.ci_high_ms,
+        "latency_std_ms": s.std_ms,
+        "latency_min_ms": s.min_ms,
+        "latency_max_ms": s.max_ms,
+        "ci_confidence": s.confidence,
+        "cv": s.cv,
+        "n_samples": s.n_samples,
+        "outliers_low": s.outliers_low,
+        "outliers_high": s.outliers_high,
+        **measurement.as_dict(),
+        "samples_ms": list(measurement.samples_ms),
+    }

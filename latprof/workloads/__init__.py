@@ -1,0 +1,26 @@
+"""Workloads: the registry, the built-in blocks and networks, and user-model resolution."""
+
+from latprof.workloads import blocks as _blocks  # noqa: F401  (registers built-in blocks)
+from latprof.workloads.registry import (
+    BlockInstance,
+    Workload,
+    WorkloadSpec,
+    build_registered,
+    get_spec,
+    list_workloads,
+    parse_kwargs,
+    register_workload,
+)
+from latprof.workloads.resolve import create_workload
+
+__all__ = [
+    "BlockInstance",
+    "Workload",
+    "WorkloadSpec",
+    "build_registered",
+    "create_workload",
+    "get_spec",
+    "list_workloads",
+    "parse_kwargs",
+    "register_workload",
+]
