@@ -2,6 +2,9 @@
 
 from latprof.workloads import blocks as _blocks  # noqa: F401  (registers built-in blocks)
 from latprof.workloads import resnet as _resnet  # noqa: F401  (registers ResNet blocks and networks)
+from latprof.workloads import mobilenet as _mobilenet  # noqa: F401  (registers MobileNet blocks and networks)
+from latprof.workloads import efficientnet as _efficientnet  # noqa: F401  (registers EfficientNet and Fused-MBConv)
+from latprof.workloads import design_tips as _design_tips  # noqa: F401  (registers design-tip variants)
 from latprof.workloads.registry import (
     BlockInstance,
     Workload,
