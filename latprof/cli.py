@@ -112,6 +112,8 @@ def _add_profile(sub: Any) -> None:
     p.add_argument("--arg", action="append", metavar="KEY=VALUE", help="keyword argument for the model factory")
     p.add_argument("--backend", type=_csv_list, default=["torch-cpu"], help="comma-separated backends (default torch-cpu)")
     p.add_argument("--input", help="input shape NxCxHxW (default: the model's)")
+    p.add_argument("--per-block", action="store_true",
+                   help="also time each block of a zoo network alone; table of blocks and their share of the network")
     _add_measure_flags(p)
 
 
@@ -127,6 +129,8 @@ def _run_profile(args: argparse.Namespace) -> int:
     from latprof.shapes import parse_shape
     from latprof.workloads import parse_kwargs
 
+    if args.per_block:
+        return _run_per_block(args)
     request = ProfileRequest(
         models=args.model,
         backends=args.backend,
@@ -151,6 +155,40 @@ def _run_profile(args: argparse.Namespace) -> int:
     failed = [r for r in files.rows if r.get("status") != "ok"]
     for r in failed:
         print(f"latprof: error: {r['workload']} on {r['backend']}: {r['error']}", file=sys.stderr)
+    return 2 if failed else 0
+
+
+def _run_per_block(args: argparse.Namespace) -> int:
+    from latprof.console import print_json, stdout, table
+    from latprof.per_block import BLOCK_TABLE_COLUMNS, block_table_rows, run_per_block, summary_line
+    from latprof.profile import ProfileRequest
+    from latprof.shapes import parse_shape
+    from latprof.workloads import parse_kwargs
+
+    request = ProfileRequest(
+        models=args.model, backends=args.backend, threads=args.threads, pin=args.pin,
+        input_shape=parse_shape(args.input) if args.input else None, batch=args.batch,
+        model_kwargs=parse_kwargs(args.arg), config=_measure_config(args), ort_opt=args.ort_opt,
+        out=args.out, resume=args.resume,
+    )
+    files = run_per_block(request)
+    if args.json:
+        print_json([{k: v for k, v in r.items() if k != "samples_ms"} for r in files.rows])
+    else:
+        groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for r in files.rows:
+            groups.setdefault((r["workload"], r["backend"]), []).append(r)
+        for (model, backend), rows in groups.items():
+            rows = sorted(rows, key=lambda r: r["block_index"])
+            title = f"{model} on {backend}, {rows[0]['threads']} thread(s), batch {rows[0]['batch']}"
+            stdout.print(table(title, BLOCK_TABLE_COLUMNS, block_table_rows(rows)))
+            stdout.print(summary_line(rows))
+        if files.skipped:
+            stdout.print(f"{files.skipped} network(s) already present, skipped (--resume)")
+        stdout.print(f"results: {files.results_path}  csv: {files.csv_path}")
+    failed = [r for r in files.rows if r.get("status") != "ok"]
+    for r in failed:
+        print(f"latprof: error: {r['workload']} block {r['variant']} on {r['backend']}: {r['error']}", file=sys.stderr)
     return 2 if failed else 0
 
 
