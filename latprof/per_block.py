@@ -208,7 +208,5 @@ def run_per_block(request: ProfileRequest) -> RunFiles:
                 files.skipped += 0 if rows else 1
                 files.rows.extend(rows)
     finally:
-        results = read_results(store.path, quiet=True).results
-        if results:  # a run that failed before its first row leaves no CSV
-            write_csv(results, files.csv_path)
+        write_csv(read_results(store.path, quiet=True).results, files.csv_path)
     return files

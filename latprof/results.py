@@ -179,7 +179,7 @@ def results_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
         flat.append({k: v for k, v in r.items() if k not in ("samples_ms", "record", "settings") and not isinstance(v, (list, dict))}
                     | {"settings": json.dumps(r.get("settings", {}), sort_keys=True, default=str)})
     df = pd.DataFrame(flat)
-    for col in CSV_COLUMNS:
+    for col in CSV_COLUMNS + ["settings"]:  # also when there are no rows at all
         if col not in df.columns:
             df[col] = None
     extra = [c for c in df.columns if c not in CSV_COLUMNS and c != "settings"]
