@@ -83,7 +83,8 @@ def profile_blocks(
     """Measure the whole network, then each block alone; one row each (the whole network first, block_index -1).
 
     A block that fails becomes an error row and the others go on. Block rows go to ``store`` as they finish;
-    the whole-network row goes last, with the sum of the blocks (so it is last in the file, first in the list). With ``skip_keys`` (``--resume``), a network whose rows are all
+    the whole-network row goes last, with the sum of the blocks (so it is last in the file, first in the list).
+    With ``skip_keys`` (``--resume``), a network whose rows are all
     present already is skipped and ``[]`` comes back.
     """
     validate_threads(threads)

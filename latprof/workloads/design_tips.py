@@ -44,7 +44,7 @@ def conv5x5(in_channels: int = 64, out_channels: int | None = None, stride: int 
 def factorized_conv5x5(
     in_channels: int = 64, out_channels: int | None = None, stride: int = 1, groups: int = 1
 ) -> nn.Module:
-    """5×1 conv then 1×5 conv (10 taps instead of 25) → BN → ReLU; no norm between, so only the kernel shape differs."""
+    """5×1 conv then 1×5 conv (10 taps instead of 25) → BN → ReLU; no norm between: only the kernel shape differs."""
     out_channels = out_channels or in_channels
     _check_groups(in_channels, out_channels, groups)
     return nn.Sequential(
@@ -63,7 +63,7 @@ def conv_norm(
     num_groups: int = 32,
     act: str = "relu",
 ) -> nn.Module:
-    """Conv k×k → norm (bn | gn with num_groups | none) → act; BatchNorm folds into the conv at inference, GroupNorm cannot."""
+    """Conv k×k → norm (bn | gn with num_groups | none) → act; BN folds into the conv at inference, GN cannot."""
     out_channels = out_channels or in_channels
     block = conv_norm_act(in_channels, out_channels, kernel_size, stride, norm=norm, act=act)
     if norm == "gn":

@@ -59,7 +59,12 @@ class ResNetBasic(_ResidualUnit):
     """conv3×3 → BN → ReLU → conv3×3 → BN, + shortcut, ReLU after the add."""
 
     def __init__(
-        self, in_channels: int = 64, out_channels: int | None = None, stride: int = 1, relu: bool = True, shortcut: bool = True
+        self,
+        in_channels: int = 64,
+        out_channels: int | None = None,
+        stride: int = 1,
+        relu: bool = True,
+        shortcut: bool = True,
     ) -> None:
         out_channels = out_channels or in_channels
         act = "relu" if relu else None
@@ -111,11 +116,11 @@ def _resnet(bottleneck: bool, depths: tuple[int, int, int, int], num_classes: in
 
 @register_workload(kind="network", family="resnet", default_input=image_input)
 def resnet18(num_classes: int = 1000) -> nn.Module:
-    """ResNet-18 (basic units 2-2-2-2), 224×224, 1.8 G mult-adds, 11.7 M params."""
+    """ResNet-18 (basic units 2-2-2-2): 1.81 G mult-adds, 11.7 M params at 224×224 (paper: 1.8 G)."""
     return _resnet(False, (2, 2, 2, 2), num_classes)
 
 
 @register_workload(kind="network", family="resnet", default_input=image_input)
 def resnet50(num_classes: int = 1000) -> nn.Module:
-    """ResNet-50 (bottleneck units 3-4-6-3, stride on the first 1×1 as in the paper), 3.8 G mult-adds, 25.6 M params."""
+    """ResNet-50 (bottleneck 3-4-6-3, stride on the first 1×1): 3.86 G mult-adds, 25.6 M params (paper: 3.8 G)."""
     return _resnet(True, (3, 4, 6, 3), num_classes)

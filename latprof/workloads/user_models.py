@@ -126,7 +126,9 @@ def _as_shape(name: str, value: Any) -> Shape:
     try:
         dims = tuple(int(d) for d in value)
     except (TypeError, ValueError):
-        raise LatprofError(f"{name} returned input shape {value!r}; expected a tuple of ints like (1, 3, 224, 224)") from None
+        raise LatprofError(
+            f"{name} returned input shape {value!r}; expected a tuple of ints like (1, 3, 224, 224)"
+        ) from None
     if not dims or any(d < 1 for d in dims):
         raise LatprofError(f"{name} returned input shape {value!r}; expected positive ints")
     return dims
