@@ -94,7 +94,7 @@ def inverted_residual(
     return MBConv(in_channels, int(round(in_channels * expansion)), out_channels, kernel_size, stride, act)
 
 
-@register_workload(kind="block", family="mobilenet", default_input=channels_input("in_channels", 40, 28))
+@register_workload(kind="block", family="mobilenet", default_input=channels_input("in_channels", 40))
 def mbconv(
     in_channels: int = 40,
     out_channels: int | None = None,
