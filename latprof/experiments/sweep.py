@@ -179,10 +179,10 @@ def run_unit(unit: SweepUnit, request: SweepRequest, hardware_id: str) -> list[d
     im = None
     try:
         for v in spec.variants:
-            wl = spec.workload(v, unit.scale, unit.channels, unit.batch)
             ident = {**templates[v.name], **common, "block_args": spec.block_args(v, unit.scale, unit.channels),
                      "expect": v.expect or "baseline"}
             try:
+                wl = spec.workload(v, unit.scale, unit.channels, unit.batch)
                 counts[v.name] = _counts(wl)
                 prepared[v.name] = create_backend(unit.backend, options).prepare(wl)
             except (BackendError, LatprofError, RuntimeError, ValueError) as exc:
