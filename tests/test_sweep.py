@@ -8,7 +8,7 @@ from latprof.cost import workload_counts
 from latprof.errors import LatprofError
 from latprof.experiments.spec import builtin_spec_paths, list_specs, load_spec, resolve_spec
 from latprof.experiments.sweep import SweepRequest, flops_constancy, parse_shard, plan_units, run_sweep
-from latprof.experiments.verdict import (
+from latprof.analysis.verdicts import (
     CONFIRMS, CONTRADICTS, DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, UNCLEAR, Interval, guideline_verdict, variant_outcome,
 )
 from latprof.results import read_results, row_key

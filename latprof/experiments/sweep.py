@@ -18,7 +18,7 @@ from latprof.backends import BackendError, BackendOptions, available_backends, b
 from latprof.backends.base import PreparedRun, logical_cores, validate_threads
 from latprof.errors import LatprofError, one_line
 from latprof.experiments.spec import CHANNEL_SETS, ExperimentSpec, builtin_spec_paths, resolve_spec
-from latprof.experiments.verdict import INCONCLUSIVE, Interval, guideline_verdict, variant_outcome
+from latprof.analysis.verdicts import INCONCLUSIVE, Interval, guideline_verdict, variant_outcome
 from latprof.measure.protocol import MeasureConfig, measure_interleaved
 from latprof.profile import open_store, record_environment
 from latprof.results import base_row, error_row, latency_fields, row_key
