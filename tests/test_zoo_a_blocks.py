@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
+from latprof.cost import count_workload
 from latprof.errors import LatprofError
 from latprof.workloads import build_registered, get_spec
 from latprof.workloads.layers import SqueezeExcite, make_divisible
@@ -25,11 +25,8 @@ def _conv_weights(module: nn.Module) -> int:
     return sum(m.weight.numel() for m in module.modules() if isinstance(m, nn.Conv2d))
 
 
-def _mult_adds(w) -> float:
-    counter = FlopCounterMode(display=False)
-    with counter, torch.inference_mode():
-        w.module(*w.make_inputs())
-    return counter.get_total_flops() / 2
+def _mult_adds(w) -> int:
+    return count_workload(w).totals["mult_adds"]
 
 
 def _count(module: nn.Module, kind: type) -> int:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from latprof.cost import UnsupportedOpWarning, count_model
 from latprof.workloads import build_registered, get_spec, list_workloads
 
 NETWORKS = [
@@ -42,16 +45,28 @@ TOLERANCE = 0.03
 
 
 def _counts(name: str, hw: int = 224) -> tuple[torch.Size, int, float]:
-    """Output shape, params and mult_adds at 1×3×hw×hw, on the meta device (shapes only, no arithmetic)."""
+    """Output shape, params and mult_adds at 1×3×hw×hw through latprof's cost model, on the meta device."""
     spec = get_spec(name)
     with torch.device("meta"):
         module = spec.factory().eval()
         x = torch.empty(1, 3, hw, hw)
-    params = sum(p.numel() for p in module.parameters())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnsupportedOpWarning)  # every op of the zoo has a cost rule
+        totals = count_model(module, (x,)).totals
+    with torch.inference_mode():
+        out = module(x)
+    return out.shape, totals["params"], totals["mult_adds"]
+
+
+def test_cost_model_agrees_with_torch_flop_counter() -> None:
+    """An independent count: torch's FlopCounterMode (2 per multiply-add of conv / linear / mm)."""
+    with torch.device("meta"):
+        module = get_spec("mobilenet_v3_small").factory().eval()
+        x = torch.empty(1, 3, 224, 224)
     counter = FlopCounterMode(display=False)
     with counter, torch.inference_mode():
-        out = module(x)
-    return out.shape, params, counter.get_total_flops() / 2  # FlopCounterMode counts 2 per multiply-add
+        module(x)
+    assert counter.get_total_flops() / 2 == count_model(module, (x,)).totals["mult_adds"] == 56_510_400
 
 
 @pytest.fixture(scope="module")
