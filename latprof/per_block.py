@@ -10,6 +10,7 @@ for the whole), ``block_index`` (-1 for the whole network), ``share_of_network``
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ from torch import nn
 
 from latprof.backends import BackendError, BackendOptions, backend_class
 from latprof.backends.base import logical_cores, validate_threads
-from latprof.errors import one_line
+from latprof.errors import LatprofError, one_line
 from latprof.measure.protocol import MeasureConfig
 from latprof.profile import ProfileRequest, RunFiles, measure_on_backend, open_store, record_environment
 from latprof.results import ResultStore, base_row, error_row, read_results, row_key, write_csv
@@ -47,11 +48,13 @@ class BlockSummary:
 def count_fields(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> dict[str, Any]:
     """Analytic counts from the cost model when it is installed (``latprof.cost.count_model``); else nothing."""
     try:
-        from latprof.cost import count_model
+        from latprof.cost import UnsupportedOpWarning, count_model
     except ImportError:
         return {}
     try:
-        totals = count_model(module, inputs).totals
+        with warnings.catch_warnings():  # as in ``profile``: ops without a rule are not worth a warning per block
+            warnings.simplefilter("ignore", UnsupportedOpWarning)
+            totals = count_model(module, inputs).totals
     except Exception as exc:  # a counting failure must not cost the latency row
         return {"count_error": one_line(exc)}
     return {k: totals.get(k) for k in COUNT_FIELDS if k in totals}
@@ -66,7 +69,7 @@ def block_workloads(network: Workload) -> list[tuple[int, str, Workload]]:
 
 
 def profile_blocks(
-    network_name: str,
+    network_name: str | Workload,
     backend: str = "torch-cpu",
     threads: int | None = None,
     config: MeasureConfig | None = None,
@@ -82,6 +85,8 @@ def profile_blocks(
 ) -> list[dict[str, Any]]:
     """Measure the whole network, then each block alone; one row each (the whole network first, block_index -1).
 
+    ``network_name`` is a zoo name (or a ``Workload`` already built with the backend's batch).
+
     A block that fails becomes an error row and the others go on. Block rows go to ``store`` as they finish;
     the whole-network row goes last, with the sum of the blocks (so it is last in the file, first in the list).
     With ``skip_keys`` (``--resume``), a network whose rows are all
@@ -91,8 +96,8 @@ def profile_blocks(
     cls = backend_class(backend)
     config = config or MeasureConfig()
     batch = cls(BackendOptions()).batch_for(batch)
-    network = create_workload(network_name, input_shape=input_shape, batch=batch, **(model_kwargs or {}))
-    blocks = block_workloads(network)  # raises a one-line error for a model without blocks()
+    network = _network(network_name, input_shape, batch, model_kwargs)
+    blocks = block_workloads(network)
     threads = threads or (1 if cls.device_class == "mobile" else logical_cores())
     options = BackendOptions(threads, None, pin, batch, ort_opt)
     items = [(-1, NETWORK_VARIANT, network), *blocks]
@@ -115,6 +120,20 @@ def profile_blocks(
                        sum_vs_network=summary.ratio)
         _emit(rows[0], store, on_row)
     return rows
+
+
+def _network(
+    network: str | Workload, input_shape: Shape | None, batch: int, model_kwargs: dict[str, Any] | None
+) -> Workload:
+    """Build (or take) the network and check it: a bad input shape or a model without ``blocks()`` is one line."""
+    if isinstance(network, str):
+        network = create_workload(network, input_shape=input_shape, batch=batch, **(model_kwargs or {}))
+    if network.module is None or not hasattr(network.module, "blocks"):
+        raise LatprofError(
+            f"{network.name} is not a network with a block decomposition; --per-block needs a zoo network"
+        )
+    network.check_input()
+    return network
 
 
 def _measure_one(
@@ -193,21 +212,23 @@ def summary_line(rows: list[dict[str, Any]]) -> str:
 def run_per_block(request: ProfileRequest) -> RunFiles:
     """``latprof profile --per-block``: every model × backend through ``profile_blocks``, stored like ``profile``."""
     validate_threads(request.threads)
-    for name in request.backends:
-        backend_class(name)
+    plan: list[tuple[Workload, str]] = []
+    for model in request.models:  # build and check everything first: a bad name or shape fails before any file
+        for backend in request.backends:
+            batch = backend_class(backend)(BackendOptions()).batch_for(request.batch)
+            plan.append((_network(model, request.input_shape, batch, request.model_kwargs), backend))
     out_dir, store = open_store(request.out)
     done = store.keys() if request.resume else None
     env = record_environment(store)
     files = RunFiles(out_dir, store.path, out_dir / "results.csv")
     try:
-        for model in request.models:
-            for backend in request.backends:
-                rows = profile_blocks(
-                    model, backend, request.threads, request.config, request.input_shape, request.batch,
-                    request.pin, request.ort_opt, request.model_kwargs, store, env["hardware_id"], skip_keys=done,
-                )
-                files.skipped += 0 if rows else 1
-                files.rows.extend(rows)
+        for network, backend in plan:
+            rows = profile_blocks(
+                network, backend, request.threads, request.config, None, network.batch,
+                request.pin, request.ort_opt, None, store, env["hardware_id"], skip_keys=done,
+            )
+            files.skipped += 0 if rows else 1
+            files.rows.extend(rows)
     finally:
         write_csv(read_results(store.path, quiet=True).results, files.csv_path)
     return files

@@ -105,10 +105,20 @@ def test_cli_per_block_prints_table_and_stores_rows(tmp_path, capsys) -> None:
     assert len(read_results(out).results) == 14
 
 
-def test_cli_per_block_on_a_block_is_a_one_line_error(tmp_path, capsys) -> None:
-    assert main(["profile", "--model", "conv5x5", "--per-block", "--out", str(tmp_path), *QUICK]) == 2
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "conv5x5"], "conv5x5 is not a network with a block decomposition"),
+        (["--model", "resnet18", "--input", "1x5x32x32"], "resnet18 rejects input 1x5x32x32"),
+        (["--model", "resnet18", "--model", "resnet_19"], "unknown model 'resnet_19'"),
+    ],
+)
+def test_cli_per_block_bad_request_is_one_line_before_any_file(tmp_path, capsys, argv, message) -> None:
+    out = tmp_path / "never"
+    assert main(["profile", "--per-block", *argv, "--out", str(out), *QUICK]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "not a network with a block decomposition" in err
+    assert "\n" not in err and message in err
+    assert not out.exists()
 
 
 def test_profile_blocks_rejects_unknown_backend() -> None:
