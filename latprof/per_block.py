@@ -62,8 +62,9 @@ def count_fields(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> dict[st
 
 def block_workloads(network: Workload) -> list[tuple[int, str, Workload]]:
     """(index, block name, workload) for each block, each with the input shape it sees inside the network."""
+    source = f"block of {network.name}"
     return [
-        (i, b.name, Workload(f"{network.name}/{b.name}", b.module, b.input_shape, "block", {}, f"block of {network.name}"))
+        (i, b.name, Workload(f"{network.name}/{b.name}", b.module, b.input_shape, "block", {}, source))
         for i, b in enumerate(network.blocks())
     ]
 
@@ -89,8 +90,7 @@ def profile_blocks(
 
     A block that fails becomes an error row and the others go on. Block rows go to ``store`` as they finish;
     the whole-network row goes last, with the sum of the blocks (so it is last in the file, first in the list).
-    With ``skip_keys`` (``--resume``), a network whose rows are all
-    present already is skipped and ``[]`` comes back.
+    With ``skip_keys`` (``--resume``), a network whose rows are all present already is skipped: ``[]`` comes back.
     """
     validate_threads(threads)
     cls = backend_class(backend)
@@ -204,7 +204,10 @@ def summary_line(rows: list[dict[str, Any]]) -> str:
     s = summarize_blocks(rows)
     if s.network_ms is None or s.sum_of_blocks_ms is None:
         failed = sum(1 for r in rows if r.get("status") != "ok")
-        return f"sum of blocks vs whole network: not available ({failed} row(s) failed)"
+        whole = next((r for r in rows if r.get("block_index") == -1), {})
+        missing = (whole.get("blocks_total") or 0) - sum(1 for r in rows if r.get("block_index", -1) >= 0)
+        gap = f", {missing} block(s) not measured" if missing > 0 else ""
+        return f"sum of blocks vs whole network: not available ({failed} row(s) failed{gap})"
     return (f"sum of blocks {s.sum_of_blocks_ms:.4g} ms vs whole network {s.network_ms:.4g} ms "
             f"(ratio {s.ratio:.3f}, {len(rows) - 1} blocks)")
 

@@ -83,6 +83,7 @@ def test_summary_needs_every_block() -> None:
     rows = [{"block_index": -1, "status": "ok", "latency_median_ms": 2.0, "blocks_total": 2},
             {"block_index": 0, "status": "ok", "latency_median_ms": 1.5}]
     assert summarize_blocks(rows).sum_of_blocks_ms is None  # one block missing (interrupted run)
+    assert summary_line(rows).endswith("(0 row(s) failed, 1 block(s) not measured)")
     rows.append({"block_index": 1, "status": "error", "error": "x"})
     assert "not available (1 row(s) failed)" in summary_line(rows)
     rows[-1] = {"block_index": 1, "status": "ok", "latency_median_ms": 1.0}
