@@ -13,7 +13,7 @@ from torch import nn
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """Interleave ``groups`` channel groups: channel ``g*cpg + i`` moves to position ``i*groups + g``."""
     n, c, h, w = x.shape
-    if groups < 1 or c % groups:
+    if not torch.jit.is_tracing() and (groups < 1 or c % groups):
         raise ValueError(f"channel_shuffle: {c} channels do not split into {groups} groups")
     x = x.view(n, groups, c // groups, h, w)
     x = torch.transpose(x, 1, 2).contiguous()
