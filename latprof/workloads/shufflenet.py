@@ -22,14 +22,11 @@ V1_STAGE_CHANNELS = {1: (144, 288, 576), 2: (200, 400, 800), 3: (240, 480, 960),
 V2_STAGE_CHANNELS = {0.5: (48, 96, 192, 1024), 1.0: (116, 232, 464, 1024), 1.5: (176, 352, 704, 1024),
                      2.0: (244, 488, 976, 2048)}
 STAGE_REPEATS = (4, 8, 4)
+NETWORK_INPUT = (1, 3, 224, 224)
 
 
 def _channels_input(key: str, default: int, size: int = 56) -> Any:
     return lambda kw: (1, int(kw.get(key, default)), size, size)
-
-
-def _network_input(_kw: dict[str, Any]) -> tuple[int, int, int, int]:
-    return (1, 3, 224, 224)
 
 
 class BlockChain(nn.Module):
@@ -178,37 +175,37 @@ def shufflenet_v2_unit(in_channels: int = 116, out_channels: int = 116, stride: 
     return ShuffleV2Unit(in_channels, out_channels, stride, kernel_size)
 
 
-@register_workload(kind="network", family="shufflenet", default_input=_network_input)
+@register_workload(kind="network", family="shufflenet", default_input=NETWORK_INPUT)
 def shufflenet_v1_g3_x1_0(num_classes: int = NUM_CLASSES) -> nn.Module:
     """ShuffleNet V1 1.0×, g=3 (paper: 140M mult-adds, 1.9M params)."""
     return build_shufflenet_v1(3, num_classes)
 
 
-@register_workload(kind="network", family="shufflenet", default_input=_network_input)
+@register_workload(kind="network", family="shufflenet", default_input=NETWORK_INPUT)
 def shufflenet_v1_g8_x1_0(num_classes: int = NUM_CLASSES) -> nn.Module:
     """ShuffleNet V1 1.0×, g=8 (paper Table 2: 140M mult-adds)."""
     return build_shufflenet_v1(8, num_classes)
 
 
-@register_workload(kind="network", family="shufflenet", default_input=_network_input)
+@register_workload(kind="network", family="shufflenet", default_input=NETWORK_INPUT)
 def shufflenet_v2_x0_5(num_classes: int = NUM_CLASSES) -> nn.Module:
     """ShuffleNet V2 0.5× (paper: 41M mult-adds, 1.4M params)."""
     return build_shufflenet_v2(0.5, num_classes)
 
 
-@register_workload(kind="network", family="shufflenet", default_input=_network_input)
+@register_workload(kind="network", family="shufflenet", default_input=NETWORK_INPUT)
 def shufflenet_v2_x1_0(num_classes: int = NUM_CLASSES) -> nn.Module:
     """ShuffleNet V2 1.0× (paper: 146M mult-adds, 2.3M params)."""
     return build_shufflenet_v2(1.0, num_classes)
 
 
-@register_workload(kind="network", family="shufflenet", default_input=_network_input)
+@register_workload(kind="network", family="shufflenet", default_input=NETWORK_INPUT)
 def shufflenet_v2_x1_5(num_classes: int = NUM_CLASSES) -> nn.Module:
     """ShuffleNet V2 1.5× (paper: 299M mult-adds, 3.5M params)."""
     return build_shufflenet_v2(1.5, num_classes)
 
 
-@register_workload(kind="network", family="shufflenet", default_input=_network_input)
+@register_workload(kind="network", family="shufflenet", default_input=NETWORK_INPUT)
 def shufflenet_v2_x2_0(num_classes: int = NUM_CLASSES) -> nn.Module:
     """ShuffleNet V2 2.0× (paper: 591M mult-adds, 7.4M params)."""
     return build_shufflenet_v2(2.0, num_classes)
