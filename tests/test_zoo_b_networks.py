@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from latprof.cost import count_model
 from latprof.workloads import build_registered
 from latprof.workloads.micronet import dsm_elementwise_counts
 
@@ -41,11 +42,14 @@ MICRONET_DSM_TOLERANCE = 0.07
 
 
 def conv_linear_mult_adds(module: torch.nn.Module, x: torch.Tensor) -> int:
-    """Multiply-adds of conv/linear/matmul: FlopCounterMode counts 2 flops per multiply-add."""
+    """Multiply-adds of conv/linear/matmul by latprof's cost model, cross-checked against torch's FlopCounterMode
+    (2 flops per multiply-add)."""
+    ours = count_model(module, (x,)).totals["mult_adds"]
     counter = FlopCounterMode(display=False)
     with counter, torch.inference_mode():
         module(x)
-    return counter.get_total_flops() // 2
+    assert counter.get_total_flops() == 2 * ours
+    return ours
 
 
 @pytest.mark.parametrize("name", NETWORKS)
