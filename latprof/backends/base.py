@@ -7,6 +7,7 @@ in force (read back from the runtime, not echoed from the request).
 from __future__ import annotations
 
 import contextlib
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -131,10 +132,26 @@ def pinned(cores: list[int] | None) -> Iterator[list[int] | None]:
         yield None  # pinning unsupported here (e.g. macOS); recorded as None
         return
     proc.cpu_affinity(cores)
+    threads = _pin_threads(proc, cores)
     try:
         yield sorted(proc.cpu_affinity())
     finally:
         proc.cpu_affinity(before)
+        _pin_threads(proc, before, threads)
+
+
+def _pin_threads(proc: psutil.Process, cores: list[int], only: list[int] | None = None) -> list[int]:
+    """Also pin threads that already exist (a runtime's thread pool): on Linux the process call moves only one thread."""
+    if not hasattr(os, "sched_setaffinity"):
+        return []
+    done = []
+    for tid in only if only is not None else [t.id for t in proc.threads()]:
+        try:
+            os.sched_setaffinity(tid, cores)
+            done.append(tid)
+        except OSError:  # the thread ended meanwhile
+            continue
+    return done
 
 
 def pin_cores(count: int) -> list[int]:
