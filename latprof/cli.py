@@ -112,6 +112,8 @@ def _add_profile(sub: Any) -> None:
     p.add_argument("--arg", action="append", metavar="KEY=VALUE", help="keyword argument for the model factory")
     p.add_argument("--backend", type=_csv_list, default=["torch-cpu"], help="comma-separated backends (default torch-cpu)")
     p.add_argument("--input", help="input shape NxCxHxW (default: the model's)")
+    p.add_argument("--per-op", action="store_true",
+                   help="also profile per operator (separate pass) and show the Figure 2 category breakdown")
     _add_measure_flags(p)
 
 
@@ -139,6 +141,7 @@ def _run_profile(args: argparse.Namespace) -> int:
         ort_opt=args.ort_opt,
         out=args.out,
         resume=args.resume,
+        per_op=args.per_op,
     )
     files = run_profile(request)
     if args.json:
@@ -147,6 +150,10 @@ def _run_profile(args: argparse.Namespace) -> int:
         stdout.print(result_table(files.rows))
         if files.skipped:
             stdout.print(f"{files.skipped} row(s) already present, skipped (--resume)")
+        if files.per_op:
+            from latprof.analysis.breakdown import print_breakdowns
+
+            print_breakdowns(files.per_op)
         stdout.print(f"results: {files.results_path}  csv: {files.csv_path}")
     failed = [r for r in files.rows if r.get("status") != "ok"]
     for r in failed:

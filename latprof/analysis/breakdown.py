@@ -70,7 +70,7 @@ def torch_category(op: str) -> str:
     if base in _TORCH_CONV or name.startswith(("conv", "mkldnn_conv", "cudnn_conv", "_convolution",
                                                 "_slow_conv", "thnn_conv", "_nnpack", "mkldnn_linear")):
         return "Conv"
-    if base in _TORCH_ELEMWISE:
+    if base in _TORCH_ELEMWISE or "batch_norm" in name:
         return "Elemwise"
     if base in _TORCH_DATA:
         return "Data"
@@ -105,7 +105,7 @@ def reconciliation(profiled_total_ms: float, profiled_run_ms: float | None, end_
             f"{end_to_end_ms:.4g} ms{run}; {verdict}. Shares are of the op sum, not of the latency.")
 
 
-def breakdown_record(profile: OpProfile, end_to_end_ms: float | None, **ident: Any) -> dict[str, Any]:
+def breakdown_record(profile: OpProfile, end_to_end_ms: float | None, /, **ident: Any) -> dict[str, Any]:
     """A ``record: "per_op"`` line (HELPERS.md contract); ``ident`` supplies workload, backend, threads, batch, ..."""
     cats = dict.fromkeys(CATEGORIES, 0.0)
     ops = []
@@ -126,6 +126,8 @@ def breakdown_record(profile: OpProfile, end_to_end_ms: float | None, **ident: A
         "categories_ms": cats,
         "categories_percent": {c: (100.0 * v / total if total > 0 else 0.0) for c, v in cats.items()},
         "depthwise_ms": sum(o.time_ms for o in profile.ops if o.depthwise),
+        # time of nodes where the runtime fused element-wise work into a conv (counted in Conv, as the runtime ran it)
+        "fused_conv_elemwise_ms": sum(o.time_ms for o in profile.ops if o.fused_ops),
         "ops": ops,
         "profiled_total_ms": total,
         "profiled_run_ms": profile.profiled_run_ms,
@@ -146,6 +148,11 @@ def category_rows(record: dict[str, Any]) -> list[list[Any]]:
     rows.append(["(depthwise, within Conv)", record["depthwise_ms"],
                  100.0 * record["depthwise_ms"] / record["profiled_total_ms"] if record["profiled_total_ms"] else 0.0,
                  *[None] * len(PAPER_FIGURE2)])
+    fused = record.get("fused_conv_elemwise_ms") or 0.0
+    if fused:
+        rows.append(["(conv+elemwise fused nodes, within Conv)", fused,
+                     100.0 * fused / record["profiled_total_ms"] if record["profiled_total_ms"] else 0.0,
+                     *[None] * len(PAPER_FIGURE2)])
     return rows
 
 
@@ -153,7 +160,7 @@ def category_columns() -> list[str]:
     return ["category", "ms", "%", *[f"paper {k} %" for k in PAPER_FIGURE2]]
 
 
-def per_op_breakdown(backend: Any, workload: Any, end_to_end_ms: float | None, runs: int = 20,
+def per_op_breakdown(backend: Any, workload: Any, end_to_end_ms: float | None, /, runs: int = 20,
                      **ident: Any) -> dict[str, Any]:
     """Profile ``workload`` on ``backend`` (a ``Backend`` with ``profile_ops``) and build its per_op record."""
     from latprof.backends.base import BackendError
@@ -162,3 +169,18 @@ def per_op_breakdown(backend: Any, workload: Any, end_to_end_ms: float | None, r
     if profile_ops is None:
         raise BackendError(f"{backend.name}: per-op profiling is not supported on this backend")
     return breakdown_record(profile_ops(workload, runs), end_to_end_ms, **ident)
+
+
+def print_breakdowns(records: list[dict[str, Any]]) -> None:
+    """Print each backend's category table beside the paper's Figure 2 shares, and its reconciliation line."""
+    from latprof.console import stdout, table
+
+    for rec in records:
+        title = f"Per-op breakdown: {rec.get('workload')} on {rec.get('backend')} ({rec.get('threads')} threads)"
+        if rec.get("status") == "error":
+            stdout.print(f"{title}: error: {rec.get('error')}")
+            continue
+        stdout.print(table(title, category_columns(), category_rows(rec)))
+        stdout.print(f"  {rec['reconciliation']}")
+    if records:
+        stdout.print("  paper columns: ShuffleNet V2 Figure 2 (GTX 1080Ti / Snapdragon 810), for reference only")

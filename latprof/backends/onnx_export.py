@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import os
 import warnings
 from collections.abc import Callable, Iterator
@@ -61,7 +62,7 @@ def workload_hash(module: torch.nn.Module, input_shape: tuple[int, ...], exporte
     h.update(repr(module).encode())
     h.update(json.dumps([list(input_shape), exporter, opset, torch.__version__]).encode())
     for name, tensor in module.state_dict().items():
-        t = tensor.detach().to("cpu").contiguous()
+        t = tensor.detach().to("cpu").contiguous().reshape(-1)
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:24]
@@ -70,9 +71,15 @@ def workload_hash(module: torch.nn.Module, input_shape: tuple[int, ...], exporte
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """The exporters print progress and deprecation warnings; keep the CLI output to latprof's own lines."""
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        yield
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def _export_dynamo(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], path: Path, opset: int) -> None:
