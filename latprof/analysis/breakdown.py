@@ -168,7 +168,11 @@ def per_op_breakdown(backend: Any, workload: Any, end_to_end_ms: float | None, /
     profile_ops = getattr(backend, "profile_ops", None)
     if profile_ops is None:
         raise BackendError(f"{backend.name}: per-op profiling is not supported on this backend")
-    return breakdown_record(profile_ops(workload, runs), end_to_end_ms, **ident)
+    try:
+        profile = profile_ops(workload, runs)
+    except (ValueError, OSError, RuntimeError) as exc:  # unreadable trace, profiler failure → error record
+        raise BackendError(f"{backend.name}: per-op profiling failed: {exc}") from None
+    return breakdown_record(profile, end_to_end_ms, **ident)
 
 
 def print_breakdowns(records: list[dict[str, Any]]) -> None:

@@ -53,8 +53,9 @@ def profile_ort(
     feeds: dict[str, np.ndarray],
     runs: int = 20,
     workdir: Path | None = None,
+    warmup: int = 3,
 ) -> OpProfile:
-    """Run ``runs`` profiled inferences (after one unprofiled-in-the-result warm-up) and read per-node kernel times."""
+    """Run ``warmup + runs`` inferences under the profiler and read per-node kernel times of the last ``runs``."""
     with tempfile.TemporaryDirectory(prefix="latprof-ortprof-") as tmp:
         root = Path(workdir or tmp)
         so = make_options()
@@ -62,12 +63,12 @@ def profile_ort(
         so.profile_file_prefix = str(root / "ort_profile")
         so.optimized_model_filepath = str(root / "optimized.onnx")
         session = make_session(so)
-        for _ in range(runs + 1):
+        for _ in range(warmup + runs):
             session.run(None, feeds)
         trace_path = Path(session.end_profiling())
         events = json.loads(trace_path.read_text())
         nodes = optimized_nodes(root / "optimized.onnx")
-    return parse_ort_trace(events, nodes, runs)
+    return parse_ort_trace(events, nodes, warmup)
 
 
 def optimized_nodes(path: Path) -> dict[str, dict[str, Any]]:
@@ -130,14 +131,14 @@ def _is_depthwise(op_type: str, shapes: Sequence[Any]) -> bool:
     return bool(x and w and len(x) == 4 and len(w) == 4 and w[1] == 1 and x[1] > 1)
 
 
-def parse_ort_trace(events: list[dict[str, Any]], nodes: dict[str, dict[str, Any]], runs: int) -> OpProfile:
-    """Per-node kernel time per run, dropping the first (warm-up) ``model_run``."""
+def parse_ort_trace(events: list[dict[str, Any]], nodes: dict[str, dict[str, Any]], warmup: int = 1) -> OpProfile:
+    """Per-node kernel time per run, dropping the first ``warmup`` ``model_run``s."""
     model_runs = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
                         key=lambda e: e["ts"])
-    if len(model_runs) < 2:
-        raise ValueError("ONNX Runtime trace has fewer than two model_run events")
-    start = model_runs[0]["ts"] + model_runs[0]["dur"]
-    timed = model_runs[1:]
+    if len(model_runs) <= warmup:
+        raise ValueError(f"ONNX Runtime trace has {len(model_runs)} model_run events, need more than {warmup}")
+    start = model_runs[warmup - 1]["ts"] + model_runs[warmup - 1]["dur"] if warmup else float("-inf")
+    timed = model_runs[warmup:]
     shuffles = shuffle_nodes(nodes)
     total_us: dict[str, float] = defaultdict(float)
     count: dict[str, int] = defaultdict(int)
@@ -164,7 +165,7 @@ def parse_ort_trace(events: list[dict[str, Any]], nodes: dict[str, dict[str, Any
             fused_ops=fused_ops(info, op_type),
         ))
     run_ms = float(np.mean([e["dur"] for e in timed])) / 1e3
-    method = (f"ONNX Runtime profiler, {n} runs after 1 warm-up; per-node kernel_time events; fused nodes read from "
+    method = (f"ONNX Runtime profiler, {n} runs after {warmup} warm-up; per-node kernel_time events; fused nodes read from "
               f"the optimised model ({'saved' if nodes else 'not available'})")
     return OpProfile(sorted(ops, key=lambda o: -o.time_ms), "onnxruntime", n, run_ms, method)
 
@@ -188,8 +189,8 @@ def _torch_shuffle(name: str, shapes: Sequence[Any]) -> bool:
     return copying and bool(shapes) and len(shapes[0]) == 5
 
 
-def profile_torch(fn: Callable[[], Any], runs: int = 20, cuda: bool = False) -> OpProfile:
-    """Self time of each aten op (grouped by input shapes) over ``runs`` calls of ``fn`` after one warm-up call.
+def profile_torch(fn: Callable[[], Any], runs: int = 20, cuda: bool = False, warmup: int = 3) -> OpProfile:
+    """Self time of each aten op (grouped by input shapes) over ``runs`` calls of ``fn`` after ``warmup`` calls.
 
     Self time (time not spent in child ops) makes the op times add up without double counting the
     ``conv2d → convolution → mkldnn_convolution`` chain. On CUDA the self *device* time of CPU-side ops is used.
@@ -200,7 +201,8 @@ def profile_torch(fn: Callable[[], Any], runs: int = 20, cuda: bool = False) -> 
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with torch.inference_mode():
-        fn()
+        for _ in range(warmup):
+            fn()
         if cuda:
             torch.cuda.synchronize()
         with profile(activities=activities, record_shapes=True) as prof:
@@ -227,5 +229,5 @@ def profile_torch(fn: Callable[[], Any], runs: int = 20, cuda: bool = False) -> 
             shuffle=_torch_shuffle(e.key, shapes),
         ))
     kind = "self CUDA time of each CPU-side op" if cuda else "self CPU time"
-    method = f"torch.profiler, {runs} calls after 1 warm-up, {kind}, grouped by op and input shapes"
+    method = f"torch.profiler, {runs} calls after {warmup} warm-up, {kind}, grouped by op and input shapes"
     return OpProfile(sorted(ops, key=lambda o: -o.time_ms), "torch", runs, wall / runs * 1e3, method)
