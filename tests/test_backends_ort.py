@@ -137,3 +137,24 @@ def test_exporter_failure_is_error_row(tmp_path):
     assert row["status"] == "error"
     assert "ONNX export failed" in row["error"]
     assert "dynamo exporter failed" in row["error"] and "torchscript exporter failed" in row["error"]
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="Linux thread affinity")
+def test_pinning_moves_threads_that_already_exist():
+    """A runtime's thread pool exists before pinning; psutil's process call alone would move only one thread."""
+    import threading
+
+    from latprof.backends.base import pin_cores, pinned
+
+    stop = threading.Event()
+    worker = threading.Thread(target=stop.wait)
+    worker.start()
+    try:
+        before = os.sched_getaffinity(worker.native_id)
+        core = pin_cores(1)
+        with pinned(core):
+            assert os.sched_getaffinity(worker.native_id) == set(core)
+        assert os.sched_getaffinity(worker.native_id) == before
+    finally:
+        stop.set()
+        worker.join()
