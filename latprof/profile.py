@@ -102,34 +102,38 @@ def run_profile(
     validate_threads(request.threads)
     for name in request.backends:
         backend_class(name)  # unknown/unavailable backend: one-line error before any work
+    # Build and check every workload before any file is touched: bad names and shapes fail fast, in one line.
+    plan: list[tuple[Workload, str, int]] = []
+    for model in request.models:
+        for backend_name in request.backends:
+            cls = backend_class(backend_name)
+            batch = cls(BackendOptions()).batch_for(request.batch)
+            workload = create_workload(model, input_shape=request.input_shape, batch=batch, **request.model_kwargs)
+            workload.check_input()
+            plan.append((workload, backend_name, request.threads or _default_threads(cls)))
     out_dir, store = open_store(request.out)
     done = store.keys() if request.resume else set()
     env = record_environment(store)
     files = RunFiles(out_dir, store.path, out_dir / "results.csv")
     try:
-        for model in request.models:
-            for backend_name in request.backends:
-                cls = backend_class(backend_name)
-                batch = cls(BackendOptions()).batch_for(request.batch)
-                workload = create_workload(model, input_shape=request.input_shape, batch=batch, **request.model_kwargs)
-                threads = request.threads or _default_threads(cls)
-                ident = {**workload_fields(workload), "backend": backend_name, "threads": threads}
-                row = base_row(**ident)
-                if request.resume and row_key(row) in done:
-                    files.skipped += 1
-                    continue
-                options = BackendOptions(threads, request.interop_threads, request.pin, batch, request.ort_opt)
-                try:
-                    fields = measure_on_backend(workload, backend_name, options, request.config)
-                    row = base_row(**ident, **fields, status="ok", error="", hardware_id=env["hardware_id"])
-                except BackendError as exc:
-                    row = error_row(one_line(exc), **ident, hardware_id=env["hardware_id"])
-                store.append(row)
-                files.rows.append(row)
-                if request.per_op and row.get("status") == "ok":
-                    files.per_op.append(_per_op(workload, backend_name, options, row, store))
-                if on_row:
-                    on_row(row)
+        for workload, backend_name, threads in plan:
+            ident = {**workload_fields(workload), "backend": backend_name, "threads": threads}
+            row = base_row(**ident)
+            if request.resume and row_key(row) in done:
+                files.skipped += 1
+                continue
+            options = BackendOptions(threads, request.interop_threads, request.pin, workload.batch, request.ort_opt)
+            try:
+                fields = measure_on_backend(workload, backend_name, options, request.config)
+                row = base_row(**ident, **fields, status="ok", error="", hardware_id=env["hardware_id"])
+            except BackendError as exc:
+                row = error_row(one_line(exc), **ident, hardware_id=env["hardware_id"])
+            store.append(row)
+            files.rows.append(row)
+            if request.per_op and row.get("status") == "ok":
+                files.per_op.append(_per_op(workload, backend_name, options, row, store))
+            if on_row:
+                on_row(row)
     finally:
         write_csv(read_results(store.path, quiet=True).results, files.csv_path)
     return files

@@ -1,6 +1,8 @@
 """Workloads: the registry, the built-in blocks and networks, and user-model resolution."""
 
 from latprof.workloads import blocks as _blocks  # noqa: F401  (registers built-in blocks)
+from latprof.workloads import guideline_blocks as _guideline_blocks  # noqa: F401
+from latprof.workloads import resnet as _resnet  # noqa: F401  (registers ResNet blocks and networks)
 from latprof.workloads.registry import (
     BlockInstance,
     Workload,

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from latprof.errors import LatprofError, unknown_choice
+from latprof.errors import LatprofError, one_line, unknown_choice
 from latprof.shapes import Shape, format_shape, with_batch
 
 KINDS = ("block", "network")
@@ -137,6 +137,17 @@ class Workload:
                 out = self.module(*self.make_inputs())
             self._reference = first_tensor(out).detach().clone()
         return self._reference
+
+    def check_input(self) -> None:
+        """Run eager once; an input the model rejects is a one-line error quoting the model and the shape tried."""
+        if self.module is None:
+            return
+        try:
+            self.reference_output()
+        except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+            raise LatprofError(
+                f"{self.name} rejects input {format_shape(self.input_shape)}: {one_line(exc)}"
+            ) from None
 
     def blocks(self) -> list[BlockInstance]:
         """The network's blocks in order with the input shape each sees (networks define ``blocks()``)."""
