@@ -76,23 +76,28 @@ def bench_one(backend: str, workload: Workload, options: BackendOptions, config:
     return row
 
 
-def spinning_variance(config: MeasureConfig, quick: bool) -> list[list[Any]]:
-    """ort-mobile on the G1 kernel, spinning on vs off, measured interleaved: CV and relative CI width of each."""
+def spinning_variance(config: MeasureConfig) -> list[list[Any]]:
+    """ort-mobile on the G1 kernel, spinning on vs off, measured interleaved: CV and relative CI width of each.
+
+    With one intra-op thread ONNX Runtime has no worker pool, so spinning can only matter for the emulated
+    cluster (``--threads 2``); both are measured when the machine has two cores.
+    """
     wl = kernel_workload("g1", "1:1", "mobile", 1)
-    runs = {}
-    try:
-        for spin in (False, True):
-            runs[f"spinning {'on' if spin else 'off'}"] = create_backend(
-                "ort-mobile", BackendOptions(extra={"spinning": spin})).prepare(wl)
-        im = measure_interleaved({k: r.timer for k, r in runs.items()}, "spinning off", config)
-    finally:
-        for r in runs.values():
-            r.close()
     out = []
-    for name, m in im.measurements.items():
-        s = m.stats
-        out.append([name, s.median_ms, s.cv, (s.ci_high_ms - s.ci_low_ms) / s.median_ms, s.n_samples,
-                    runs[name].settings["intra_op_allow_spinning"]])
+    for threads in (1, 2) if logical_cores() >= 2 else (1,):
+        runs = {}
+        try:
+            for spin in (False, True):
+                runs[f"{threads} thread(s), spinning {'on' if spin else 'off'}"] = create_backend(
+                    "ort-mobile", BackendOptions(threads=threads, extra={"spinning": spin})).prepare(wl)
+            im = measure_interleaved({k: r.timer for k, r in runs.items()}, None, config)
+        finally:
+            for r in runs.values():
+                r.close()
+        for name, m in im.measurements.items():
+            s = m.stats
+            out.append([name, s.median_ms, s.cv, (s.ci_high_ms - s.ci_low_ms) / s.median_ms, s.n_samples,
+                        runs[name].settings["intra_op_allow_spinning"], runs[name].settings["pinned_cores"]])
     return out
 
 
@@ -158,8 +163,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if "ort-mobile" in backends:
         stdout.print(table("ort-mobile on G1 (1:1, c=32, 56×56): spinning on vs off, measured interleaved",
-                           ["setting", "median ms", "cv", "CI width / median", "n", "allow_spinning (read back)"],
-                           spinning_variance(config, args.quick)))
+                           ["setting", "median ms", "cv", "CI width / median", "n", "allow_spinning (read back)",
+                            "pinned cores"],
+                           spinning_variance(config)))
     for n in notes:
         stdout.print(f"note: {n}")
     if args.json_out:

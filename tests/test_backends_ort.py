@@ -158,3 +158,19 @@ def test_pinning_moves_threads_that_already_exist():
     finally:
         stop.set()
         worker.join()
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux affinity and two cores")
+def test_overlapping_pins_closed_first_in_first_out_restore_the_original():
+    """A sweep prepares several pinned runs and closes them in order: the process must end unpinned."""
+    from latprof.backends.base import pin_cores, pinned
+
+    original = os.sched_getaffinity(0)
+    one, two = pinned(pin_cores(1)), pinned(pin_cores(2))
+    assert len(one.__enter__()) == 1
+    assert len(two.__enter__()) == 2  # counted from the original affinity, not from the first pin
+    one.__exit__(None, None, None)
+    assert len(os.sched_getaffinity(0)) == 2  # the pin still open stays in force
+    two.__exit__(None, None, None)
+    assert os.sched_getaffinity(0) == original

@@ -214,11 +214,12 @@ class OrtBackend(Backend):
 
         exported = self.export(workload)
         cores = pin_cores(self.intra_threads()) if self.pin() else None
+
+        def session_factory(so: Any) -> Any:
+            return self.create_session(exported.path, so)
+
         with pinned(cores):
-            session_factory = lambda so: self.create_session(exported.path, so)  # noqa: E731
-            probe = self.create_session(exported.path, self.session_options())
-            feeds = self.feeds(probe, workload)
-            del probe
+            feeds = self.feeds(session_factory(self.session_options()), workload)
             return profile_ort(self.session_options, session_factory, feeds, runs)
 
 
