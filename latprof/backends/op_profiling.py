@@ -58,11 +58,19 @@ def profile_ort(
     """Run ``warmup + runs`` inferences under the profiler and read per-node kernel times of the last ``runs``."""
     with tempfile.TemporaryDirectory(prefix="latprof-ortprof-") as tmp:
         root = Path(workdir or tmp)
-        so = make_options()
-        so.enable_profiling = True
-        so.profile_file_prefix = str(root / "ort_profile")
-        so.optimized_model_filepath = str(root / "optimized.onnx")
-        session = make_session(so)
+        session = None
+        for save_optimized in (True, False):  # some providers cannot serialise their optimised graph
+            so = make_options()
+            so.enable_profiling = True
+            so.profile_file_prefix = str(root / "ort_profile")
+            if save_optimized:
+                so.optimized_model_filepath = str(root / "optimized.onnx")
+            try:
+                session = make_session(so)
+                break
+            except Exception:  # the second attempt re-raises
+                if not save_optimized:
+                    raise
         for _ in range(warmup + runs):
             session.run(None, feeds)
         trace_path = Path(session.end_profiling())
