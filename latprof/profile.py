@@ -13,6 +13,7 @@ import numpy as np
 
 from latprof.backends import BackendError, BackendOptions, backend_class, create_backend
 from latprof.backends.base import logical_cores, validate_threads
+from latprof.cost import workload_counts
 from latprof.errors import LatprofError, one_line
 from latprof.measure import environment
 from latprof.measure.protocol import MeasureConfig, measure
@@ -111,6 +112,7 @@ def run_profile(
             workload = create_workload(model, input_shape=request.input_shape, batch=batch, **request.model_kwargs)
             workload.check_input()
             plan.append((workload, backend_name, request.threads or _default_threads(cls)))
+    counts = {id(w): workload_counts(w) for w, _, _ in plan}
     out_dir, store = open_store(request.out)
     done = store.keys() if request.resume else set()
     env = record_environment(store)
@@ -119,6 +121,7 @@ def run_profile(
         for workload, backend_name, threads in plan:
             ident = {**workload_fields(workload), "backend": backend_name, "threads": threads}
             row = base_row(**ident)
+            ident.update(counts[id(workload)])
             if request.resume and row_key(row) in done:
                 files.skipped += 1
                 continue

@@ -89,6 +89,8 @@ class Backend(ABC):
     device_class: ClassVar[str] = "cpu"  # cpu | mobile | cuda: picks batch defaults and kernel channel sets
     default_batch: ClassVar[int] = 1
     fixed_batch: ClassVar[int | None] = None
+    # Whether `latprof sweep` runs it when no --backend is given (compiled backends cost minutes of compile time).
+    default_in_sweep: ClassVar[bool] = True
 
     def __init__(self, options: BackendOptions) -> None:
         self.options = options

@@ -183,6 +183,9 @@ def load_spec(path: str | Path) -> ExperimentSpec:
     raw_variants = c.get(data, "variants", list, "")
     if not raw_variants:
         raise c.fail("variants", "at least one [[variants]] table is needed")
+    declared = [rv.get("name") for rv in raw_variants if isinstance(rv, dict)]
+    if baseline not in declared:
+        raise c.fail("experiment.baseline", f"{baseline!r} is not a variant; valid: {', '.join(map(str, declared))}")
     variants: list[Variant] = []
     for i, rv in enumerate(raw_variants):
         where = f"variants[{i}]"
@@ -219,8 +222,6 @@ def load_spec(path: str | Path) -> ExperimentSpec:
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
         raise c.fail("variants", f"variant names must be unique, got {names}")
-    if baseline not in names:
-        raise c.fail("experiment.baseline", f"{baseline!r} is not a variant; valid: {', '.join(names)}")
     sets = [set(v.args) for v in variants]
     if any(s != sets[0] for s in sets):
         raise c.fail("variants", "every variant must give the same channel sets (arm and/or gpu)")

@@ -18,7 +18,7 @@ from latprof.backends import BackendError, BackendOptions, available_backends, b
 from latprof.backends.base import PreparedRun, logical_cores, validate_threads
 from latprof.errors import LatprofError, one_line
 from latprof.experiments.spec import CHANNEL_SETS, ExperimentSpec, builtin_spec_paths, resolve_spec
-from latprof.experiments.verdict import INCONCLUSIVE, Interval, guideline_verdict, variant_outcome
+from latprof.analysis.verdicts import INCONCLUSIVE, Interval, guideline_verdict, variant_outcome
 from latprof.measure.protocol import MeasureConfig, measure_interleaved
 from latprof.profile import open_store, record_environment
 from latprof.results import base_row, error_row, latency_fields, row_key
@@ -179,10 +179,10 @@ def run_unit(unit: SweepUnit, request: SweepRequest, hardware_id: str) -> list[d
     im = None
     try:
         for v in spec.variants:
-            wl = spec.workload(v, unit.scale, unit.channels, unit.batch)
             ident = {**templates[v.name], **common, "block_args": spec.block_args(v, unit.scale, unit.channels),
                      "expect": v.expect or "baseline"}
             try:
+                wl = spec.workload(v, unit.scale, unit.channels, unit.batch)
                 counts[v.name] = _counts(wl)
                 prepared[v.name] = create_backend(unit.backend, options).prepare(wl)
             except (BackendError, LatprofError, RuntimeError, ValueError) as exc:

@@ -14,6 +14,9 @@ from latprof.workloads.registry import (
     register_workload,
 )
 from latprof.workloads.resolve import create_workload
+from latprof.workloads import shufflenet as _shufflenet  # noqa: F401  (ShuffleNet V1/V2 blocks and networks)
+from latprof.workloads import micronet as _micronet  # noqa: F401  (MicroNet blocks and networks)
+from latprof.workloads import igcv as _igcv  # noqa: F401  (IGCV1/IGCV3 blocks, IGCV3-D)
 
 __all__ = [
     "BlockInstance",

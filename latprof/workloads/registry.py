@@ -156,7 +156,7 @@ class Workload:
         named: list[tuple[str, nn.Module]] = list(self.module.blocks())
         shapes: dict[str, Shape] = {}
         hooks = [
-            m.register_forward_pre_hook(lambda _m, args, _n=n: shapes.setdefault(_n, tuple(args[0].shape)))
+            m.register_forward_pre_hook(lambda _m, args, _n=n: shapes.setdefault(_n, tuple(args[0].shape)) and None)
             for n, m in named
         ]
         try:
