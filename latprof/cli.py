@@ -114,6 +114,8 @@ def _add_profile(sub: Any) -> None:
     p.add_argument("--input", help="input shape NxCxHxW (default: the model's)")
     p.add_argument("--per-block", action="store_true",
                    help="also time each block of a zoo network alone; table of blocks and their share of the network")
+    p.add_argument("--per-op", action="store_true",
+                   help="also profile per operator (separate pass) and show the Figure 2 category breakdown")
     _add_measure_flags(p)
 
 
@@ -143,6 +145,7 @@ def _run_profile(args: argparse.Namespace) -> int:
         ort_opt=args.ort_opt,
         out=args.out,
         resume=args.resume,
+        per_op=args.per_op,
     )
     files = run_profile(request)
     if args.json:
@@ -151,6 +154,10 @@ def _run_profile(args: argparse.Namespace) -> int:
         stdout.print(result_table(files.rows))
         if files.skipped:
             stdout.print(f"{files.skipped} row(s) already present, skipped (--resume)")
+        if files.per_op:
+            from latprof.analysis.breakdown import print_breakdowns
+
+            print_breakdowns(files.per_op)
         stdout.print(f"results: {files.results_path}  csv: {files.csv_path}")
     failed = [r for r in files.rows if r.get("status") != "ok"]
     for r in failed:

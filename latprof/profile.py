@@ -43,6 +43,7 @@ class ProfileRequest:
     ort_opt: str = "all"
     out: Path | None = None
     resume: bool = False
+    per_op: bool = False  # also store a per_op breakdown record per workload × backend (profiled separately)
 
 
 @dataclass
@@ -54,6 +55,7 @@ class RunFiles:
     csv_path: Path
     rows: list[dict[str, Any]] = field(default_factory=list)
     skipped: int = 0
+    per_op: list[dict[str, Any]] = field(default_factory=list)
 
 
 def open_store(out: Path | None) -> tuple[Path, ResultStore]:
@@ -131,11 +133,27 @@ def run_profile(
                 row = error_row(one_line(exc), **ident, hardware_id=env["hardware_id"])
             store.append(row)
             files.rows.append(row)
+            if request.per_op and row.get("status") == "ok":
+                files.per_op.append(_per_op(workload, backend_name, options, row, store))
             if on_row:
                 on_row(row)
     finally:
         write_csv(read_results(store.path, quiet=True).results, files.csv_path)
     return files
+
+
+def _per_op(workload: Workload, backend_name: str, options: BackendOptions, row: dict[str, Any],
+            store: ResultStore) -> dict[str, Any]:
+    """Profile per operator in a separate pass and store it as a ``per_op`` record (never a latency row)."""
+    from latprof.analysis.breakdown import per_op_breakdown
+
+    ident = {k: row[k] for k in ("workload", "backend", "threads", "batch", "input_shape", "hardware_id")}
+    try:
+        record = per_op_breakdown(create_backend(backend_name, options), workload, row["latency_median_ms"], **ident)
+    except BackendError as exc:
+        record = {"record": "per_op", **ident, "status": "error", "error": one_line(exc)}
+    store.append(record)
+    return record
 
 
 def _default_threads(cls: type) -> int:
