@@ -219,7 +219,9 @@ def _run_ci(args: argparse.Namespace) -> int:
     outcome = run_ci(CIOptions(args.suite, args.baseline, args.out, args.update_baseline, args.warn_only,
                                args.threshold, args.alpha, not args.no_confirm))
     if args.json:
-        print_json(outcome.report.as_dict() if outcome.report else {"rows": outcome.rows, "messages": outcome.messages})
+        rows = [{k: v for k, v in r.items() if k != "samples_ms"} for r in outcome.rows]
+        print_json({"hardware_id": outcome.hardware_id, "messages": outcome.messages, "rows": rows,
+                    "comparison": outcome.report.as_dict() if outcome.report else None})
     elif outcome.report:
         stdout.print(rich_table(outcome.report, outcome.notes))
     else:

@@ -164,8 +164,9 @@ def run_ci(options: CIOptions) -> CIOutcome:
         outcome.markdown = markdown(report, heading, outcome.notes)
         if report.regressed:
             names = ", ".join(label(r.key) for r in report.regressed)
-            mode = "warning only (--warn-only)" if options.warn_only else "failing"
-            outcome.messages.append(f"regression confirmed in {names}; {mode}")
+            mode = "warning only (--warn-only)" if options.warn_only else "not failing: the baseline is being replaced" if options.update_baseline else "failing"
+            found = "confirmed on re-measure" if options.confirm else "found (not re-measured: --no-confirm)"
+            outcome.messages.append(f"regression {found} in {names}; {mode}")
             outcome.exit_code = 0 if options.warn_only else 1
     else:
         known = sorted(p.parent.name for p in Path(options.baseline_dir).glob("*/results.jsonl"))

@@ -179,6 +179,11 @@ def compare_results(baseline: ResultsFile, current: ResultsFile, options: Compar
     compared: list[RowComparison] = []
     for k in common:
         b, c = base_rows[k], cur_rows[k]
+        if b.get("clock", "wall") != c.get("clock", "wall"):
+            raise LatprofError(
+                f"row {label(key_dict(c))}: baseline timed with clock {b.get('clock', 'wall')!r}, current with "
+                f"{c.get('clock', 'wall')!r}; times from different clocks are not comparable"
+            )
         if normalize:
             bs, cs = normalized_samples(b, base_rows, baseline.path), normalized_samples(c, cur_rows, current.path)
         else:

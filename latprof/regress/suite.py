@@ -7,6 +7,7 @@ same round; ``latprof compare --normalize`` divides round by round by the refere
 
 from __future__ import annotations
 
+import time
 import tomllib
 import uuid
 from collections.abc import Iterable
@@ -16,14 +17,18 @@ from typing import Any
 
 from latprof.backends import BackendError, BackendOptions, backend_class, create_backend
 from latprof.backends.base import PreparedRun, validate_threads
-from latprof.errors import LatprofError, one_line
-from latprof.measure.protocol import MeasureConfig, measure_interleaved
+from latprof.errors import LatprofError, one_line, unknown_choice
+from latprof.measure.protocol import BatchTimer, MeasureConfig, measure_interleaved
 from latprof.regress.compare import GROUP_FIELD, REFERENCE_FIELD
 from latprof.results import ResultStore, base_row, error_row, latency_fields
 from latprof.shapes import Shape, format_shape, parse_shape
 from latprof.workloads import create_workload
 
-SUITE_KEYS = {"name", "backend", "threads", "batch", "target_ci", "max_time", "min_rounds", "threshold", "alpha"}
+SUITE_KEYS = {
+    "name", "backend", "threads", "batch", "target_ci", "max_time", "min_rounds", "min_sample_ms", "threshold", "alpha",
+    "clock",
+}
+CLOCKS = ("wall", "thread_cpu")
 ENTRY_KEYS = {"name", "workload", "input", "kwargs", "backend", "threads"}
 
 
@@ -50,6 +55,7 @@ class Suite:
     config: MeasureConfig = field(default_factory=MeasureConfig)
     threshold: float = 0.05
     alpha: float = 0.01
+    clock: str = "wall"
     path: str = ""
 
     @property
@@ -117,9 +123,15 @@ def load_suite(path: str | Path) -> Suite:
             target_ci=float(head.get("target_ci", 0.01)),
             max_time_s=float(head.get("max_time", 20.0)),
             min_samples=int(head.get("min_rounds", 30)),
+            min_sample_time_s=float(head.get("min_sample_ms", 10.0)) / 1e3,
         )
     except ValueError as exc:
         raise LatprofError(f"{p} [suite]: {exc}") from None
+    clock = str(head.get("clock", "wall"))
+    if clock not in CLOCKS:
+        raise unknown_choice(f"{p} [suite] clock", clock, CLOCKS)
+    if clock == "thread_cpu" and any(e.threads != 1 for e in (*entries, reference)):
+        raise LatprofError(f"{p}: clock = 'thread_cpu' times the calling thread only; it needs threads = 1 everywhere")
     return Suite(
         name=str(head.get("name", p.stem)),
         entries=entries,
@@ -128,8 +140,24 @@ def load_suite(path: str | Path) -> Suite:
         config=config,
         threshold=float(head.get("threshold", 0.05)),
         alpha=float(head.get("alpha", 0.01)),
+        clock=clock,
         path=str(p),
     )
+
+
+def thread_cpu_timer(timer: BatchTimer) -> BatchTimer:
+    """CPU time of the calling thread around a batch timer: time spent preempted by other processes is not counted.
+
+    Valid only when all the work runs on the calling thread (torch-cpu with 1 intra-op thread). On a shared CI runner
+    this removes most contention noise; what remains is the work itself (and its cache and memory stalls).
+    """
+
+    def run(n: int) -> float:
+        start = time.thread_time()
+        timer(n)
+        return time.thread_time() - start
+
+    return run
 
 
 def _groups(suite: Suite) -> dict[tuple[str, int], list[SuiteEntry]]:
@@ -154,14 +182,8 @@ def _identity(suite: Suite, entry: SuiteEntry, shape: Shape, is_reference: bool,
     }
 
 
-def run_suite(
-    suite: Suite, store: ResultStore, hardware_id: str, label_shapes: dict[str, Shape] | None = None
-) -> list[dict[str, Any]]:
-    """Measure every entry interleaved with the reference; append one row per entry (and reference) to ``store``.
-
-    ``label_shapes`` lets a caller record an entry under another input shape than it ran with (the power benchmark
-    uses it to inject extra work into a workload while keeping its row identity).
-    """
+def run_suite(suite: Suite, store: ResultStore, hardware_id: str) -> list[dict[str, Any]]:
+    """Measure every entry interleaved with the reference; append one row per entry (and reference) to ``store``."""
     rows: list[dict[str, Any]] = []
     for (backend_name, threads), entries in _groups(suite).items():
         backend_class(backend_name)
@@ -174,8 +196,7 @@ def run_suite(
         try:
             for entry in [ref, *entries]:
                 workload = create_workload(entry.workload, input_shape=entry.input_shape, batch=suite.batch, **entry.kwargs)
-                shape = (label_shapes or {}).get(entry.name, workload.input_shape)
-                ident = _identity(suite, entry, shape, entry is ref, group)
+                ident = _identity(suite, entry, workload.input_shape, entry is ref, group)
                 try:
                     prepared[entry.name] = create_backend(backend_name, options).prepare(workload)
                     idents[entry.name] = ident
@@ -185,16 +206,22 @@ def run_suite(
                     row = error_row(one_line(exc), **ident, hardware_id=hardware_id)
                     store.append(row)
                     rows.append(row)
-            m = measure_interleaved({n: p.timer for n, p in prepared.items()}, baseline=ref.name, config=suite.config)
+            wrap = thread_cpu_timer if suite.clock == "thread_cpu" else (lambda t: t)
+            timers = {n: wrap(p.timer) for n, p in prepared.items()}
+            m = measure_interleaved(timers, baseline=ref.name, config=suite.config)
         finally:
             for p in prepared.values():
                 p.close()
         for name, meas in m.measurements.items():
+            settings = dict(prepared[name].settings)
+            if suite.clock == "thread_cpu":
+                settings["timing"] = "CPU time of the calling thread (time.thread_time), GC paused"
             row = base_row(
                 **idents[name],
                 **latency_fields(meas),
                 rounds=m.rounds,
-                settings=prepared[name].settings,
+                clock=suite.clock,
+                settings=settings,
                 max_abs_error_vs_eager=prepared[name].max_abs_error,
                 status="ok",
                 error="",
