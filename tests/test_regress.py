@@ -181,6 +181,15 @@ def test_unmatched_rows_are_listed(tmp_path: Path) -> None:
     assert [k["variant"] for k in report.only_in_current] == ["new"]
 
 
+def test_rows_timed_with_different_clocks_are_refused(tmp_path: Path) -> None:
+    base = write_run(tmp_path / "a.jsonl", {"w1": 2.0}, seed=1)
+    cur = tmp_path / "b.jsonl"
+    lines = write_run(tmp_path / "tmp.jsonl", {"w1": 2.0}, seed=2).read_text().splitlines()
+    cur.write_text("\n".join(line.replace('"status": "ok"', '"status": "ok", "clock": "thread_cpu"') for line in lines) + "\n")
+    with pytest.raises(LatprofError, match="clock 'wall', current with 'thread_cpu'"):
+        compare_files(base, cur)
+
+
 def test_error_rows_are_reported_not_compared(tmp_path: Path) -> None:
     base = write_run(tmp_path / "a.jsonl", {"w1": 2.0}, seed=1)
     cur = write_run(tmp_path / "b.jsonl", {"w1": 2.0}, seed=2)

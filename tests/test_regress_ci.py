@@ -69,6 +69,17 @@ def test_load_suite(suite_file: Path) -> None:
     assert [e.name for e in s.only(["b"]).entries] == ["b"]
 
 
+def test_thread_cpu_clock_is_recorded(tmp_path: Path, suite_file: Path) -> None:
+    from latprof.regress.suite import run_suite
+
+    suite_file.write_text(SUITE.replace("threads = 1", 'threads = 1\nclock = "thread_cpu"'))
+    suite = load_suite(suite_file)
+    assert suite.clock == "thread_cpu"
+    rows = run_suite(suite.only(["a"]), ResultStore(tmp_path / "r.jsonl"), "hw")
+    assert [(r["variant"], r["clock"]) for r in rows] == [("ref", "thread_cpu"), ("a", "thread_cpu")]
+    assert all("thread_time" in r["settings"]["timing"] and min(r["samples_ms"]) > 0 for r in rows)
+
+
 def test_shipped_suite_parses() -> None:
     s = load_suite(Path(__file__).resolve().parents[1] / "benchmarks" / "ci_suite.toml")
     assert s.reference.workload == "conv_bn_relu"
@@ -83,6 +94,8 @@ def test_shipped_suite_parses() -> None:
         (SUITE.replace("min_rounds = 5", "rounds = 5"), "unknown [suite] key(s) rounds"),
         (SUITE.replace('input = "1x8x12x12"', 'input = "1x8x12x12"\nwork = 2'), "unknown key(s) work"),
         (SUITE.replace('name = "tiny"', 'name = "tiny'), "not a valid TOML suite"),
+        (SUITE.replace("threads = 1", 'threads = 1\nclock = "cpu"'), "unknown"),
+        (SUITE.replace("threads = 1", 'threads = 2\nclock = "thread_cpu"'), "needs threads = 1"),
     ],
 )
 def test_bad_suite_is_one_line_error(tmp_path: Path, text: str, message: str) -> None:
