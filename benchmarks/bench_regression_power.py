@@ -29,7 +29,7 @@ from torch import nn
 
 from latprof.console import stdout, table
 from latprof.measure import environment
-from latprof.regress.compare import CompareOptions, compare_files, label
+from latprof.regress.compare import CompareOptions, compare_files
 from latprof.regress.suite import Suite, SuiteEntry, load_suite, run_suite
 from latprof.results import ResultStore
 from latprof.shapes import format_shape

@@ -91,12 +91,9 @@ def confirm_regressions(
             rows.append(r)
             continue
         first = f"first ratio {r.comparison.ratio:.3f}"
-        if again.verdict == "regressed":
-            notes[label(r.key)] = f"confirmed on re-measure ({first})"
-            rows.append(again)
-        else:
-            notes[label(r.key)] = f"not confirmed on re-measure: {again.verdict} ({first})"
-            rows.append(again)
+        confirmed = again.verdict == "regressed"
+        notes[label(r.key)] = f"confirmed on re-measure ({first})" if confirmed else f"not confirmed on re-measure: {again.verdict} ({first})"
+        rows.append(again)  # the re-measurement's figures and verdict
     return replace(report, rows=rows), notes
 
 
