@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import binomtest
 from torch import nn
 
 from latprof.console import stdout, table
@@ -103,12 +104,14 @@ def summarize(outcomes: list[dict[str, Any]], victim: str) -> list[list[Any]]:
             hits = sum(victim in o["confirmed"] for o in group)
             raw = sum(victim in o["flagged"] for o in group)
             what = f"A/B +{s:.0%} work: victim regressed"
+        others = sum(any(v != victim for v in o["confirmed"]) for o in group)
         rate = hits / len(group)
         goal = GOALS.get(round(s, 2))
         ratios = [o["victim_ratio"] for o in group if o["victim_ratio"] is not None]
-        rows.append([what, len(group), raw, hits, f"{rate:.0%}",
+        ci = binomtest(hits, len(group)).proportion_ci(0.95)
+        rows.append([what, len(group), raw, hits, f"{rate:.0%} ({ci.low:.0%}–{ci.high:.0%})", others,
                      f"{np.median(ratios):.3f}" if ratios else "-",
-                     f"{goal[1]}: {'met' if goal[2](rate) else 'NOT met'}" if goal else "-"])
+                     f"{goal[1]}: {'met' if goal[2](rate) else 'NOT met'} (point estimate)" if goal else "-"])
     return rows
 
 
@@ -149,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     title = (f"Regression-gate power on {env['hardware']['cpu_model']} ({env['hardware_id']}): suite {suite.name}, "
              f"victim {VICTIM.workload}(depth={VICTIM.kwargs['depth']}) {format_shape(VICTIM.input_shape)}, threshold {options.threshold:g}, alpha {options.alpha:g}, "
              f"{'no confirmation' if args.no_confirm else 'confirmed by one re-measure'}, {time.perf_counter() - t0:.0f} s")
-    cols = ["condition", "pairs", "flagged (first run)", "after confirmation", "rate", "median victim ratio", "goal"]
+    cols = ["condition", "pairs", "flagged (first run)", "after confirmation", "rate (95% Clopper-Pearson CI)",
+            "pairs with another row regressed", "median victim ratio", "goal"]
     stdout.print(table(title, cols, summarize(outcomes, VICTIM.name)))
     if args.json:
         args.json.write_text(json.dumps({"title": title, "outcomes": outcomes}, indent=1))
