@@ -286,6 +286,83 @@ def _run_merge(args: argparse.Namespace) -> int:
     stdout.print("  ".join(f"{k}: {v}" for k, v in paths.items()))
     return 0
 
+# ---------------------------------------------------------------- compare
+def _fraction(text: str) -> float:
+    v = _positive_float(text)
+    if not v < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1 (e.g. 0.05), got {text!r}")
+    return v
+
+
+def _add_compare(sub: Any) -> None:
+    p = sub.add_parser("compare", help="compare two results files row by row; exit 1 if any workload regressed")
+    p.add_argument("baseline", type=Path, help="baseline results.jsonl (or its folder)")
+    p.add_argument("current", type=Path, help="current results.jsonl (or its folder)")
+    p.add_argument("--threshold", type=_fraction, default=0.05,
+                   help="smallest change that counts, as a fraction of the baseline (default 0.05)")
+    p.add_argument("--alpha", type=_fraction, default=0.01, help="significance level of the tests (default 0.01)")
+    p.add_argument("--normalize", action="store_true",
+                   help="compare latency relative to the reference workload measured in the same rounds")
+    p.add_argument("--allow-hardware-mismatch", action="store_true",
+                   help="compare files from different hardware_ids (normalized values only)")
+    p.add_argument("--markdown", type=Path, metavar="FILE", help="also write the comparison as Markdown")
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from latprof.console import print_json, stdout
+    from latprof.regress import CompareOptions, compare_files
+    from latprof.regress.render import markdown, rich_table
+
+    options = CompareOptions(args.threshold, args.alpha, args.normalize, args.allow_hardware_mismatch)
+    report = compare_files(args.baseline, args.current, options)
+    if args.json:
+        print_json(report.as_dict())
+    else:
+        stdout.print(rich_table(report))
+    if args.markdown:
+        try:
+            args.markdown.write_text(markdown(report))
+        except OSError as exc:
+            raise LatprofError(f"cannot write --markdown {args.markdown}: {exc.strerror or exc}") from None
+    return report.exit_code()
+
+
+# ---------------------------------------------------------------- ci
+def _add_ci(sub: Any) -> None:
+    p = sub.add_parser("ci", help="run the CI suite interleaved and gate on this machine's committed baseline")
+    p.add_argument("--suite", type=Path, default=Path("benchmarks/ci_suite.toml"), help="suite TOML (default benchmarks/ci_suite.toml)")
+    p.add_argument("--baseline", type=Path, default=Path("benchmarks/baseline"),
+                   help="baseline folder holding <hardware_id>/results.jsonl (default benchmarks/baseline)")
+    p.add_argument("--update-baseline", action="store_true", help="write this run as the baseline of this hardware_id")
+    p.add_argument("--warn-only", action="store_true", help="report regressions but exit 0")
+    p.add_argument("--threshold", type=_fraction, help="override the suite's threshold")
+    p.add_argument("--alpha", type=_fraction, help="override the suite's alpha")
+    p.add_argument("--no-confirm", action="store_true", help="do not re-measure flagged rows before failing")
+    p.add_argument("--out", type=Path, help="output folder (default reports/ci-<time>-<hostname>/)")
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+
+
+def _run_ci(args: argparse.Namespace) -> int:
+    from latprof.console import print_json, stdout
+    from latprof.regress.ci import CIOptions, run_ci, run_table
+    from latprof.regress.render import rich_table
+
+    outcome = run_ci(CIOptions(args.suite, args.baseline, args.out, args.update_baseline, args.warn_only,
+                               args.threshold, args.alpha, not args.no_confirm))
+    if args.json:
+        rows = [{k: v for k, v in r.items() if k != "samples_ms"} for r in outcome.rows]
+        print_json({"hardware_id": outcome.hardware_id, "messages": outcome.messages, "rows": rows,
+                    "comparison": outcome.report.as_dict() if outcome.report else None})
+    elif outcome.report:
+        stdout.print(rich_table(outcome.report, outcome.notes))
+    else:
+        stdout.print(run_table(outcome.rows)[0])
+    for m in outcome.messages:
+        print(f"latprof ci: {m}", file=sys.stderr)
+    print(f"latprof ci: results {outcome.results_path}; summary {', '.join(map(str, outcome.summary_paths))}", file=sys.stderr)
+    return outcome.exit_code
+
 
 COMMANDS: dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespace], int]]] = {
     "env": (_add_env, _run_env),
@@ -293,6 +370,8 @@ COMMANDS: dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespace], 
     "profile": (_add_profile, _run_profile),
     "sweep": (_add_sweep, _run_sweep),
     "merge": (_add_merge, _run_merge),
+    "compare": (_add_compare, _run_compare),
+    "ci": (_add_ci, _run_ci),
 }
 
 
