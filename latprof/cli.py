@@ -286,6 +286,7 @@ def _run_merge(args: argparse.Namespace) -> int:
     stdout.print("  ".join(f"{k}: {v}" for k, v in paths.items()))
     return 0
 
+
 # ---------------------------------------------------------------- compare
 def _fraction(text: str) -> float:
     v = _positive_float(text)
