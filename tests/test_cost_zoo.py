@@ -1,0 +1,75 @@
+"""Zoo networks against published complexity (mult_adds and params within 3%), for the networks that are registered.
+
+Reference figures are copied from the papers / official repositories (ShuffleNet V2 project reference file,
+``model_complexity.json``); a network that is not registered under either name form is skipped.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+from latprof.cost import UnsupportedOpWarning, count_workload
+from latprof.errors import LatprofError
+
+# reference name: (mult_adds, params, input size)
+PUBLISHED = {
+    "mobilenet_v1_1.0": (569e6, 4.2e6, 224), "mobilenet_v1_0.75": (325e6, 2.6e6, 224),
+    "mobilenet_v1_0.5": (149e6, 1.3e6, 224), "mobilenet_v1_0.25": (41e6, 0.5e6, 224),
+    "mobilenet_v2_1.0": (300e6, 3.4e6, 224), "mobilenet_v2_1.4": (585e6, 6.9e6, 224),
+    "mobilenet_v3_large": (219e6, 5.4e6, 224), "mobilenet_v3_small": (56e6, 2.5e6, 224),
+    "shufflenet_v1_g3_1.0": (140e6, 1.9e6, 224), "shufflenet_v2_0.5": (41e6, 1.4e6, 224),
+    "shufflenet_v2_1.0": (146e6, 2.3e6, 224), "shufflenet_v2_1.5": (299e6, 3.5e6, 224),
+    "shufflenet_v2_2.0": (591e6, 7.4e6, 224), "igcv3_d_1.0": (318e6, 3.5e6, 224),
+    "efficientnet_b0": (390e6, 5.3e6, 224), "resnet18": (1.8e9, 11.7e6, 224), "resnet50": (3.8e9, 25.6e6, 224),
+}
+# MicroNet's published MAdds include Dynamic Shift-Max's element-wise multiply-adds: compare params only.
+MICRONET_PARAMS = {"micronet_m0": 1.020e6, "micronet_m1": 1.778e6, "micronet_m2": 2.394e6, "micronet_m3": 2.623e6}
+KNOWN_GAPS = {
+    # The ResNet paper's 3.8e9 predates the torchvision layout (stride on the 3x3 conv) that counts 4.09e9.
+    "resnet50": "published 3.8 GFLOPs is the original ResNet layout; the torchvision layout counts 4.09e9",
+}
+
+
+def _registered(ref: str) -> str | None:
+    from latprof.workloads import list_workloads
+
+    names = {s.name for s in list_workloads()}
+    family, _, width = ref.rpartition("_")
+    for cand in (ref, ref.replace(".", "_"), f"{family}_x{width.replace('.', '_')}"):
+        if cand in names:
+            return cand
+    return None
+
+
+def _count(name: str, hw: int) -> dict:
+    from latprof.workloads import create_workload
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnsupportedOpWarning)
+        return count_workload(create_workload(name, input_shape=(1, 3, hw, hw))).totals
+
+
+@pytest.mark.parametrize("ref", sorted(PUBLISHED))
+def test_published_complexity_within_3_percent(ref: str) -> None:
+    name = _registered(ref)
+    if name is None:
+        pytest.skip(f"{ref} is not registered")
+    mult_adds, params, hw = PUBLISHED[ref]
+    try:
+        t = _count(name, hw)
+    except LatprofError as exc:
+        pytest.fail(f"{name}: {exc}")
+    assert t["params"] == pytest.approx(params, rel=0.03)
+    if ref in KNOWN_GAPS and abs(t["mult_adds"] / mult_adds - 1) > 0.03:
+        pytest.xfail(KNOWN_GAPS[ref])
+    assert t["mult_adds"] == pytest.approx(mult_adds, rel=0.03)
+
+
+@pytest.mark.parametrize("ref", sorted(MICRONET_PARAMS))
+def test_micronet_params(ref: str) -> None:
+    name = _registered(ref)
+    if name is None:
+        pytest.skip(f"{ref} is not registered")
+    assert _count(name, 224)["params"] == pytest.approx(MICRONET_PARAMS[ref], rel=0.03)
