@@ -26,9 +26,14 @@ PUBLISHED = {
 }
 # MicroNet's published MAdds include Dynamic Shift-Max's element-wise multiply-adds: compare params only.
 MICRONET_PARAMS = {"micronet_m0": 1.020e6, "micronet_m1": 1.778e6, "micronet_m2": 2.394e6, "micronet_m3": 2.623e6}
+# (reference, column) -> why the registered architecture differs from the rounded published figure. Counting is not
+# in question here: params is the exact sum of the module's parameter tensors.
 KNOWN_GAPS = {
-    # The ResNet paper's 3.8e9 predates the torchvision layout (stride on the 3x3 conv) that counts 4.09e9.
-    "resnet50": "published 3.8 GFLOPs is the original ResNet layout; the torchvision layout counts 4.09e9",
+    ("resnet50", "mult_adds"): "published 3.8e9 is the original ResNet layout; the torchvision layout counts 4.09e9",
+    ("mobilenet_v1_0.25", "params"): "published '0.5M' is rounded; the architecture has 0.47M",
+    ("mobilenet_v2_1.0", "params"): "paper says 3.4M; the torchvision-style implementation has 3.50M",
+    ("mobilenet_v2_1.4", "params"): "paper says 6.9M; the registered x1.4 counts 6.11M (an architecture "
+                                    "difference of the zoo model, not of the counter)",
 }
 
 
@@ -61,10 +66,11 @@ def test_published_complexity_within_3_percent(ref: str) -> None:
         t = _count(name, hw)
     except LatprofError as exc:
         pytest.fail(f"{name}: {exc}")
-    assert t["params"] == pytest.approx(params, rel=0.03)
-    if ref in KNOWN_GAPS and abs(t["mult_adds"] / mult_adds - 1) > 0.03:
-        pytest.xfail(KNOWN_GAPS[ref])
-    assert t["mult_adds"] == pytest.approx(mult_adds, rel=0.03)
+    off = [c for c, want in (("mult_adds", mult_adds), ("params", params)) if abs(t[c] / want - 1) > 0.03]
+    unexplained = [c for c in off if (ref, c) not in KNOWN_GAPS]
+    assert not unexplained, f"{name}: {t} vs published mult_adds={mult_adds:g} params={params:g}"
+    if off:
+        pytest.xfail("; ".join(KNOWN_GAPS[(ref, c)] for c in off))
 
 
 @pytest.mark.parametrize("ref", sorted(MICRONET_PARAMS))
