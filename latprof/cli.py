@@ -112,6 +112,10 @@ def _add_profile(sub: Any) -> None:
     p.add_argument("--arg", action="append", metavar="KEY=VALUE", help="keyword argument for the model factory")
     p.add_argument("--backend", type=_csv_list, default=["torch-cpu"], help="comma-separated backends (default torch-cpu)")
     p.add_argument("--input", help="input shape NxCxHxW (default: the model's)")
+    p.add_argument("--per-block", action="store_true",
+                   help="also time each block of a zoo network alone; table of blocks and their share of the network")
+    p.add_argument("--per-op", action="store_true",
+                   help="also profile per operator (separate pass) and show the Figure 2 category breakdown")
     _add_measure_flags(p)
 
 
@@ -127,18 +131,21 @@ def _run_profile(args: argparse.Namespace) -> int:
     from latprof.shapes import parse_shape
     from latprof.workloads import parse_kwargs
 
+    if args.per_block:
+        return _run_per_block(args)
     request = ProfileRequest(
         models=args.model,
         backends=args.backend,
         threads=args.threads,
         pin=args.pin,
-        input_shape=parse_shape(args.input) if args.input else None,
+        input_shape=parse_shape(args.input) if args.input is not None else None,
         batch=args.batch,
         model_kwargs=parse_kwargs(args.arg),
         config=_measure_config(args),
         ort_opt=args.ort_opt,
         out=args.out,
         resume=args.resume,
+        per_op=args.per_op,
     )
     files = run_profile(request)
     if args.json:
@@ -147,6 +154,10 @@ def _run_profile(args: argparse.Namespace) -> int:
         stdout.print(result_table(files.rows))
         if files.skipped:
             stdout.print(f"{files.skipped} row(s) already present, skipped (--resume)")
+        if files.per_op:
+            from latprof.analysis.breakdown import print_breakdowns
+
+            print_breakdowns(files.per_op)
         stdout.print(f"results: {files.results_path}  csv: {files.csv_path}")
     failed = [r for r in files.rows if r.get("status") != "ok"]
     for r in failed:
@@ -206,11 +217,135 @@ def _run_count(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_per_block(args: argparse.Namespace) -> int:
+    from latprof.console import print_json, stdout, table
+    from latprof.per_block import BLOCK_TABLE_COLUMNS, block_table_rows, run_per_block, summary_line
+    from latprof.profile import ProfileRequest
+    from latprof.shapes import parse_shape
+    from latprof.workloads import parse_kwargs
+
+    request = ProfileRequest(
+        models=args.model, backends=args.backend, threads=args.threads, pin=args.pin,
+        input_shape=parse_shape(args.input) if args.input else None, batch=args.batch,
+        model_kwargs=parse_kwargs(args.arg), config=_measure_config(args), ort_opt=args.ort_opt,
+        out=args.out, resume=args.resume,
+    )
+    files = run_per_block(request)
+    if args.json:
+        print_json([{k: v for k, v in r.items() if k != "samples_ms"} for r in files.rows])
+    else:
+        groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for r in files.rows:
+            groups.setdefault((r["workload"], r["backend"]), []).append(r)
+        for (model, backend), rows in groups.items():
+            rows = sorted(rows, key=lambda r: r["block_index"])
+            title = f"{model} on {backend}, {rows[0]['threads']} thread(s), batch {rows[0]['batch']}"
+            stdout.print(table(title, BLOCK_TABLE_COLUMNS, block_table_rows(rows)))
+            stdout.print(summary_line(rows))
+        if files.skipped:
+            stdout.print(f"{files.skipped} network(s) already present, skipped (--resume)")
+        stdout.print(f"results: {files.results_path}  csv: {files.csv_path}")
+    failed = [r for r in files.rows if r.get("status") != "ok"]
+    for r in failed:
+        print(f"latprof: error: {r['workload']} block {r['variant']} on {r['backend']}: {r['error']}", file=sys.stderr)
+    return 2 if failed else 0
+
+
+# ---------------------------------------------------------------- sweep
+def _add_sweep(sub: Any) -> None:
+    p = sub.add_parser("sweep", help="re-run ShuffleNet V2's guideline experiments (g1..g4) and give verdicts")
+    p.add_argument("--guideline", type=_csv_list, action="extend", default=[], metavar="g1,..|all",
+                   help="shipped experiments to run: g1, g2, g3, g4 or all (comma-separated)")
+    p.add_argument("--spec", action="append", default=[], metavar="FILE.toml", help="a kernel spec of your own (repeatable)")
+    p.add_argument("--backend", type=_csv_list, help="comma-separated backends (default: every available CPU backend, plus CUDA when present)")
+    p.add_argument("--scale", type=lambda t: [_int(x) for x in _csv_list(t)], help="channel-width multipliers, e.g. 1,2,4 (default: the spec's)")
+    p.add_argument("--channels", choices=("auto", "gpu", "arm"), default="auto",
+                   help="the paper's channel numbers: auto = ARM on CPU/mobile backends, GPU on CUDA (default auto)")
+    p.add_argument("--quick", action="store_true", help="scale x1 only, looser CI target (0.05), 6 s per unit: a smoke run")
+    p.add_argument("--threads", type=_int, help="intra-op threads (default: all logical cores; 1 on ort-mobile)")
+    p.add_argument("--pin", action="store_true", help="pin to as many cores as threads")
+    p.add_argument("--target-ci", type=_positive_float, help="CI target of each median (default 0.02; 0.05 with --quick)")
+    p.add_argument("--max-time", type=_positive_float, metavar="SECONDS",
+                   help="time cap per unit (all variants of one guideline x backend x scale; default 30, 6 with --quick)")
+    p.add_argument("--ort-opt", choices=("none", "basic", "extended", "all"), default="all",
+                   help="ONNX Runtime graph optimisation level (default all)")
+    p.add_argument("--out", type=Path, help="output folder (default reports/<date>-<hostname>/)")
+    p.add_argument("--resume", action="store_true", help="skip units whose rows are already in the output")
+    p.add_argument("--shard", help="run only part i of n of the units (i/n); join parts with 'latprof merge'")
+    p.add_argument("--json", action="store_true", help="print the summary rows as JSON")
+
+
+def _run_sweep(args: argparse.Namespace) -> int:
+    from latprof.console import print_json, stdout, warn
+    from latprof.experiments.outputs import summary_frame, verdict_table, write_outputs
+    from latprof.experiments.sweep import SweepRequest, log_unit, parse_shard, plan_units, run_sweep
+
+    request = SweepRequest(
+        guidelines=args.guideline, spec_paths=args.spec, backends=args.backend, threads=args.threads, pin=args.pin,
+        scales=args.scale, channels=args.channels, quick=args.quick, target_ci=args.target_ci,
+        max_time_s=args.max_time, ort_opt=args.ort_opt, out=args.out, resume=args.resume,
+        shard=parse_shard(args.shard) if args.shard else None,
+    )
+    if request.out is None:
+        from latprof.profile import default_out_dir
+
+        request.out = default_out_dir()
+    try:
+        if sys.stderr.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                          TextColumn("ETA"), TimeRemainingColumn(), transient=True) as bar:
+                task = bar.add_task("sweep", total=len(plan_units(request)))
+
+                def on_unit(i: int, n: int, unit: Any, rows: Any) -> None:
+                    bar.update(task, advance=1, description=unit.label)
+
+                outcome = run_sweep(request, on_unit)
+        else:
+            outcome = run_sweep(request, log_unit)
+    except KeyboardInterrupt:
+        if (request.out / "results.jsonl").exists():
+            write_outputs(request.out)  # the files reflect every finished unit
+        raise
+    paths = write_outputs(outcome.out_dir)
+    for w in outcome.flops_warnings:
+        warn(f"FLOPs not constant: {w}")
+    if args.json:
+        print_json(summary_frame(outcome.rows).to_dict(orient="records"))
+    else:
+        stdout.print(verdict_table(outcome.rows))
+        if outcome.units_skipped:
+            stdout.print(f"{outcome.units_skipped} unit(s) already present, skipped (--resume)")
+        stdout.print("  ".join(f"{k}: {v}" for k, v in paths.items()))
+    return 0
+
+
+# ---------------------------------------------------------------- merge
+def _add_merge(sub: Any) -> None:
+    p = sub.add_parser("merge", help="join results of several runs (e.g. --shard parts) into one folder")
+    p.add_argument("sources", nargs="+", help="results.jsonl files or the folders holding them")
+    p.add_argument("--out", "-o", type=Path, required=True, help="new output folder")
+
+
+def _run_merge(args: argparse.Namespace) -> int:
+    from latprof.console import stdout
+    from latprof.experiments.outputs import merge_runs, write_outputs
+
+    target, n = merge_runs(args.sources, args.out)
+    paths = write_outputs(args.out)
+    stdout.print(f"merged {n} rows from {len(args.sources)} source(s)")
+    stdout.print("  ".join(f"{k}: {v}" for k, v in paths.items()))
+    return 0
+
+
 COMMANDS: dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespace], int]]] = {
     "env": (_add_env, _run_env),
     "list": (_add_list, _run_list),
     "profile": (_add_profile, _run_profile),
     "count": (_add_count, _run_count),
+    "sweep": (_add_sweep, _run_sweep),
+    "merge": (_add_merge, _run_merge),
 }
 
 
@@ -230,7 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a bad command line (already reported in one line)
+        return int(exc.code or 0)
     if not args.command:
         parser.print_help()
         return 2

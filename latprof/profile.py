@@ -13,6 +13,7 @@ import numpy as np
 
 from latprof.backends import BackendError, BackendOptions, backend_class, create_backend
 from latprof.backends.base import logical_cores, validate_threads
+from latprof.cost import workload_counts
 from latprof.errors import LatprofError, one_line
 from latprof.measure import environment
 from latprof.measure.protocol import MeasureConfig, measure
@@ -42,6 +43,7 @@ class ProfileRequest:
     ort_opt: str = "all"
     out: Path | None = None
     resume: bool = False
+    per_op: bool = False  # also store a per_op breakdown record per workload × backend (profiled separately)
 
 
 @dataclass
@@ -53,6 +55,7 @@ class RunFiles:
     csv_path: Path
     rows: list[dict[str, Any]] = field(default_factory=list)
     skipped: int = 0
+    per_op: list[dict[str, Any]] = field(default_factory=list)
 
 
 def open_store(out: Path | None) -> tuple[Path, ResultStore]:
@@ -100,35 +103,57 @@ def run_profile(
     validate_threads(request.threads)
     for name in request.backends:
         backend_class(name)  # unknown/unavailable backend: one-line error before any work
+    # Build and check every workload before any file is touched: bad names and shapes fail fast, in one line.
+    plan: list[tuple[Workload, str, int]] = []
+    for model in request.models:
+        for backend_name in request.backends:
+            cls = backend_class(backend_name)
+            batch = cls(BackendOptions()).batch_for(request.batch)
+            workload = create_workload(model, input_shape=request.input_shape, batch=batch, **request.model_kwargs)
+            workload.check_input()
+            plan.append((workload, backend_name, request.threads or _default_threads(cls)))
+    counts = {id(w): workload_counts(w) for w, _, _ in plan}
     out_dir, store = open_store(request.out)
     done = store.keys() if request.resume else set()
     env = record_environment(store)
     files = RunFiles(out_dir, store.path, out_dir / "results.csv")
     try:
-        for model in request.models:
-            for backend_name in request.backends:
-                cls = backend_class(backend_name)
-                batch = cls(BackendOptions()).batch_for(request.batch)
-                workload = create_workload(model, input_shape=request.input_shape, batch=batch, **request.model_kwargs)
-                threads = request.threads or _default_threads(cls)
-                ident = {**workload_fields(workload), "backend": backend_name, "threads": threads}
-                row = base_row(**ident)
-                if request.resume and row_key(row) in done:
-                    files.skipped += 1
-                    continue
-                options = BackendOptions(threads, request.interop_threads, request.pin, batch, request.ort_opt)
-                try:
-                    fields = measure_on_backend(workload, backend_name, options, request.config)
-                    row = base_row(**ident, **fields, status="ok", error="", hardware_id=env["hardware_id"])
-                except BackendError as exc:
-                    row = error_row(one_line(exc), **ident, hardware_id=env["hardware_id"])
-                store.append(row)
-                files.rows.append(row)
-                if on_row:
-                    on_row(row)
+        for workload, backend_name, threads in plan:
+            ident = {**workload_fields(workload), "backend": backend_name, "threads": threads}
+            row = base_row(**ident)
+            ident.update(counts[id(workload)])
+            if request.resume and row_key(row) in done:
+                files.skipped += 1
+                continue
+            options = BackendOptions(threads, request.interop_threads, request.pin, workload.batch, request.ort_opt)
+            try:
+                fields = measure_on_backend(workload, backend_name, options, request.config)
+                row = base_row(**ident, **fields, status="ok", error="", hardware_id=env["hardware_id"])
+            except BackendError as exc:
+                row = error_row(one_line(exc), **ident, hardware_id=env["hardware_id"])
+            store.append(row)
+            files.rows.append(row)
+            if request.per_op and row.get("status") == "ok":
+                files.per_op.append(_per_op(workload, backend_name, options, row, store))
+            if on_row:
+                on_row(row)
     finally:
         write_csv(read_results(store.path, quiet=True).results, files.csv_path)
     return files
+
+
+def _per_op(workload: Workload, backend_name: str, options: BackendOptions, row: dict[str, Any],
+            store: ResultStore) -> dict[str, Any]:
+    """Profile per operator in a separate pass and store it as a ``per_op`` record (never a latency row)."""
+    from latprof.analysis.breakdown import per_op_breakdown
+
+    ident = {k: row[k] for k in ("workload", "backend", "threads", "batch", "input_shape", "hardware_id")}
+    try:
+        record = per_op_breakdown(create_backend(backend_name, options), workload, row["latency_median_ms"], **ident)
+    except BackendError as exc:
+        record = {"record": "per_op", **ident, "status": "error", "error": one_line(exc)}
+    store.append(record)
+    return record
 
 
 def _default_threads(cls: type) -> int:

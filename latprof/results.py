@@ -68,6 +68,7 @@ class ResultsFile:
     environments: dict[str, dict[str, Any]] = field(default_factory=dict)
     other: list[dict[str, Any]] = field(default_factory=list)
     skipped_torn_line: bool = False
+    superseded: int = 0
 
     def ok_results(self) -> list[dict[str, Any]]:
         return [r for r in self.results if r.get("status") == "ok"]
@@ -99,10 +100,18 @@ class ResultStore:
         print(f"latprof: warning: dropped a torn last line in {self.path}", file=sys.stderr)
 
     def append(self, record: dict[str, Any]) -> None:
-        record = {"schema_version": SCHEMA_VERSION, **record}
-        line = json.dumps(record, default=_json_default, allow_nan=True) + "\n"
+        self.append_many([record])
+
+    def append_many(self, records: Iterable[dict[str, Any]]) -> None:
+        """Append records in one write and one fsync, so rows that belong together land together."""
+        text = "".join(
+            json.dumps({"schema_version": SCHEMA_VERSION, **r}, default=_json_default, allow_nan=True) + "\n"
+            for r in records
+        )
+        if not text:
+            return
         with self.path.open("a") as f:
-            f.write(line)
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
 
@@ -169,7 +178,19 @@ def read_results(path: str | Path, quiet: bool = False) -> ResultsFile:
             out.environments[rec.get("hardware_id", "")] = rec
         else:
             out.other.append(rec)
+    deduped = dedupe_results(out.results)
+    out.superseded = len(out.results) - len(deduped)
+    out.results = deduped
     return out
+
+
+def dedupe_results(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per key, the last written winning (a re-measured unit supersedes a torn, partial one)."""
+    last: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in rows:
+        last.pop(row_key(r), None)
+        last[row_key(r)] = r
+    return list(last.values())
 
 
 def results_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
@@ -178,7 +199,7 @@ def results_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     for r in rows:
         flat.append({k: v for k, v in r.items() if k not in ("samples_ms", "record", "settings") and not isinstance(v, (list, dict))}
                     | {"settings": json.dumps(r.get("settings", {}), sort_keys=True, default=str)})
-    df = pd.DataFrame(flat)
+    df = pd.DataFrame(flat, columns=None if flat else [*CSV_COLUMNS, "settings"])
     for col in CSV_COLUMNS:
         if col not in df.columns:
             df[col] = None

@@ -7,6 +7,8 @@ in force (read back from the runtime, not echoed from the request).
 from __future__ import annotations
 
 import contextlib
+import itertools
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -87,6 +89,8 @@ class Backend(ABC):
     device_class: ClassVar[str] = "cpu"  # cpu | mobile | cuda: picks batch defaults and kernel channel sets
     default_batch: ClassVar[int] = 1
     fixed_batch: ClassVar[int | None] = None
+    # Whether `latprof sweep` runs it when no --backend is given (compiled backends cost minutes of compile time).
+    default_in_sweep: ClassVar[bool] = True
 
     def __init__(self, options: BackendOptions) -> None:
         self.options = options
@@ -118,9 +122,18 @@ def validate_threads(threads: int | None) -> None:
         raise LatprofError(f"--threads must be between 1 and {n} (logical cores here), got {threads}")
 
 
+# Pinning contexts may overlap and close in any order (a sweep holds several prepared runs at once and closes them
+# first-in first-out). So the affinity from before the first pin is kept once, the newest open pin is in force, and
+# the original comes back only when the last one closes.
+_PIN_ORIGINAL: list[int] | None = None
+_PIN_ACTIVE: list[tuple[int, list[int]]] = []
+_PIN_IDS = itertools.count()
+
+
 @contextlib.contextmanager
 def pinned(cores: list[int] | None) -> Iterator[list[int] | None]:
-    """Pin this process to ``cores`` for the duration (psutil), restoring the previous affinity after."""
+    """Pin this process and all its threads to ``cores`` for the duration (psutil), then restore (see above)."""
+    global _PIN_ORIGINAL
     if not cores:
         yield None
         return
@@ -130,17 +143,38 @@ def pinned(cores: list[int] | None) -> Iterator[list[int] | None]:
     except (AttributeError, psutil.Error):
         yield None  # pinning unsupported here (e.g. macOS); recorded as None
         return
-    proc.cpu_affinity(cores)
+    if not _PIN_ACTIVE:
+        _PIN_ORIGINAL = before
+    token = (next(_PIN_IDS), list(cores))
+    _PIN_ACTIVE.append(token)
+    _set_affinity(proc, cores)
     try:
         yield sorted(proc.cpu_affinity())
     finally:
-        proc.cpu_affinity(before)
+        _PIN_ACTIVE.remove(token)
+        if _PIN_ACTIVE:
+            _set_affinity(proc, _PIN_ACTIVE[-1][1])
+        elif _PIN_ORIGINAL is not None:
+            _set_affinity(proc, _PIN_ORIGINAL)
+            _PIN_ORIGINAL = None
+
+
+def _set_affinity(proc: psutil.Process, cores: list[int]) -> None:
+    """Process and every existing thread (a runtime's pool): on Linux the process call moves only one thread."""
+    proc.cpu_affinity(cores)
+    if not hasattr(os, "sched_setaffinity"):
+        return
+    for t in proc.threads():
+        try:
+            os.sched_setaffinity(t.id, cores)
+        except OSError:  # the thread ended meanwhile
+            continue
 
 
 def pin_cores(count: int) -> list[int]:
-    """The first ``count`` cores this process may run on."""
+    """The first ``count`` cores this process may run on (before any pinning of latprof's own)."""
     try:
-        allowed = sorted(psutil.Process().cpu_affinity())
+        allowed = sorted(_PIN_ORIGINAL if _PIN_ACTIVE and _PIN_ORIGINAL else psutil.Process().cpu_affinity())
     except (AttributeError, psutil.Error):
         allowed = list(range(logical_cores()))
     return allowed[: max(1, count)]

@@ -66,6 +66,15 @@ class TorchCPU(Backend):
         apply_pinning(run, self.options.pin, threads)
         return run
 
+    def profile_ops(self, workload: Workload, runs: int) -> Any:
+        """Per-aten-op self CPU times from ``torch.profiler`` (``latprof.backends.op_profiling``)."""
+        from latprof.backends.op_profiling import profile_torch
+
+        module = _require_module(workload, self.name).eval()
+        set_torch_threads(self.options.threads or logical_cores(), self.options.interop_threads or 1)
+        inputs = workload.make_inputs()
+        return profile_torch(lambda: module(*inputs), runs)
+
 
 @register_backend
 class TorchCUDA(Backend):
@@ -84,35 +93,72 @@ class TorchCUDA(Backend):
         return True, ""
 
     def prepare(self, workload: Workload) -> PreparedRun:
+        reference = workload.reference_output()  # on the CPU, before the module moves to the GPU
         module = _require_module(workload, self.name).eval().to("cuda")
         torch.backends.cudnn.benchmark = True
         settings: dict[str, Any] = {
-            "device": torch.cuda.get_device_name(),
-            "cudnn_benchmark": torch.backends.cudnn.benchmark,
-            "cudnn_enabled": torch.backends.cudnn.enabled,
-            "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
-            "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+            **cuda_settings(),
             "timing": "CUDA events around each batch of calls, then synchronize",
         }
         inputs = workload.make_inputs(device="cuda")
         with torch.inference_mode():
             output = first_tensor(module(*inputs)).detach()
         torch.cuda.synchronize()
-        err = check_output(self.name, output.float().cpu(), workload.reference_output())
+        err = check_output(self.name, output.float().cpu(), reference)
         host_wall: list[float] = []
-
-        def timer(n: int) -> float:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            with torch.inference_mode():
-                t0 = time.perf_counter()
-                start.record()
-                for _ in range(n):
-                    module(*inputs)
-                end.record()
-                end.synchronize()
-                host_wall.append((time.perf_counter() - t0) / n)
-            return start.elapsed_time(end) / 1e3
+        timer = cuda_event_timer(lambda: module(*inputs), host_wall)
 
         run = PreparedRun(timer, output.cpu(), settings, err, host_wall_per_call_s=host_wall)
         run._cleanup.append(lambda: module.to("cpu"))
         return run
+
+    def profile_ops(self, workload: Workload, runs: int) -> Any:
+        """Per-aten-op self CUDA times from ``torch.profiler``."""
+        from latprof.backends.op_profiling import profile_torch
+
+        module = _require_module(workload, self.name).eval().to("cuda")
+        torch.backends.cudnn.benchmark = True
+        inputs = workload.make_inputs(device="cuda")
+        try:
+            return profile_torch(lambda: module(*inputs), runs, cuda=True)
+        finally:
+            module.to("cpu")
+
+
+def cuda_settings() -> dict[str, Any]:
+    """cuDNN / TF32 switches in force and the device, driver, CUDA version and clocks (``environment.gpu_info``)."""
+    from latprof.measure.environment import gpu_info
+
+    index = torch.cuda.current_device()
+    gpu = next((g for g in gpu_info() if g["index"] == index), {})
+    return {
+        "device": torch.cuda.get_device_name(index),
+        "cuda_version": torch.version.cuda,
+        "cudnn_version": torch.backends.cudnn.version(),
+        "driver": gpu.get("driver"),
+        "clock_sm_mhz": gpu.get("clock_sm_mhz"),
+        "clock_sm_max_mhz": gpu.get("clock_sm_max_mhz"),
+        "clock_mem_mhz": gpu.get("clock_mem_mhz"),
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "cudnn_enabled": torch.backends.cudnn.enabled,
+        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+        "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+    }
+
+
+def cuda_event_timer(call: Any, host_wall: list[float]) -> Any:
+    """Batch timer: CUDA events around n calls, then synchronise; appends the host wall time per call to ``host_wall``."""
+
+    def timer(n: int) -> float:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            start.record()
+            for _ in range(n):
+                call()
+            end.record()
+            end.synchronize()
+            host_wall.append((time.perf_counter() - t0) / n)
+        return start.elapsed_time(end) / 1e3
+
+    return timer

@@ -30,8 +30,9 @@ class MeasureConfig:
     min_samples: int = 10
     max_samples: int = 2000
     min_sample_time_s: float = 0.002
+    warmup_min_s: float = 0.05
     warmup_max_s: float = 2.0
-    warmup_max_batches: int = 30
+    warmup_max_batches: int = 60
     warmup_window: int = 3
     warmup_tolerance: float = 0.05
     confidence: float = 0.95
@@ -110,27 +111,33 @@ def calibrate(timer: BatchTimer, min_sample_time_s: float, max_calls: int = 1_00
 
 
 def _stable(per_call: list[float], window: int, tolerance: float) -> bool:
-    if len(per_call) < window:
+    """No drift: the medians of the last two windows of batches agree within ``tolerance``.
+
+    Comparing consecutive windows (not the spread inside one) catches a slow downward trend, such as caches and
+    allocators warming up, that looks flat batch to batch; medians keep single noisy batches from deciding.
+    """
+    if len(per_call) < 2 * window:
         return False
-    last = per_call[-window:]
-    mid = float(np.median(last))
-    return mid > 0 and (max(last) - min(last)) / mid <= tolerance
+    last = float(np.median(per_call[-window:]))
+    prev = float(np.median(per_call[-2 * window : -window]))
+    return last > 0 and abs(prev - last) / last <= tolerance
 
 
 def warm_up(
     timer: BatchTimer, n: int, config: MeasureConfig, clock: Clock = time.perf_counter
 ) -> tuple[list[float], float, bool]:
-    """Run batches until the per-call time is stable (bounded in batches and seconds)."""
+    """Run batches until the per-call time stops drifting (at least ``warmup_min_s``; bounded in batches and seconds)."""
     start = clock()
     per_call: list[float] = []
     budget = min(config.warmup_max_s, config.max_time_s / 4)
     stable = False
     while len(per_call) < config.warmup_max_batches:
         per_call.append(timer(n) / n)
-        if _stable(per_call, config.warmup_window, config.warmup_tolerance):
+        elapsed = clock() - start
+        if elapsed >= config.warmup_min_s and _stable(per_call, config.warmup_window, config.warmup_tolerance):
             stable = True
             break
-        if clock() - start >= budget:
+        if elapsed >= budget:
             break
     return per_call, clock() - start, stable
 

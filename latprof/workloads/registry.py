@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from latprof.errors import LatprofError, unknown_choice
+from latprof.errors import LatprofError, one_line, unknown_choice
 from latprof.shapes import Shape, format_shape, with_batch
 
 KINDS = ("block", "network")
@@ -138,6 +138,17 @@ class Workload:
             self._reference = first_tensor(out).detach().clone()
         return self._reference
 
+    def check_input(self) -> None:
+        """Run eager once; an input the model rejects is a one-line error quoting the model and the shape tried."""
+        if self.module is None:
+            return
+        try:
+            self.reference_output()
+        except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+            raise LatprofError(
+                f"{self.name} rejects input {format_shape(self.input_shape)}: {one_line(exc)}"
+            ) from None
+
     def blocks(self) -> list[BlockInstance]:
         """The network's blocks in order with the input shape each sees (networks define ``blocks()``)."""
         if self.module is None or not hasattr(self.module, "blocks"):
@@ -145,7 +156,7 @@ class Workload:
         named: list[tuple[str, nn.Module]] = list(self.module.blocks())
         shapes: dict[str, Shape] = {}
         hooks = [
-            m.register_forward_pre_hook(lambda _m, args, _n=n: shapes.setdefault(_n, tuple(args[0].shape)))
+            m.register_forward_pre_hook(lambda _m, args, _n=n: shapes.setdefault(_n, tuple(args[0].shape)) and None)
             for n, m in named
         ]
         try:

@@ -1,0 +1,237 @@
+"""Per-block profiling: time a zoo network whole and each of its blocks alone, on one backend.
+
+A network's ``blocks()`` compose to its forward, so the blocks' latencies should add up to about the whole
+network's; the gap (dispatch overhead, cache effects, cross-block fusion on graph runtimes) is itself a finding,
+and is reported as ``sum_of_blocks_ms`` / ``sum_vs_network`` on the whole-network row.
+
+Rows follow the results contract: ``experiment = "blocks:<network>"``, ``variant`` = the block's name (``network``
+for the whole), ``block_index`` (-1 for the whole network), ``share_of_network`` = block median / network median.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from latprof.backends import BackendError, BackendOptions, backend_class
+from latprof.backends.base import logical_cores, validate_threads
+from latprof.errors import LatprofError, one_line
+from latprof.measure.protocol import MeasureConfig
+from latprof.profile import ProfileRequest, RunFiles, measure_on_backend, open_store, record_environment
+from latprof.results import ResultStore, base_row, error_row, read_results, row_key, write_csv
+from latprof.shapes import Shape, format_shape
+from latprof.workloads import Workload, create_workload
+
+NETWORK_VARIANT = "network"
+COUNT_FIELDS = ("mult_adds", "elementwise_ops", "mem_access", "mem_bytes", "params", "arithmetic_intensity")
+
+
+@dataclass
+class BlockSummary:
+    """Sum of the blocks' median latencies against the whole network's."""
+
+    network_ms: float | None
+    sum_of_blocks_ms: float | None
+
+    @property
+    def ratio(self) -> float | None:
+        if not self.network_ms or self.sum_of_blocks_ms is None:
+            return None
+        return self.sum_of_blocks_ms / self.network_ms
+
+
+def count_fields(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> dict[str, Any]:
+    """Analytic counts from the cost model when it is installed (``latprof.cost.count_model``); else nothing."""
+    try:
+        from latprof.cost import UnsupportedOpWarning, count_model
+    except ImportError:
+        return {}
+    try:
+        with warnings.catch_warnings():  # as in ``profile``: ops without a rule are not worth a warning per block
+            warnings.simplefilter("ignore", UnsupportedOpWarning)
+            totals = count_model(module, inputs).totals
+    except Exception as exc:  # a counting failure must not cost the latency row
+        return {"count_error": one_line(exc)}
+    return {k: totals.get(k) for k in COUNT_FIELDS if k in totals}
+
+
+def block_workloads(network: Workload) -> list[tuple[int, str, Workload]]:
+    """(index, block name, workload) for each block, each with the input shape it sees inside the network."""
+    source = f"block of {network.name}"
+    return [
+        (i, b.name, Workload(f"{network.name}/{b.name}", b.module, b.input_shape, "block", {}, source))
+        for i, b in enumerate(network.blocks())
+    ]
+
+
+def profile_blocks(
+    network_name: str | Workload,
+    backend: str = "torch-cpu",
+    threads: int | None = None,
+    config: MeasureConfig | None = None,
+    input_shape: Shape | None = None,
+    batch: int | None = None,
+    pin: bool = False,
+    ort_opt: str = "all",
+    model_kwargs: dict[str, Any] | None = None,
+    store: ResultStore | None = None,
+    hardware_id: str = "",
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+    skip_keys: set[tuple[Any, ...]] | None = None,
+) -> list[dict[str, Any]]:
+    """Measure the whole network, then each block alone; one row each (the whole network first, block_index -1).
+
+    ``network_name`` is a zoo name (or a ``Workload`` already built with the backend's batch).
+
+    A block that fails becomes an error row and the others go on. Block rows go to ``store`` as they finish;
+    the whole-network row goes last, with the sum of the blocks (so it is last in the file, first in the list).
+    With ``skip_keys`` (``--resume``), a network whose rows are all present already is skipped: ``[]`` comes back.
+    """
+    validate_threads(threads)
+    cls = backend_class(backend)
+    config = config or MeasureConfig()
+    batch = cls(BackendOptions()).batch_for(batch)
+    network = _network(network_name, input_shape, batch, model_kwargs)
+    blocks = block_workloads(network)
+    threads = threads or (1 if cls.device_class == "mobile" else logical_cores())
+    options = BackendOptions(threads, None, pin, batch, ort_opt)
+    items = [(-1, NETWORK_VARIANT, network), *blocks]
+    idents = [_ident(network, backend, threads, hardware_id, i, v, w) for i, v, w in items]
+    if skip_keys is not None and all(row_key(base_row(**ident)) in skip_keys for ident in idents):
+        return []
+    rows = [_measure_one(workload, ident, backend, options, config) for (_, _, workload), ident in zip(items[:1], idents)]
+    network_ms = rows[0].get("latency_median_ms") if rows[0].get("status") == "ok" else None
+    try:
+        for (_, _, workload), ident in zip(items[1:], idents[1:]):
+            row = _measure_one(workload, ident, backend, options, config)
+            ok = row.get("status") == "ok" and network_ms
+            row["share_of_network"] = row["latency_median_ms"] / network_ms if ok else None
+            rows.append(row)
+            _emit(row, store, on_row)
+    finally:  # the whole-network row carries the sum of blocks, so it is stored last (also on Ctrl-C)
+        rows[0].update(blocks_measured=len(rows) - 1, blocks_total=len(items) - 1)
+        summary = summarize_blocks(rows)
+        rows[0].update(share_of_network=1.0 if network_ms else None, sum_of_blocks_ms=summary.sum_of_blocks_ms,
+                       sum_vs_network=summary.ratio)
+        _emit(rows[0], store, on_row)
+    return rows
+
+
+def _network(
+    network: str | Workload, input_shape: Shape | None, batch: int, model_kwargs: dict[str, Any] | None
+) -> Workload:
+    """Build (or take) the network and check it: a bad input shape or a model without ``blocks()`` is one line."""
+    if isinstance(network, str):
+        network = create_workload(network, input_shape=input_shape, batch=batch, **(model_kwargs or {}))
+    if network.module is None or not hasattr(network.module, "blocks"):
+        raise LatprofError(
+            f"{network.name} is not a network with a block decomposition; --per-block needs a zoo network"
+        )
+    network.check_input()
+    return network
+
+
+def _measure_one(
+    workload: Workload, ident: dict[str, Any], backend: str, options: BackendOptions, config: MeasureConfig
+) -> dict[str, Any]:
+    counts = count_fields(workload.module, workload.make_inputs()) if workload.module is not None else {}
+    try:
+        fields = measure_on_backend(workload, backend, options, config)
+        return base_row(**ident, **counts, **fields, status="ok", error="")
+    except BackendError as exc:
+        return error_row(one_line(exc), **ident, **counts)
+
+
+def _emit(row: dict[str, Any], store: ResultStore | None, on_row: Callable[[dict[str, Any]], None] | None) -> None:
+    if store is not None:
+        store.append(row)
+    if on_row:
+        on_row(row)
+
+
+def _ident(
+    network: Workload, backend: str, threads: int, hardware_id: str, index: int, variant: str, workload: Workload
+) -> dict[str, Any]:
+    return {
+        "experiment": f"blocks:{network.name}",
+        "workload": network.name,
+        "variant": variant,
+        "block_index": index,
+        "backend": backend,
+        "threads": threads,
+        "batch": workload.batch,
+        "input_shape": format_shape(workload.input_shape),
+        "hardware_id": hardware_id,
+    }
+
+
+def summarize_blocks(rows: list[dict[str, Any]]) -> BlockSummary:
+    """Whole-network median and the sum of the blocks' medians (None when any block failed or is missing)."""
+    whole = next((r for r in rows if r.get("block_index") == -1), None)
+    net = whole.get("latency_median_ms") if whole and whole.get("status") == "ok" else None
+    parts = [r for r in rows if r.get("block_index", -1) >= 0]
+    complete = whole is None or whole.get("blocks_total") in (None, len(parts))
+    good = parts and complete and all(r.get("status") == "ok" for r in parts)
+    total = sum(r["latency_median_ms"] for r in parts) if good else None
+    return BlockSummary(net, total)
+
+
+def block_table_rows(rows: list[dict[str, Any]]) -> list[list[Any]]:
+    """Table body for the CLI: block, input, mult_adds, mem_access, median latency, share of the network."""
+    body = []
+    for r in rows:
+        ok = r.get("status") == "ok"
+        share = r.get("share_of_network")
+        body.append([
+            r.get("block_index"), r.get("variant"), r.get("input_shape"), r.get("mult_adds"), r.get("mem_access"),
+            r.get("latency_median_ms") if ok else None,
+            f"{100 * share:.1f}%" if share is not None else None,
+            "ok" if ok else f"error: {r.get('error')}",
+        ])
+    return body
+
+
+BLOCK_TABLE_COLUMNS = ["#", "block", "input", "mult_adds", "mem_access", "median ms", "share of network", "status"]
+
+
+def summary_line(rows: list[dict[str, Any]]) -> str:
+    """``sum of blocks X ms vs whole network Y ms (ratio Z)``: how well the decomposition adds up."""
+    s = summarize_blocks(rows)
+    if s.network_ms is None or s.sum_of_blocks_ms is None:
+        failed = sum(1 for r in rows if r.get("status") != "ok")
+        whole = next((r for r in rows if r.get("block_index") == -1), {})
+        missing = (whole.get("blocks_total") or 0) - sum(1 for r in rows if r.get("block_index", -1) >= 0)
+        gap = f", {missing} block(s) not measured" if missing > 0 else ""
+        return f"sum of blocks vs whole network: not available ({failed} row(s) failed{gap})"
+    return (f"sum of blocks {s.sum_of_blocks_ms:.4g} ms vs whole network {s.network_ms:.4g} ms "
+            f"(ratio {s.ratio:.3f}, {len(rows) - 1} blocks)")
+
+
+def run_per_block(request: ProfileRequest) -> RunFiles:
+    """``latprof profile --per-block``: every model × backend through ``profile_blocks``, stored like ``profile``."""
+    validate_threads(request.threads)
+    plan: list[tuple[Workload, str]] = []
+    for model in request.models:  # build and check everything first: a bad name or shape fails before any file
+        for backend in request.backends:
+            batch = backend_class(backend)(BackendOptions()).batch_for(request.batch)
+            plan.append((_network(model, request.input_shape, batch, request.model_kwargs), backend))
+    out_dir, store = open_store(request.out)
+    done = store.keys() if request.resume else None
+    env = record_environment(store)
+    files = RunFiles(out_dir, store.path, out_dir / "results.csv")
+    try:
+        for network, backend in plan:
+            rows = profile_blocks(
+                network, backend, request.threads, request.config, None, network.batch,
+                request.pin, request.ort_opt, None, store, env["hardware_id"], skip_keys=done,
+            )
+            files.skipped += 0 if rows else 1
+            files.rows.extend(rows)
+    finally:
+        write_csv(read_results(store.path, quiet=True).results, files.csv_path)
+    return files

@@ -1,0 +1,110 @@
+"""IGCV1 and IGCV3 blocks, and the IGCV3-D ImageNet network.
+
+IGCV1 (Zhang et al., 2017): a primary group conv (L groups of M channels) followed, after an interleaving
+permutation, by a secondary 1×1 group conv (M groups of L channels), then the inverse permutation.
+IGCV3 (Sun et al., 2018): MobileNet V2's inverted residual made low-rank: group 1×1 expand (2 groups) →
+permutation → depthwise → group 1×1 project (2 groups) → permutation; the "loose complementary condition" holds
+because each project group sees channels from every expand group. IGCV3-D is the deeper MobileNet V2 layout
+(4, 6, 8, 6, 6 blocks in the middle stages) of the official release (homles11/IGCV3, ``symbols/igcv3.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from latprof.workloads.registry import register_workload
+from latprof.workloads.shuffle import ChannelShuffle
+from latprof.workloads.shufflenet import NUM_CLASSES, BlockChain, classifier_head
+
+# t (expansion), c (output channels), n (repeats), s (stride of the first) — IGCV3-D, 224×224
+IGCV3_D_CONFIG = ((1, 16, 1, 1), (6, 24, 4, 2), (6, 32, 6, 2), (6, 64, 8, 2), (6, 96, 6, 1), (6, 160, 6, 2),
+                  (6, 320, 1, 1))
+
+
+def _channels_input(key: str, default: int, size: int = 56) -> Any:
+    return lambda kw: (1, int(kw.get(key, default)), size, size)
+
+
+def _conv_bn(cin: int, cout: int, k: int = 1, stride: int = 1, groups: int = 1, act: bool = False) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False),
+                               nn.BatchNorm2d(cout)]
+    if act:
+        layers.append(nn.ReLU6(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class IGCV1Block(nn.Module):
+    """Interleaved group convolution: primary k×k group conv (L groups) → permute → secondary 1×1 (M groups) → permute back."""
+
+    def __init__(self, channels: int, primary_groups: int = 4, kernel_size: int = 3, stride: int = 1) -> None:
+        super().__init__()
+        if primary_groups < 1 or channels % primary_groups:
+            raise ValueError(f"channels={channels} must split into primary_groups={primary_groups}")
+        secondary_groups = channels // primary_groups
+        self.primary = _conv_bn(channels, channels, kernel_size, stride, groups=primary_groups)
+        self.permute = ChannelShuffle(primary_groups)
+        self.secondary = nn.Conv2d(channels, channels, 1, groups=secondary_groups, bias=False)
+        self.unpermute = ChannelShuffle(secondary_groups)
+        self.bn = nn.BatchNorm2d(channels)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.unpermute(self.secondary(self.permute(self.primary(x))))
+        return self.relu(self.bn(x))
+
+
+class IGCV3Block(nn.Module):
+    """IGCV3 inverted residual: 1×1 group expand → permute → k×k dw → 1×1 group project → permute (+ identity)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, expansion: float = 6,
+                 kernel_size: int = 3, groups: int = 2, residual: bool = True) -> None:
+        super().__init__()
+        hidden = int(round(in_channels * expansion))
+        if in_channels % groups or hidden % groups or out_channels % groups:
+            raise ValueError(f"channels {in_channels}→{hidden}→{out_channels} must all divide into groups={groups}")
+        self.use_residual = residual and stride == 1 and in_channels == out_channels
+        self.expand = _conv_bn(in_channels, hidden, 1, groups=groups)
+        self.permute = ChannelShuffle(groups)
+        self.depthwise = _conv_bn(hidden, hidden, kernel_size, stride, groups=hidden, act=True)
+        self.project = _conv_bn(hidden, out_channels, 1, groups=groups)
+        self.unpermute = ChannelShuffle(out_channels // groups)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.unpermute(self.project(self.depthwise(self.permute(self.expand(x)))))
+        return x + out if self.use_residual else out
+
+
+def build_igcv3(config: tuple[tuple[int, int, int, int], ...] = IGCV3_D_CONFIG, stem: int = 32, last: int = 1280,
+                num_classes: int = NUM_CLASSES) -> BlockChain:
+    """IGCV3 network: 3×3 stem, IGCV3 blocks per ``config``, 1×1 conv to ``last``, pooling + FC."""
+    blocks: list[tuple[str, nn.Module]] = [("stem", _conv_bn(3, stem, 3, 2, act=True))]
+    cin = stem
+    for s_idx, (t, c, n, s) in enumerate(config):
+        for i in range(n):
+            blocks.append((f"stage{s_idx}_{i}", IGCV3Block(cin, c, s if i == 0 else 1, t, residual=i > 0)))
+            cin = c
+    blocks.append(("conv_last", _conv_bn(cin, last, 1, act=True)))
+    blocks.append(("head", classifier_head(last, num_classes)))
+    return BlockChain(blocks)
+
+
+@register_workload(kind="block", family="igcv", default_input=_channels_input("in_channels", 64))
+def igcv1_block(in_channels: int = 64, primary_groups: int = 4, kernel_size: int = 3, stride: int = 1) -> nn.Module:
+    """IGCV1: primary k×k group conv (L groups of M ch) → permutation → secondary 1×1 group conv (M groups)."""
+    return IGCV1Block(in_channels, primary_groups, kernel_size, stride)
+
+
+@register_workload(kind="block", family="igcv", default_input=_channels_input("in_channels", 32))
+def igcv3_block(in_channels: int = 32, out_channels: int = 32, stride: int = 1, expansion: float = 6,
+                kernel_size: int = 3, groups: int = 2) -> nn.Module:
+    """IGCV3: 1×1 group expand → permutation → dw k×k → 1×1 group project → permutation; residual when shapes match."""
+    return IGCV3Block(in_channels, out_channels, stride, expansion, kernel_size, groups)
+
+
+@register_workload(kind="network", family="igcv", default_input=(1, 3, 224, 224))
+def igcv3_d_x1_0(num_classes: int = NUM_CLASSES) -> nn.Module:
+    """IGCV3-D 1.0× (official release; ShuffleNet V2 paper Table 8: 318M mult-adds, 3.5M params)."""
+    return build_igcv3(num_classes=num_classes)

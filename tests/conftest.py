@@ -1,0 +1,49 @@
+"""Shared fixtures: synthetic timers and a fake clock, so protocol tests never depend on real timing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+class FakeClock:
+    """A clock that only moves when a synthetic timer says time has passed."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class SyntheticTimer:
+    """``run(n)``: n calls each lasting ``per_call_s`` × (1 + noise), advancing the fake clock by the same.
+
+    ``warmup_factor``/``warmup_calls``: cold calls start that much slower and the slowdown decays exponentially with
+    time constant ``warmup_calls`` (caches, allocator and lazy initialisation warming up).
+    """
+
+    def __init__(self, clock: FakeClock, per_call_s: float, noise: float = 0.0, seed: int = 0,
+                 warmup_calls: int = 0, warmup_factor: float = 1.0) -> None:
+        self.clock = clock
+        self.per_call_s = per_call_s
+        self.noise = noise
+        self.rng = np.random.default_rng(seed)
+        self.calls = 0
+        self.warmup_calls = warmup_calls
+        self.warmup_factor = warmup_factor
+
+    def __call__(self, n: int) -> float:
+        total = 0.0
+        for _ in range(n):
+            slow = 1.0 + (self.warmup_factor - 1.0) * float(np.exp(-self.calls / self.warmup_calls)) if self.warmup_calls else 1.0
+            total += self.per_call_s * slow * (1.0 + self.noise * float(self.rng.standard_normal()))
+            self.calls += 1
+        total = max(total, 1e-12)
+        self.clock.now += total
+        return total
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()

@@ -1,0 +1,49 @@
+"""SIGINT mid-sweep keeps every finished unit; --resume completes it without duplicates (a real subprocess)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from latprof.results import read_results, row_key
+
+TINY = Path(__file__).parent / "data" / "tiny_spec.toml"
+
+
+def _cmd(out, *extra):
+    return [sys.executable, "-m", "latprof.cli", "sweep", "--spec", str(TINY), "--backend", "torch-cpu",
+            "--threads", "1", "--scale", "1,2,3,4", "--max-time", "1.5", "--out", str(out), *extra]
+
+
+def _rows(path):
+    if not path.exists():
+        return []
+    return [json.loads(x) for x in path.read_text().splitlines() if '"record": "result"' in x]
+
+
+def test_sigint_mid_sweep_then_resume(tmp_path):
+    results = tmp_path / "results.jsonl"
+    proc = subprocess.Popen(_cmd(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    deadline = time.time() + 120
+    while time.time() < deadline and len(_rows(results)) < 2:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    for line in results.read_text().splitlines():
+        json.loads(line)
+    kept = read_results(results).results
+    assert 2 <= len(kept) < 8 and len(kept) % 2 == 0  # whole units only (2 variants each)
+    assert (tmp_path / "summary.csv").exists()  # outputs reflect the finished units
+
+    done = subprocess.run(_cmd(tmp_path, "--resume"), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = _rows(results)
+    keys = [row_key(r) for r in rows]
+    assert len(keys) == len(set(keys)) == 8
+    assert (tmp_path / "report.html").exists()

@@ -1,0 +1,127 @@
+"""CLI and per-block profiling: list names every zoo network, unknown names suggest, profile --per-block."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import latprof.cost
+from latprof.cli import main
+from latprof.errors import LatprofError
+from latprof.measure.protocol import MeasureConfig
+from latprof.per_block import profile_blocks, summarize_blocks, summary_line
+from latprof.results import read_results
+
+NETWORKS = [
+    "mobilenet_v1_x1_0", "mobilenet_v1_x0_75", "mobilenet_v1_x0_5", "mobilenet_v1_x0_25",
+    "mobilenet_v2_x1_0", "mobilenet_v2_x1_4", "mobilenet_v3_large", "mobilenet_v3_small",
+    "efficientnet_b0", "resnet18", "resnet50",
+]
+BLOCKS = ["resnet_bottleneck", "resnet_basic", "depthwise_separable", "inverted_residual", "mbconv", "fused_mbconv",
+          "dilated_conv3x3", "conv5x5", "factorized_conv5x5", "conv_norm"]
+QUICK = ["--threads", "1", "--max-time", "0.05", "--target-ci", "0.5"]
+
+
+def test_list_models_json_names_every_zoo_entry(capsys) -> None:
+    assert main(["list", "models", "--json"]) == 0
+    items = {it["name"]: it for it in json.loads(capsys.readouterr().out)}
+    for name in NETWORKS:
+        assert items[name]["kind"] == "network" and items[name]["default_input"] == "1x3x224x224"
+        assert items[name]["description"]
+    for name in BLOCKS:
+        assert items[name]["kind"] == "block"
+    assert items["resnet_bottleneck"]["arguments"] == {
+        "in_channels": 256, "mid_channels": 64, "out_channels": None, "stride": 1, "relu": True, "shortcut": True,
+    }
+    assert items["resnet_bottleneck"]["default_input"] == "1x256x56x56"
+
+
+def test_unknown_model_suggests_close_names(capsys) -> None:
+    assert main(["profile", "--model", "mobilenet_v2_x1", "--threads", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    assert "unknown model 'mobilenet_v2_x1' (did you mean " in err
+    assert "mobilenet_v2_x1_0" in err.split("?)")[0] and "mobilenet_v2_x1_4" in err.split("?)")[0]
+
+
+def _fake_count(module, inputs, fold_bn=False):
+    class Report:
+        totals = {"mult_adds": 7, "mem_access": 11, "params": sum(p.numel() for p in module.parameters())}
+
+    assert isinstance(inputs, tuple)
+    return Report()
+
+
+def test_profile_blocks_rows(monkeypatch) -> None:
+    monkeypatch.setattr(latprof.cost, "count_model", _fake_count, raising=False)
+    config = MeasureConfig(target_ci=0.5, max_time_s=0.05, min_samples=3)
+    rows = profile_blocks("resnet18", "torch-cpu", 1, config, input_shape=(1, 3, 32, 32))
+    assert [r["block_index"] for r in rows] == list(range(-1, 10))
+    assert [r["variant"] for r in rows][:3] == ["network", "stem", "layer1_0"] and rows[-1]["variant"] == "head"
+    assert {r["experiment"] for r in rows} == {"blocks:resnet18"} and {r["workload"] for r in rows} == {"resnet18"}
+    assert all(r["status"] == "ok" for r in rows)
+    assert rows[1]["input_shape"] == "1x3x32x32" and rows[2]["input_shape"] == "1x64x8x8"
+    assert rows[-1]["input_shape"] == "1x512x1x1"
+    assert rows[0]["share_of_network"] == 1.0
+    for r in rows[1:]:
+        assert r["share_of_network"] == pytest.approx(r["latency_median_ms"] / rows[0]["latency_median_ms"])
+    assert rows[0]["sum_of_blocks_ms"] == pytest.approx(sum(r["latency_median_ms"] for r in rows[1:]))
+    assert rows[0]["sum_vs_network"] == pytest.approx(rows[0]["sum_of_blocks_ms"] / rows[0]["latency_median_ms"])
+    assert rows[0]["mult_adds"] == 7 and rows[0]["mem_access"] == 11 and rows[0]["params"] == 11_689_512
+    assert summary_line(rows).startswith("sum of blocks ")
+
+
+def test_profile_blocks_without_cost_model_leaves_counts_empty(monkeypatch) -> None:
+    monkeypatch.delattr(latprof.cost, "count_model", raising=False)
+    config = MeasureConfig(target_ci=0.5, max_time_s=0.05, min_samples=3)
+    rows = profile_blocks("mobilenet_v1_x0_25", "torch-cpu", 1, config, input_shape=(1, 3, 32, 32))
+    assert len(rows) == 1 + 15 and all("mult_adds" not in r for r in rows)
+
+
+def test_summary_needs_every_block() -> None:
+    rows = [{"block_index": -1, "status": "ok", "latency_median_ms": 2.0, "blocks_total": 2},
+            {"block_index": 0, "status": "ok", "latency_median_ms": 1.5}]
+    assert summarize_blocks(rows).sum_of_blocks_ms is None  # one block missing (interrupted run)
+    assert summary_line(rows).endswith("(0 row(s) failed, 1 block(s) not measured)")
+    rows.append({"block_index": 1, "status": "error", "error": "x"})
+    assert "not available (1 row(s) failed)" in summary_line(rows)
+    rows[-1] = {"block_index": 1, "status": "ok", "latency_median_ms": 1.0}
+    assert summarize_blocks(rows).ratio == pytest.approx(1.25)
+
+
+def test_cli_per_block_prints_table_and_stores_rows(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    code = main(["profile", "--model", "mobilenet_v3_small", "--per-block", "--input", "1x3x32x32", "--out", str(out), *QUICK])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "share of network" in printed and "block3" in printed and "sum of blocks" in printed
+    rows = read_results(out).results
+    assert len(rows) == 14 and {r["experiment"] for r in rows} == {"blocks:mobilenet_v3_small"}
+    assert (out / "results.csv").read_text().count("blocks:mobilenet_v3_small") == 14
+    # --resume: every row of that network is present, nothing is measured again
+    assert main(["profile", "--model", "mobilenet_v3_small", "--per-block", "--input", "1x3x32x32", "--out", str(out),
+                 "--resume", *QUICK]) == 0
+    assert "1 network(s) already present" in capsys.readouterr().out
+    assert len(read_results(out).results) == 14
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "conv5x5"], "conv5x5 is not a network with a block decomposition"),
+        (["--model", "resnet18", "--input", "1x5x32x32"], "resnet18 rejects input 1x5x32x32"),
+        (["--model", "resnet18", "--model", "resnet_19"], "unknown model 'resnet_19'"),
+    ],
+)
+def test_cli_per_block_bad_request_is_one_line_before_any_file(tmp_path, capsys, argv, message) -> None:
+    out = tmp_path / "never"
+    assert main(["profile", "--per-block", *argv, "--out", str(out), *QUICK]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and message in err
+    assert not out.exists()
+
+
+def test_profile_blocks_rejects_unknown_backend() -> None:
+    with pytest.raises(LatprofError, match="backend"):
+        profile_blocks("resnet18", "torch-cpuu", 1)
