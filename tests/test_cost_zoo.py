@@ -79,3 +79,25 @@ def test_micronet_params(ref: str) -> None:
     if name is None:
         pytest.skip(f"{ref} is not registered")
     assert _count(name, 224)["params"] == pytest.approx(MICRONET_PARAMS[ref], rel=0.03)
+
+
+@pytest.mark.parametrize("name", ["shufflenet_v2_x0_5", "mobilenet_v3_small"])
+def test_exported_zoo_network_onnx_count_equals_torch(name: str, tmp_path) -> None:
+    from latprof.workloads import list_workloads
+
+    if name not in {s.name for s in list_workloads()}:
+        pytest.skip(f"{name} is not registered")
+    import torch
+
+    from latprof.cost import count_onnx
+    from latprof.workloads import create_workload
+
+    wl = create_workload(name, input_shape=(1, 3, 64, 64))
+    path = tmp_path / f"{name}.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(wl.module, wl.make_inputs(), str(path), dynamo=False)
+        onnx_totals = count_onnx(path).totals
+        folded = count_workload(wl, fold_bn=True).totals
+    assert onnx_totals["mult_adds"] == folded["mult_adds"] == count_workload(wl).totals["mult_adds"]
+    assert onnx_totals["elementwise_ops"] == folded["elementwise_ops"]  # the exporter folds BN
