@@ -165,6 +165,58 @@ def _run_profile(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
+# ---------------------------------------------------------------- count
+def _add_count(sub: Any) -> None:
+    p = sub.add_parser("count", help="count mult_adds, elementwise_ops, memory access cost and params (no timing)")
+    p.add_argument("--model", required=True,
+                   help="registered name, module:callable, path.py:callable or file.onnx")
+    p.add_argument("--input", help="input shape NxCxHxW (default: the model's)")
+    p.add_argument("--arg", action="append", metavar="KEY=VALUE", help="keyword argument for the model factory")
+    p.add_argument("--per-layer", action="store_true", help="one row per op call with its module path")
+    p.add_argument("--by", choices=("module", "op"), help="sum the rows per module path or per op")
+    p.add_argument("--fold-bn", action="store_true", help="count BatchNorm folded into the preceding conv")
+    p.add_argument("--json", action="store_true", help="print the count as JSON (totals and every layer)")
+    p.add_argument("--csv", type=Path, metavar="FILE", help="write the layer rows (or the --by rows) as CSV")
+
+
+def _run_count(args: argparse.Namespace) -> int:
+    import warnings
+
+    from latprof.console import print_json, stdout, table, warn
+    from latprof.cost import COUNT_COLUMNS, UnsupportedOpWarning, count_named
+    from latprof.cost.report import write_csv
+    from latprof.shapes import format_shape, parse_shape
+    from latprof.workloads import parse_kwargs
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnsupportedOpWarning)
+        report = count_named(args.model, parse_shape(args.input) if args.input else None, args.fold_bn,
+                             **parse_kwargs(args.arg))
+    rows = report.aggregate(args.by) if args.by else [r.as_dict() for r in report.layers]
+    if args.csv:
+        write_csv(rows, args.csv)
+    if args.json:
+        print_json(report.as_dict())
+    else:
+        cols = [*COUNT_COLUMNS, "arithmetic_intensity"]
+        if args.per_layer or args.by:
+            key = ["name", "op"] if not args.by else [args.by if args.by == "op" else "name", "calls"]
+            extra = ["output_shape"] if not args.by else []
+            body = [[r[k] if k != "output_shape" else format_shape(r[k]) if r[k] else "-" for k in key + cols[:-1] + extra]
+                    for r in rows]
+            stdout.print(table(f"{report.model} per {'layer' if not args.by else args.by}", key + cols[:-1] + extra, body))
+        totals = report.totals
+        shapes = ", ".join(format_shape(s) for s in report.input_shapes)
+        title = f"{report.model} ({shapes}{', BN folded' if report.fold_bn else ''})"
+        stdout.print(table(title, cols, [[totals[c] for c in cols]]))
+        if args.csv:
+            stdout.print(f"csv: {args.csv}")
+    if report.unsupported_ops:
+        warn(f"no cost rule for op(s) {', '.join(report.unsupported_ops)}: their tensor traffic is counted, "
+             "their arithmetic is not")
+    return 0
+
+
 def _run_per_block(args: argparse.Namespace) -> int:
     from latprof.console import print_json, stdout, table
     from latprof.per_block import BLOCK_TABLE_COLUMNS, block_table_rows, run_per_block, summary_line
@@ -369,6 +421,7 @@ COMMANDS: dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespace], 
     "env": (_add_env, _run_env),
     "list": (_add_list, _run_list),
     "profile": (_add_profile, _run_profile),
+    "count": (_add_count, _run_count),
     "sweep": (_add_sweep, _run_sweep),
     "merge": (_add_merge, _run_merge),
     "compare": (_add_compare, _run_compare),

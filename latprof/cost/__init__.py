@@ -4,7 +4,7 @@ PyTorch models are traced at the aten dispatch level (``latprof.cost.tracer``) a
 rules (``latprof.cost.rules``); ``.onnx`` files are counted node by node (``latprof.cost.onnx_count``).
 """
 
-from latprof.cost.api import UnsupportedOpWarning, count_model, count_workload, workload_counts
+from latprof.cost.api import UnsupportedOpWarning, count_model, count_named, count_workload, workload_counts
 from latprof.cost.onnx_count import count_onnx
 from latprof.cost.report import COUNT_COLUMNS, CostReport, LayerCost, arithmetic_intensity
 
@@ -15,6 +15,7 @@ __all__ = [
     "UnsupportedOpWarning",
     "arithmetic_intensity",
     "count_model",
+    "count_named",
     "count_onnx",
     "count_workload",
     "workload_counts",

@@ -100,3 +100,19 @@ def workload_counts(workload: Any, fold_bn: bool = False) -> dict[str, Any]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnsupportedOpWarning)
         return dict(count_workload(workload, fold_bn).totals)
+
+
+def count_named(model: str, input_shape: Any = None, fold_bn: bool = False, **kwargs: Any) -> CostReport:
+    """Count what ``--model`` names: an ``.onnx`` file directly from its graph, anything else through
+    ``latprof.workloads.create_workload`` (registered names, ``module:callable``, ``path.py:callable``)."""
+    if model.endswith(".onnx"):
+        if kwargs:
+            raise LatprofError(f"--arg {', '.join(kwargs)} does not apply to an .onnx model ({model})")
+        from latprof.cost.onnx_count import count_onnx
+
+        report = count_onnx(model, input_shape)
+        report.model = model
+        return report
+    from latprof.workloads import create_workload
+
+    return count_workload(create_workload(model, input_shape=input_shape, **kwargs), fold_bn)

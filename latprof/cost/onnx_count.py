@@ -232,12 +232,12 @@ def count_onnx(path: str | Path, input_shape: Shape | None = None) -> CostReport
             ma, ew = 0, 0
         else:
             ma, ew = rule_fn(node, g, attrs)
-        reads = list(dict.fromkeys(i for i in node.input if i))
+        reads = [i for i in dict.fromkeys(node.input) if i and not _is_argument(i, g, node)]
         writes = outs[:1] if node.op_type in ("MaxPool", "BatchNormalization", "LayerNormalization") else outs
         elems = sum(g.numel(t, node) for t in reads) + sum(g.numel(t, node) for t in writes)
         nbytes = sum(g.numel(t, node) * g.itemsize(t) for t in reads + writes)
         params = 0
-        for t in reads:
+        for t in node.input:
             if t in float_init and t not in counted:
                 counted.add(t)
                 params += g.numel(t, node)
@@ -281,6 +281,15 @@ def _shapes_from_runtime(model: onnx.ModelProto, input_shapes: list[list[int]], 
     for n, v in zip(names, values, strict=True):
         g.shapes[n] = tuple(int(d) for d in np.shape(v))
         g.types.setdefault(n, helper.np_dtype_to_tensor_dtype(np.asarray(v).dtype))
+
+
+def _is_argument(name: str, g: _Graph, node: onnx.NodeProto) -> bool:
+    """Operator arguments stored as tensors (Clip bounds, Slice starts, Reshape shapes, Resize scales): PyTorch
+    passes them as Python numbers, so they are not tensor traffic."""
+    shape = g.shape(name, node)
+    if g.types.get(name) in (onnx.TensorProto.INT64, onnx.TensorProto.INT32) and len(shape) <= 1:
+        return True
+    return name in g.init and math.prod(shape) <= 1
 
 
 def _is_shape_arithmetic(node: onnx.NodeProto, g: _Graph) -> bool:

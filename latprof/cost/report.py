@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from latprof.errors import LatprofError
@@ -81,6 +82,17 @@ class CostReport:
             "layers": [row.as_dict() for row in self.layers],
             "unsupported_ops": list(self.unsupported_ops),
         }
+
+
+def write_csv(rows: list[dict[str, Any]], path: str | Path) -> Path:
+    """Write layer or aggregated rows as CSV (output_shape joined with 'x')."""
+    import pandas as pd
+
+    frame = pd.DataFrame([{k: ("x".join(map(str, v)) if isinstance(v, list) else v) for k, v in r.items()} for r in rows])
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out, index=False)
+    return out
 
 
 def _group(rows: list[LayerCost], key: Any, key_name: str) -> list[dict[str, Any]]:
