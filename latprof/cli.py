@@ -154,10 +154,30 @@ def _run_profile(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
+# ---------------------------------------------------------------- report
+def _add_report(sub: Any) -> None:
+    p = sub.add_parser("report", help="write one self-contained HTML report (and CSVs) from results files")
+    p.add_argument("results", nargs="+", type=Path, metavar="RESULTS",
+                   help="results.jsonl files or run folders (several backends or machines are merged)")
+    p.add_argument("-o", "--output", type=Path, default=Path("report.html"), help="HTML file to write (default report.html)")
+    p.add_argument("--csv", type=Path, metavar="SUMMARY_CSV", help="also write the tidy summary table here")
+    p.add_argument("--title", help="page title (default 'latprof report')")
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from latprof.console import stdout
+    from latprof.report import build_report
+
+    html = build_report(args.results, args.output, csv_path=args.csv, title=args.title)
+    stdout.print(f"report: {html}" + (f"  summary: {args.csv}" if args.csv else ""))
+    return 0
+
+
 COMMANDS: dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespace], int]]] = {
     "env": (_add_env, _run_env),
     "list": (_add_list, _run_list),
     "profile": (_add_profile, _run_profile),
+    "report": (_add_report, _run_report),
 }
 
 

@@ -11,15 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
-from torch import nn
-
-from latprof.backends import BackendOptions, create_backend
-from latprof.measure import environment
-from latprof.measure.protocol import MeasureConfig, measure
-from latprof.workloads.registry import Workload
-
-FLOAT_BYTES = 4
+from latprof.measure.protocol import MeasureConfig
 
 # (conv channels, spatial side, copy elements) by backend device class: a few hundred ms of work in all on a laptop
 # CPU, arrays well past the last-level cache; the CUDA sizes fill an H100 for milliseconds per call.
@@ -30,52 +22,6 @@ DEFAULT_SIZES: dict[str, tuple[int, int, int]] = {
 }
 
 DEFAULT_CONFIG = MeasureConfig(target_ci=0.03, max_time_s=1.5, min_samples=5, warmup_max_s=0.5)
-
-
-def _tracing() -> bool:
-    return bool(torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting() or torch.compiler.is_compiling())
-
-
-class _Scale(nn.Module):
-    """y = 1.5 * x: the smallest kernel that reads and writes every element once and cannot be folded away.
-
-    Eager writes into one preallocated output: a fresh 32 MiB tensor per call would time the allocator's page
-    faults, not the memory bus. Exporters and compilers see the plain expression (their runtimes reuse buffers).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._out: torch.Tensor | None = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _tracing():
-            return x * 1.5
-        if self._out is None or self._out.shape != x.shape or self._out.device != x.device:
-            self._out = torch.empty_like(x)
-        return torch.mul(x, 1.5, out=self._out)
-
-
-def gemm_workload(channels: int, side: int) -> tuple[Workload, int]:
-    """A 1x1 conv ``channels -> channels`` on ``side x side`` (batch 1) and its mult_adds."""
-    module = nn.Conv2d(channels, channels, 1, bias=False).eval()
-    shape = (1, channels, side, side)
-    return Workload("roofline-gemm", module, shape, "block", source="roofline",
-                    description="peak compute: 1x1 conv (GEMM)"), channels * channels * side * side
-
-
-def copy_workload(elements: int) -> tuple[Workload, int]:
-    """``y = 1.5 * x`` over ``elements`` floats and the bytes it moves (read + write)."""
-    return Workload("roofline-copy", _Scale().eval(), (1, elements), "block", source="roofline",
-                    description="peak bandwidth: y = 1.5 * x"), 2 * elements * FLOAT_BYTES
-
-
-def _median_s(backend_name: str, options: BackendOptions, workload: Workload, config: MeasureConfig) -> tuple[float, dict[str, Any]]:
-    run = create_backend(backend_name, options).prepare(workload)
-    try:
-        m = measure(run.timer, config)
-    finally:
-        run.close()
-    return m.stats.median_ms / 1e3, run.settings
 
 
 def measure_peaks(
@@ -95,14 +41,18 @@ def measure_peaks(
     A backend that cannot run the kernels raises ``BackendError`` (as for any workload); an unknown or unavailable
     backend raises ``LatprofError``. Takes a few seconds with the defaults.
     """
+    from latprof.analysis.peak_kernels import copy_workload, gemm_workload, median_s
+    from latprof.backends import BackendOptions, create_backend
+    from latprof.measure import environment
+
     backend = create_backend(backend_name, BackendOptions(threads=threads, pin=pin, ort_opt=ort_opt))
     c, side, n = DEFAULT_SIZES.get(type(backend).device_class, DEFAULT_SIZES["cpu"])
     c, side, n = gemm_channels or c, gemm_side or side, copy_elements or n
     options = BackendOptions(threads=threads, pin=pin, batch=1, ort_opt=ort_opt)
     gemm, mult_adds = gemm_workload(c, side)
     copy, moved = copy_workload(n)
-    gemm_s, settings = _median_s(backend_name, options, gemm, config)
-    copy_s, _ = _median_s(backend_name, options, copy, config)
+    gemm_s, settings = median_s(backend_name, options, gemm, config)
+    copy_s, _ = median_s(backend_name, options, copy, config)
     threads_in_force = settings.get("intra_op_threads", threads)
     return {
         "record": "peaks",

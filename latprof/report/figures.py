@@ -30,7 +30,7 @@ CATEGORY_COLORS = dict(zip(CATEGORIES, ("#4c72b0", "#dd8452", "#55a868", "#c44e5
 
 def png_data_uri(fig: Figure) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -49,7 +49,7 @@ def guideline_figure(df: pd.DataFrame, variants: Sequence[str], title: str) -> s
     channels = sorted(c for c in df["channels"].unique())
     n_series = len(configs) + len(channels)
     width = 0.8 / max(n_series, 1)
-    fig = Figure(figsize=(min(4.2 * len(scales), 13), 3.6))
+    fig = Figure(figsize=(min(4.2 * len(scales), 13), 4.0), layout="constrained")
     axes = fig.subplots(1, len(scales), squeeze=False)[0]
     x = np.arange(len(variants))
     for ax, scale in zip(axes, scales):
@@ -74,13 +74,13 @@ def guideline_figure(df: pd.DataFrame, variants: Sequence[str], title: str) -> s
         ax.set_ylabel("speed vs baseline (×)" if ax is axes[0] else "")
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(title, fontsize=10)
-    fig.legend(loc="lower center", ncol=min(4, n_series * 2), fontsize=7, bbox_to_anchor=(0.5, -0.08), frameon=False)
+    fig.legend(loc="outside lower center", ncol=min(4, n_series * 2), fontsize=7, frameon=False)
     return png_data_uri(fig)
 
 
 def fit_figure(groups: Sequence[tuple[str, pd.DataFrame, dict[str, LatencyFit | None]]]) -> str:
     """Latency against mult_adds and against mem_access, one row per run config, with the least-squares line."""
-    fig = Figure(figsize=(10, 3.4 * len(groups)))
+    fig = Figure(figsize=(10, 3.4 * len(groups)), layout="constrained")
     axes = fig.subplots(len(groups), 2, squeeze=False)
     for (label, d, fits), row in zip(groups, axes):
         kinds = list(dict.fromkeys(d["kind"]))
@@ -103,7 +103,6 @@ def fit_figure(groups: Sequence[tuple[str, pd.DataFrame, dict[str, LatencyFit | 
             ax.set_ylabel("latency median (ms)", fontsize=8)
             ax.grid(alpha=0.3)
         row[0].legend(fontsize=7)
-    fig.tight_layout()
     return png_data_uri(fig)
 
 
@@ -111,12 +110,13 @@ def roofline_figure(groups: Sequence[tuple[str, pd.DataFrame, dict]]) -> str:
     """Each run config's roofline (measured peaks) with its workloads at their arithmetic intensity."""
     cols = min(2, len(groups))
     rows = math.ceil(len(groups) / cols)
-    fig = Figure(figsize=(5.2 * cols, 3.8 * rows))
+    fig = Figure(figsize=(5.2 * cols, 3.8 * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, (label, d, peak) in zip(axes, groups):
         ai = d["arithmetic_intensity"].to_numpy(dtype=float)
-        lo = min(0.01, np.nanmin(ai) / 2) if len(ai) else 0.01
-        hi = max(1000.0, np.nanmax(ai) * 2) if len(ai) else 1000.0
+        ridge = peak["peak_gflops"] / peak["peak_gbytes_per_s"]
+        lo = min(ridge / 10, np.nanmin(ai) / 2) if len(ai) else ridge / 10
+        hi = max(ridge * 10, np.nanmax(ai) * 2) if len(ai) else ridge * 10
         grid = np.geomspace(lo, hi, 200)
         pg, pb = peak["peak_gflops"], peak["peak_gbytes_per_s"]
         ax.plot(grid, [roof_gflops(a, pg, pb) for a in grid], color="black", linewidth=1.2,
@@ -130,11 +130,10 @@ def roofline_figure(groups: Sequence[tuple[str, pd.DataFrame, dict]]) -> str:
         ax.set_xlabel("arithmetic intensity (FLOPs / byte)", fontsize=8)
         ax.set_ylabel("attained GFLOP/s", fontsize=8)
         ax.set_title(label, fontsize=8)
-        ax.grid(alpha=0.3, which="both")
+        ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     for ax in axes[len(groups):]:
         ax.set_visible(False)
-    fig.tight_layout()
     return png_data_uri(fig)
 
 
@@ -142,7 +141,7 @@ def per_op_figure(measured: pd.DataFrame) -> str:
     """Figure 2 style: share of time per operator category, ours (one bar per profile) and the paper's."""
     paper = pd.DataFrame({k: [v or 0 for v in vals] for k, vals in FIGURE2_PERCENT.items()}, index=list(CATEGORIES)).T
     table = pd.concat([measured[list(CATEGORIES)], paper])
-    fig = Figure(figsize=(9, 0.45 * len(table) + 1.4))
+    fig = Figure(figsize=(9, 0.45 * len(table) + 1.4), layout="constrained")
     ax = fig.subplots()
     y = np.arange(len(table))
     left = np.zeros(len(table))
@@ -156,13 +155,12 @@ def per_op_figure(measured: pd.DataFrame) -> str:
     ax.set_xlim(0, max(100.0, float(left.max()) if len(left) else 100.0))
     ax.legend(ncol=5, fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
     return png_data_uri(fig)
 
 
 def blocks_figure(d: pd.DataFrame, title: str) -> str:
     """Per-block latency of one network on one run config, in forward order, with 95% CIs."""
-    fig = Figure(figsize=(9, 0.28 * len(d) + 1.2))
+    fig = Figure(figsize=(9, 0.28 * len(d) + 1.2), layout="constrained")
     ax = fig.subplots()
     y = np.arange(len(d))
     ax.barh(y, d["latency_median_ms"], color=COLORS[0],
@@ -172,5 +170,4 @@ def blocks_figure(d: pd.DataFrame, title: str) -> str:
     ax.set_xlabel("latency median (ms)", fontsize=8)
     ax.set_title(title, fontsize=9)
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
     return png_data_uri(fig)

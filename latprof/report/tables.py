@@ -24,7 +24,7 @@ def fmt(value: Any, digits: int = 3) -> str:
         if v == int(v) and abs(v) < 10_000:
             return str(int(v))
         for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-            if abs(v) >= size * 10:
+            if abs(v) >= size:
                 return f"{v / size:.{digits}g} {unit}"
         return f"{v:.{digits}g}"
     return str(value)
