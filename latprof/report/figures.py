@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogFormatter  # noqa: E402
 
 from latprof.analysis.fits import PREDICTORS, LatencyFit  # noqa: E402
 from latprof.analysis.roofline import roof_gflops  # noqa: E402
@@ -32,6 +33,23 @@ def png_data_uri(fig: Figure) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+_PLAIN = FuncFormatter(lambda v, _pos: f"{v:g}")
+
+
+def _log_axes(ax: object, x: bool = True, y: bool = True) -> None:
+    """Log scale with plain tick labels (``100``, not ``10^2``); minor ticks labelled only on short axes."""
+    for on, scale, axis in ((x, ax.set_xscale, ax.xaxis), (y, ax.set_yscale, ax.yaxis)):  # type: ignore[attr-defined]
+        if on:
+            scale("log")
+            axis.set_major_formatter(_PLAIN)
+            axis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1.2, 0.5)))
+
+
+def _spans(values: np.ndarray, factor: float = 30.0) -> bool:
+    v = values[np.isfinite(values)]
+    return bool(len(v)) and v.min() > 0 and v.max() / v.min() > factor
 
 
 def _err(values: pd.Series, low: pd.Series, high: pd.Series) -> np.ndarray:
@@ -84,6 +102,7 @@ def fit_figure(groups: Sequence[tuple[str, pd.DataFrame, dict[str, LatencyFit | 
     axes = fig.subplots(len(groups), 2, squeeze=False)
     for (label, d, fits), row in zip(groups, axes):
         kinds = list(dict.fromkeys(d["kind"]))
+        log = any(_spans(d[p].to_numpy(dtype=float)) for p in PREDICTORS)
         for ax, pred in zip(row, PREDICTORS):
             for j, kind in enumerate(kinds):
                 s = d[d["kind"] == kind]
@@ -96,9 +115,8 @@ def fit_figure(groups: Sequence[tuple[str, pd.DataFrame, dict[str, LatencyFit | 
                 ax.set_title(f"{label}: R² {fit.r2:.2f}, Spearman ρ {fit.spearman_rho:.2f}, n={fit.n}", fontsize=8)
             else:
                 ax.set_title(f"{label}: too few points to fit", fontsize=8)
-            if len(xs) and xs.min() > 0 and xs.max() / xs.min() > 30:
-                ax.set_xscale("log")
-                ax.set_yscale("log")
+            if log:
+                _log_axes(ax)
             ax.set_xlabel(pred + (" (multiply-adds)" if pred == "mult_adds" else " (elements)"), fontsize=8)
             ax.set_ylabel("latency median (ms)", fontsize=8)
             ax.grid(alpha=0.3)
@@ -125,8 +143,7 @@ def roofline_figure(groups: Sequence[tuple[str, pd.DataFrame, dict]]) -> str:
         for j, kind in enumerate(kinds):
             s = d[d["kind"] == kind]
             ax.scatter(s["arithmetic_intensity"], s["attained_gflops"], s=14, color=COLORS[j % len(COLORS)], label=kind)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
+        _log_axes(ax)
         ax.set_xlabel("arithmetic intensity (FLOPs / byte)", fontsize=8)
         ax.set_ylabel("attained GFLOP/s", fontsize=8)
         ax.set_title(label, fontsize=8)
