@@ -114,6 +114,8 @@ def _add_profile(sub: Any) -> None:
     p.add_argument("--input", help="input shape NxCxHxW (default: the model's)")
     p.add_argument("--per-block", action="store_true",
                    help="also time each block of a zoo network alone; table of blocks and their share of the network")
+    p.add_argument("--roofline", action="store_true",
+                   help="also measure each backend's peak compute and bandwidth (a few seconds) for the report's roofline")
     p.add_argument("--per-op", action="store_true",
                    help="also profile per operator (separate pass) and show the Figure 2 category breakdown")
     _add_measure_flags(p)
@@ -146,8 +148,11 @@ def _run_profile(args: argparse.Namespace) -> int:
         out=args.out,
         resume=args.resume,
         per_op=args.per_op,
+        roofline=args.roofline,
     )
     files = run_profile(request)
+    for note in files.notes:
+        print(f"latprof: warning: {note}", file=sys.stderr)
     if args.json:
         print_json([{k: v for k, v in r.items() if k != "samples_ms"} for r in files.rows])
     else:
@@ -158,7 +163,7 @@ def _run_profile(args: argparse.Namespace) -> int:
             from latprof.analysis.breakdown import print_breakdowns
 
             print_breakdowns(files.per_op)
-        stdout.print(f"results: {files.results_path}  csv: {files.csv_path}")
+        stdout.print(f"results: {files.results_path}  csv: {files.csv_path}  report: {files.report_path}")
     failed = [r for r in files.rows if r.get("status") != "ok"]
     for r in failed:
         print(f"latprof: error: {r['workload']} on {r['backend']}: {r['error']}", file=sys.stderr)
@@ -244,7 +249,7 @@ def _run_per_block(args: argparse.Namespace) -> int:
             stdout.print(summary_line(rows))
         if files.skipped:
             stdout.print(f"{files.skipped} network(s) already present, skipped (--resume)")
-        stdout.print(f"results: {files.results_path}  csv: {files.csv_path}")
+        stdout.print(f"results: {files.results_path}  csv: {files.csv_path}  report: {files.report_path}")
     failed = [r for r in files.rows if r.get("status") != "ok"]
     for r in failed:
         print(f"latprof: error: {r['workload']} block {r['variant']} on {r['backend']}: {r['error']}", file=sys.stderr)
@@ -277,7 +282,7 @@ def _add_sweep(sub: Any) -> None:
 
 def _run_sweep(args: argparse.Namespace) -> int:
     from latprof.console import print_json, stdout, warn
-    from latprof.experiments.outputs import summary_frame, verdict_table, write_outputs
+    from latprof.experiments.outputs import summary_records, verdict_table, write_outputs
     from latprof.experiments.sweep import SweepRequest, log_unit, parse_shard, plan_units, run_sweep
 
     request = SweepRequest(
@@ -311,8 +316,10 @@ def _run_sweep(args: argparse.Namespace) -> int:
     paths = write_outputs(outcome.out_dir)
     for w in outcome.flops_warnings:
         warn(f"FLOPs not constant: {w}")
+    for note in outcome.notes:
+        warn(note)
     if args.json:
-        print_json(summary_frame(outcome.rows).to_dict(orient="records"))
+        print_json(summary_records(outcome.rows))
     else:
         stdout.print(verdict_table(outcome.rows))
         if outcome.units_skipped:
@@ -417,6 +424,25 @@ def _run_ci(args: argparse.Namespace) -> int:
     return outcome.exit_code
 
 
+# ---------------------------------------------------------------- report
+def _add_report(sub: Any) -> None:
+    p = sub.add_parser("report", help="write one self-contained HTML report (and CSVs) from results files")
+    p.add_argument("results", nargs="+", type=Path, metavar="RESULTS",
+                   help="results.jsonl files or run folders (several backends or machines are merged)")
+    p.add_argument("-o", "--output", type=Path, default=Path("report.html"), help="HTML file to write (default report.html)")
+    p.add_argument("--csv", type=Path, metavar="SUMMARY_CSV", help="also write the tidy summary table here")
+    p.add_argument("--title", help="page title (default 'latprof report')")
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from latprof.console import stdout
+    from latprof.report import build_report
+
+    html = build_report(args.results, args.output, csv_path=args.csv, title=args.title)
+    stdout.print(f"report: {html}" + (f"  summary: {args.csv}" if args.csv else ""))
+    return 0
+
+
 COMMANDS: dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespace], int]]] = {
     "env": (_add_env, _run_env),
     "list": (_add_list, _run_list),
@@ -426,6 +452,7 @@ COMMANDS: dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespace], 
     "merge": (_add_merge, _run_merge),
     "compare": (_add_compare, _run_compare),
     "ci": (_add_ci, _run_ci),
+    "report": (_add_report, _run_report),
 }
 
 

@@ -17,7 +17,7 @@ from latprof.cost import workload_counts
 from latprof.errors import LatprofError, one_line
 from latprof.measure import environment
 from latprof.measure.protocol import MeasureConfig, measure
-from latprof.results import ResultStore, base_row, error_row, latency_fields, read_results, row_key, write_csv
+from latprof.results import ResultStore, base_row, error_row, latency_fields, read_results, row_key
 from latprof.shapes import Shape, format_shape
 from latprof.workloads import Workload, create_workload
 
@@ -43,6 +43,7 @@ class ProfileRequest:
     ort_opt: str = "all"
     out: Path | None = None
     resume: bool = False
+    roofline: bool = False
     per_op: bool = False  # also store a per_op breakdown record per workload × backend (profiled separately)
 
 
@@ -56,6 +57,8 @@ class RunFiles:
     rows: list[dict[str, Any]] = field(default_factory=list)
     skipped: int = 0
     per_op: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    report_path: Path | None = None
 
 
 def open_store(out: Path | None) -> tuple[Path, ResultStore]:
@@ -69,6 +72,28 @@ def record_environment(store: ResultStore) -> dict[str, Any]:
     env = environment.collect().as_dict()
     store.append({"record": "environment", **env})
     return env
+
+
+def record_peaks(
+    store: ResultStore, configs: Sequence[tuple[str, int]], hardware_id: str, pin: bool = False, ort_opt: str = "all",
+    existing: Sequence[dict[str, Any]] = (),
+) -> list[str]:
+    """Measure each (backend, threads)'s peak compute and bandwidth once for the roofline; returns warnings.
+
+    A configuration already measured on this hardware (``--resume``) is not measured again.
+    """
+    from latprof.analysis.roofline import measure_peaks
+
+    have = {(p.get("backend"), p.get("threads"), p.get("hardware_id")) for p in existing if p.get("record") == "peaks"}
+    notes = []
+    for backend, threads in dict.fromkeys(configs):
+        if (backend, threads, hardware_id) in have:
+            continue
+        try:
+            store.append(measure_peaks(backend, threads, hardware_id=hardware_id, pin=pin, ort_opt=ort_opt))
+        except (BackendError, RuntimeError) as exc:
+            notes.append(f"roofline peaks not measured on {backend}: {one_line(exc)}")
+    return notes
 
 
 def workload_fields(workload: Workload) -> dict[str, Any]:
@@ -137,8 +162,14 @@ def run_profile(
                 files.per_op.append(_per_op(workload, backend_name, options, row, store))
             if on_row:
                 on_row(row)
+        if request.roofline:
+            existing = read_results(store.path, quiet=True).other if request.resume else []
+            configs = [(backend_name, threads) for _, backend_name, threads in plan]
+            files.notes += record_peaks(store, configs, env["hardware_id"], request.pin, request.ort_opt, existing)
     finally:
-        write_csv(read_results(store.path, quiet=True).results, files.csv_path)
+        from latprof.experiments.outputs import write_outputs
+
+        files.report_path = write_outputs(out_dir)["report"]
     return files
 
 

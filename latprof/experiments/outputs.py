@@ -6,34 +6,24 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from rich.table import Table
 
 from latprof.console import fmt
 from latprof.errors import LatprofError
 from latprof.results import ResultStore, dedupe_results, read_results, write_csv
 
-SUMMARY_COLUMNS = [
-    "guideline", "variant", "backend", "scale", "channels", "threads", "batch", "input_shape",
-    "mult_adds", "mem_access", "latency_median_ms", "latency_ci_low_ms", "latency_ci_high_ms",
-    "speed_vs_baseline", "speed_vs_baseline_ci_low", "speed_vs_baseline_ci_high",
-    "paper_speed_vs_baseline", "mac_predicted_speed_vs_baseline", "flops_predicted_speed_vs_baseline",
-    "variant_outcome", "verdict", "status", "error", "hardware_id",
-]
-
-
 def is_guideline_row(row: dict[str, Any]) -> bool:
-    return bool(row.get("experiment")) and bool(row.get("baseline_variant"))
+    from latprof.report.data import is_guideline_row as report_rule
+
+    return report_rule(row) and bool(row.get("baseline_variant"))
 
 
-def summary_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """One row per guideline × variant × backend × scale (× hardware when shards from several machines merge)."""
-    data = [{**r, "guideline": r.get("experiment")} for r in rows if is_guideline_row(r)]
-    df = pd.DataFrame(data)
-    for col in SUMMARY_COLUMNS:
-        if col not in df.columns:
-            df[col] = None
-    return df[SUMMARY_COLUMNS]
+def summary_records(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The summary.csv columns of sweep rows, as dicts (for ``--json``)."""
+    from latprof.report.summary import SUMMARY_COLUMNS
+
+    return [{c: (r.get("experiment") if c == "guideline" else r.get(c)) for c in SUMMARY_COLUMNS}
+            for r in rows if is_guideline_row(r)]
 
 
 def _ci(row: dict[str, Any]) -> str:
@@ -68,16 +58,15 @@ def verdict_table(rows: Sequence[dict[str, Any]]) -> Table:
 
 def write_outputs(out_dir: Path, title: str | None = None) -> dict[str, Path]:
     """From ``out_dir/results.jsonl`` write results.csv, summary.csv and report.html; returns their paths."""
+    from latprof.report import render_report
+
     results = read_results(out_dir / "results.jsonl", quiet=True)
     paths = {
         "results": out_dir / "results.jsonl",
         "csv": write_csv(results.results, out_dir / "results.csv"),
         "summary": out_dir / "summary.csv",
     }
-    summary_frame(results.results).to_csv(paths["summary"], index=False)
-    from latprof.report import render_report
-
-    paths["report"] = render_report([results], out_dir / "report.html", title=title)
+    paths["report"] = render_report([results], out_dir / "report.html", csv_path=paths["summary"], title=title)
     return paths
 
 

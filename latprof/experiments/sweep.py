@@ -20,8 +20,8 @@ from latprof.errors import LatprofError, one_line
 from latprof.experiments.spec import CHANNEL_SETS, ExperimentSpec, builtin_spec_paths, resolve_spec
 from latprof.analysis.verdicts import INCONCLUSIVE, Interval, guideline_verdict, variant_outcome
 from latprof.measure.protocol import MeasureConfig, measure_interleaved
-from latprof.profile import open_store, record_environment
-from latprof.results import base_row, error_row, latency_fields, row_key
+from latprof.profile import open_store, record_environment, record_peaks
+from latprof.results import base_row, error_row, latency_fields, read_results, row_key
 from latprof.shapes import format_shape
 
 QUICK_TARGET_CI = 0.05
@@ -78,6 +78,7 @@ class SweepOutcome:
     units_run: int = 0
     units_skipped: int = 0
     flops_warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -270,6 +271,9 @@ def run_sweep(
     done = store.keys() if request.resume else set()
     env = record_environment(store)
     outcome = SweepOutcome(out_dir, store.path)
+    existing = read_results(store.path, quiet=True).other if request.resume else []
+    outcome.notes = record_peaks(store, [(u.backend, u.threads) for u in units], env["hardware_id"], request.pin,
+                                 request.ort_opt, existing)
     for i, unit in enumerate(units):
         keys = {row_key(r) for r in unit_rows_template(unit)}
         if request.resume and keys <= done:

@@ -1,0 +1,145 @@
+"""Gather one or more results files into the tables the report draws from (pandas), split by what the rows are."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from latprof.results import ResultsFile, read_results
+
+BLOCKS_PREFIX = "blocks:"
+_GUIDELINE_ID = re.compile(r"^g\d+$", re.IGNORECASE)
+
+
+def is_guideline_row(row: dict[str, Any]) -> bool:
+    """Sweep rows: experiment g1..g4, or a user spec's id (recognised by its sweep-only fields)."""
+    exp = str(row.get("experiment") or "")
+    if exp.startswith(BLOCKS_PREFIX):
+        return False
+    return bool(_GUIDELINE_ID.match(exp)) or "baseline_variant" in row or "verdict" in row
+
+
+def is_block_row(row: dict[str, Any]) -> bool:
+    return str(row.get("experiment") or "").startswith(BLOCKS_PREFIX)
+
+
+def _flat(row: dict[str, Any]) -> dict[str, Any]:
+    """A row without raw samples, its settings kept as a dict in ``settings``."""
+    out = {k: v for k, v in row.items() if k not in ("samples_ms", "record")}
+    out["settings"] = row.get("settings") if isinstance(row.get("settings"), dict) else {}
+    return out
+
+
+def _frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    df = pd.DataFrame([_flat(r) for r in rows])
+    return df
+
+
+@dataclass
+class ReportData:
+    """Everything the report shows, merged across results files."""
+
+    sources: list[dict[str, Any]]
+    environments: dict[str, dict[str, Any]]
+    rows: pd.DataFrame  # every result row (ok and error), no raw samples
+    per_op: list[dict[str, Any]] = field(default_factory=list)
+    peaks: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> pd.DataFrame:
+        if self.rows.empty:
+            return self.rows
+        return self.rows[self.rows["status"] == "ok"]
+
+    @property
+    def errors(self) -> pd.DataFrame:
+        if self.rows.empty:
+            return self.rows
+        return self.rows[self.rows["status"] != "ok"]
+
+    def guideline_rows(self) -> pd.DataFrame:
+        return self._select(self.ok, "_guideline")
+
+    def block_rows(self) -> pd.DataFrame:
+        return self._select(self.ok, "_blocks")
+
+    def other_rows(self) -> pd.DataFrame:
+        ok = self.ok
+        if ok.empty:
+            return ok
+        return ok[~ok["_guideline"] & ~ok["_blocks"]]
+
+    @staticmethod
+    def _select(df: pd.DataFrame, flag: str) -> pd.DataFrame:
+        return df if df.empty else df[df[flag]]
+
+    def multiple_machines(self) -> bool:
+        ids = set(self.environments) | set(self.rows.get("hardware_id", pd.Series(dtype=object)).dropna())
+        return len({i for i in ids if i}) > 1
+
+
+NUMERIC = (
+    "threads", "batch", "scale", "mult_adds", "elementwise_ops", "mem_access", "mem_bytes", "params",
+    "arithmetic_intensity", "latency_median_ms", "latency_mean_ms", "latency_p10_ms", "latency_p90_ms",
+    "latency_iqr_ms", "latency_ci_low_ms", "latency_ci_high_ms", "cv", "n_samples", "speed_vs_baseline",
+    "speed_vs_baseline_ci_low", "speed_vs_baseline_ci_high", "paper_speed_vs_baseline",
+    "mac_predicted_speed_vs_baseline", "block_index",
+)
+TEXT = ("experiment", "workload", "variant", "backend", "input_shape", "status", "error", "hardware_id",
+        "guideline_title", "baseline_variant", "channels", "verdict")
+
+
+def from_results_files(files: Sequence[ResultsFile]) -> ReportData:
+    """Merge already-loaded results files (several backends or machines) into one ``ReportData``."""
+    rows: list[dict[str, Any]] = []
+    environments: dict[str, dict[str, Any]] = {}
+    per_op: list[dict[str, Any]] = []
+    peaks: list[dict[str, Any]] = []
+    sources = []
+    for f in files:
+        sources.append({
+            "path": str(f.path),
+            "results": len(f.results),
+            "errors": sum(1 for r in f.results if r.get("status") != "ok"),
+            "environments": len(f.environments),
+            "torn_last_line": f.skipped_torn_line,
+        })
+        rows.extend(f.results)
+        environments.update({k: v for k, v in f.environments.items()})
+        for rec in f.other:
+            kind = rec.get("record")
+            if kind == "per_op":
+                per_op.append(rec)
+            elif kind == "peaks":
+                peaks.append(rec)
+    df = _frame(rows)
+    for col in NUMERIC:
+        df[col] = pd.to_numeric(df[col], errors="coerce") if col in df.columns else math.nan
+    for col in TEXT:
+        if col not in df.columns:
+            df[col] = ""
+        df[col] = df[col].fillna("").astype(str)
+    if "settings" not in df.columns:
+        df["settings"] = [{} for _ in range(len(df))]
+    missing = df["status"] == ""
+    df.loc[missing, "status"] = ["ok" if pd.notna(v) else "error" for v in df.loc[missing, "latency_median_ms"]]
+    df["_guideline"] = [is_guideline_row(r) for r in rows]
+    df["_blocks"] = [is_block_row(r) for r in rows]
+    return ReportData(sources, environments, df, per_op, peaks)
+
+
+def load(paths: Sequence[str | Path]) -> ReportData:
+    """Read and merge results files; a missing, unreadable or other-schema file raises ``LatprofError``."""
+    return from_results_files([read_results(p) for p in paths])
+
+
+def settings_text(settings: dict[str, Any]) -> str:
+    return "; ".join(f"{k}={json.dumps(v, default=str) if isinstance(v, (list, dict)) else v}"
+                     for k, v in sorted(settings.items()))

@@ -1,0 +1,385 @@
+"""Build each section of the report from ``ReportData``: its figure, its tables, its notes, and its CSV frame."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from latprof.analysis.fits import PREDICTORS, better_predictor, fit_latency
+from latprof.analysis.roofline import attained
+from latprof.report import figures
+from latprof.report.data import BLOCKS_PREFIX, ReportData, settings_text
+from latprof.report.paper import CATEGORIES, FIGURE2_PERCENT, SOURCE
+from latprof.report.tables import fmt, table, with_ci
+
+FLOPS_TOLERANCE = 0.03
+
+
+@dataclass
+class Section:
+    """One part of the page. ``csv`` frames are written next to the HTML as ``<stem>_<name>.csv``."""
+
+    key: str
+    title: str
+    figures: list[dict[str, str]] = field(default_factory=list)  # {"uri", "alt", "caption"}
+    tables: list[dict[str, Any]] = field(default_factory=list)  # {"title", "columns", "rows"}
+    notes: list[str] = field(default_factory=list)
+    csv: dict[str, pd.DataFrame] = field(default_factory=dict)
+    links: list[str] = field(default_factory=list)  # filled when the CSVs are written
+    blocks: list["Section"] = field(default_factory=list)  # sub-sections (one per guideline, network)
+
+
+def add_config(df: pd.DataFrame, multi_machine: bool) -> pd.DataFrame:
+    """A readable label per run configuration: backend, threads, batch (and machine when several)."""
+    df = df.copy()
+    if df.empty:
+        df["config"] = []
+        return df
+    labels = []
+    for r in df.itertuples(index=False):
+        text = f"{r.backend} · {fmt(r.threads)} thr · batch {fmt(r.batch)}"
+        if multi_machine and r.hardware_id:
+            text += f" · {r.hardware_id[:8]}"
+        labels.append(text)
+    df["config"] = labels
+    return df
+
+
+def row_kind(experiment: str) -> str:
+    if experiment.startswith(BLOCKS_PREFIX):
+        return "blocks"
+    return experiment or "profile"
+
+
+# ------------------------------------------------------------------ environment
+def _env_rows(env: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for part in ("hardware", "software", "threads", "state"):
+        for k, v in (env.get(part) or {}).items():
+            if isinstance(v, dict):
+                v = ", ".join(f"{a}={fmt(b)}" for a, b in v.items())
+            elif isinstance(v, list):
+                v = ", ".join(str(x) if not isinstance(x, dict) else "; ".join(f"{a}={b}" for a, b in x.items()) for x in v) or "none"
+            rows.append([f"{part}.{k}", fmt(v)])
+    return rows
+
+
+OPT_KEYS = ("opt", "graph_optimization")
+EXPORT_KEYS = ("export",)
+
+
+def environment_section(data: ReportData) -> Section:
+    sec = Section("environment", "Machines and run settings")
+    for src in data.sources:
+        note = f"{src['path']}: {src['results']} result rows ({src['errors']} errors), {src['environments']} environment record(s)"
+        if src["torn_last_line"]:
+            note += "; a torn last line was skipped (the run was interrupted mid-write)"
+        sec.notes.append(note)
+    ids = list(data.environments) + [h for h in data.rows.get("hardware_id", pd.Series(dtype=str)).unique()
+                                     if h and h not in data.environments]
+    env_csv = []
+    for hid in ids:
+        env = data.environments.get(hid)
+        if env is None:
+            sec.notes.append(f"machine {hid}: rows refer to it but no environment record was found")
+            continue
+        rows = _env_rows(env)
+        for w in env.get("warnings") or []:
+            rows.append(["warning", str(w)])
+        sec.tables.append({"title": f"Machine {hid}", "columns": ["field", "value"], "rows": rows})
+        env_csv += [{"hardware_id": hid, "field": f, "value": v} for f, v in rows]
+    if env_csv:
+        sec.csv["environment"] = pd.DataFrame(env_csv)
+    runs = []
+    for r in data.rows.itertuples(index=False):
+        s = dict(r.settings) if isinstance(r.settings, dict) else {}
+        pinned = s.pop("pinned_cores", None)
+        opt = {k: s.pop(k) for k in list(s) if any(t in k for t in OPT_KEYS)}
+        exp = {k: s.pop(k) for k in list(s) if any(t in k for t in EXPORT_KEYS)}
+        runs.append({
+            "machine": r.hardware_id, "backend": r.backend, "threads": r.threads, "batch": r.batch,
+            "pinned cores": "no" if pinned is None else ",".join(map(str, pinned)) if isinstance(pinned, list) else str(pinned),
+            "optimisation": settings_text(opt) or "—", "exporter": settings_text(exp) or "—",
+            "other settings": settings_text(s) or "—", "experiment": r.experiment or "profile",
+        })
+    if runs:
+        df = pd.DataFrame(runs)
+        keys = [c for c in df.columns if c != "experiment"]
+        grouped = (df.groupby(keys, dropna=False, sort=False)["experiment"]
+                   .agg(lambda e: ", ".join(dict.fromkeys(e))).reset_index())
+        grouped["rows"] = df.groupby(keys, dropna=False, sort=False).size().to_numpy()
+        sec.tables.append({"title": "Settings of every run", **table(grouped)})
+        sec.csv["settings"] = grouped
+    if (data.rows.get("backend", pd.Series(dtype=str)) == "ort-mobile").any():
+        sec.notes.append("ort-mobile emulates the paper's single-thread ARM setting on this CPU; x86 is not ARM, so "
+                         "only relative conclusions carry over.")
+    return sec
+
+
+# ------------------------------------------------------------------ guidelines
+GUIDELINE_COLUMNS = [
+    "guideline", "variant", "backend", "scale", "threads", "batch", "mult_adds", "mem_access",
+    "latency_median_ms", "latency_ci_low_ms", "latency_ci_high_ms", "speed_vs_baseline", "speed_vs_baseline_ci_low",
+    "speed_vs_baseline_ci_high", "paper_speed_vs_baseline", "mac_predicted_speed_vs_baseline", "verdict",
+]
+
+
+def guideline_frame(data: ReportData) -> pd.DataFrame:
+    g = add_config(data.guideline_rows(), data.multiple_machines())
+    g = g.assign(guideline=g["experiment"]) if not g.empty else g.assign(guideline=[])
+    return g
+
+
+def guideline_sections(data: ReportData) -> Section | None:
+    g = guideline_frame(data)
+    if g.empty:
+        return None
+    sec = Section("guidelines", "Guidelines: speed relative to the baseline variant")
+    sec.notes.append("Bars: measured speed of each variant relative to the guideline's baseline variant (median ratio "
+                     "with its 95% CI). Hatched grey: the paper's ratio for the same channels and scale. Diamonds: the "
+                     "ratio the memory access cost (MAC) predicts, baseline MAC / variant MAC.")
+    for gid in dict.fromkeys(g["guideline"]):
+        d = g[g["guideline"] == gid]
+        titles = [t for t in d["guideline_title"].unique() if t]
+        title = f"{gid}: {titles[0]}" if titles and not titles[0].lower().startswith(gid.lower()) else (titles[0] if titles else gid)
+        baseline = [b for b in d["baseline_variant"].unique() if b]
+        variants = list(dict.fromkeys(([baseline[0]] if baseline else []) + list(d["variant"])))
+        sub = Section(f"guideline_{gid}", title)
+        sub.figures.append({"uri": figures.guideline_figure(d, variants, title),
+                            "alt": f"{title}: speed relative to baseline per variant",
+                            "caption": f"Baseline variant: {baseline[0] if baseline else 'unknown'}."})
+        verdicts = (d.groupby(["config", "scale", "channels"], dropna=False, sort=False)["verdict"]
+                    .agg(lambda v: ", ".join(sorted({x for x in v if x})) or "—").reset_index())
+        sub.tables.append({"title": "Verdicts", **table(verdicts, ["config", "scale", "channels", "verdict"],
+                                                         ["run", "scale", "channels", "verdict"])})
+        for (cfg, scale), grp in d.groupby(["config", "scale"], dropna=False, sort=False):
+            ma = grp["mult_adds"].dropna()
+            if len(ma) > 1 and ma.max() > 0 and (ma.max() - ma.min()) / ma.max() > FLOPS_TOLERANCE:
+                sub.notes.append(f"{cfg}, scale ×{fmt(scale)}: mult_adds differ by {100 * (ma.max() - ma.min()) / ma.max():.1f}% "
+                                 f"between variants (more than {100 * FLOPS_TOLERANCE:.0f}%): FLOPs are not held constant.")
+        detail = pd.DataFrame({
+            "run": d["config"], "scale": d["scale"], "channels": d["channels"], "variant": d["variant"],
+            "mult_adds": d["mult_adds"], "mem_access": d["mem_access"],
+            "latency ms [95% CI]": [with_ci(*v) for v in zip(d["latency_median_ms"], d["latency_ci_low_ms"], d["latency_ci_high_ms"])],
+            "speed vs baseline [95% CI]": [with_ci(*v) for v in zip(d["speed_vs_baseline"], d["speed_vs_baseline_ci_low"], d["speed_vs_baseline_ci_high"])],
+            "paper": d["paper_speed_vs_baseline"], "MAC-predicted": d["mac_predicted_speed_vs_baseline"],
+            "verdict": d["verdict"],
+        })
+        sub.tables.append({"title": "Numbers", **table(detail)})
+        sub.csv[f"guideline_{gid}"] = d.reindex(columns=GUIDELINE_COLUMNS + ["channels", "baseline_variant", "hardware_id", "guideline_title"])
+        sec.blocks.append(sub)
+    return sec
+
+
+# ------------------------------------------------------------------ fits
+def counted(data: ReportData) -> pd.DataFrame:
+    d = add_config(data.ok, data.multiple_machines())
+    if d.empty:
+        return d
+    d = d.assign(kind=[row_kind(e) for e in d["experiment"]])
+    return d
+
+
+def fits_section(data: ReportData) -> Section:
+    sec = Section("fits", "Does FLOPs or memory access cost predict latency?")
+    d = counted(data)
+    if d.empty:
+        sec.notes.append("No successful result rows.")
+        return sec
+    usable = d.dropna(subset=["mult_adds", "mem_access", "latency_median_ms"])
+    skipped = len(d) - len(usable)
+    if skipped:
+        sec.notes.append(f"{skipped} row(s) without mult_adds or mem_access counts are left out of the fits.")
+    groups, summary = [], []
+    for cfg, grp in usable.groupby("config", sort=False):
+        fits = {p: fit_latency(p, grp[p], grp["latency_median_ms"]) for p in PREDICTORS}
+        winner, sentence = better_predictor(fits)
+        sec.notes.append(f"{cfg}: {sentence}")
+        groups.append((cfg, grp, fits))
+        for p, f in fits.items():
+            summary.append({"run": cfg, "predictor": p, **({} if f is None else {k: v for k, v in f.as_dict().items() if k != "predictor"}),
+                            "better": "yes" if winner == p else ""})
+    if not groups:
+        sec.notes.append("No rows carry both counts; the latency-vs-cost fits are skipped.")
+        return sec
+    sec.figures.append({"uri": figures.fit_figure(groups), "alt": "latency vs mult_adds and vs mem_access",
+                        "caption": "Least-squares line of latency on each count; R² of the line and Spearman rank correlation ρ (scipy.stats)."})
+    sf = pd.DataFrame(summary)
+    sec.tables.append({"title": "Fits", **table(sf, ["run", "predictor", "n", "r2", "spearman_rho", "spearman_p", "slope_ms", "intercept_ms", "better"])})
+    sec.csv["fits"] = sf
+    sec.csv["fit_points"] = usable.reindex(columns=["config", "experiment", "workload", "variant", "backend", "threads", "batch",
+                                                    "scale", "mult_adds", "mem_access", "latency_median_ms"])
+    return sec
+
+
+# ------------------------------------------------------------------ roofline
+def _match_peak(peaks: list[dict[str, Any]], backend: str, hardware_id: str, threads: float) -> tuple[dict[str, Any] | None, str]:
+    same = [p for p in peaks if p.get("backend") == backend and (p.get("hardware_id") or "") == hardware_id]
+    exact = [p for p in same if p.get("threads") is not None and not math.isnan(threads) and float(p["threads"]) == float(threads)]
+    if exact:
+        return exact[-1], ""
+    if same:
+        return same[-1], f"peaks measured with {same[-1].get('threads')} thread(s), rows ran with {fmt(threads)}"
+    return None, ""
+
+
+def roofline_section(data: ReportData) -> Section:
+    sec = Section("roofline", "Roofline")
+    d = counted(data)
+    if not data.peaks:
+        sec.notes.append("No peaks records in the results: the roofline needs measured peak compute and bandwidth "
+                         "(latprof.analysis.roofline.measure_peaks, run by sweep and profile).")
+        return sec
+    if d.empty:
+        sec.notes.append("No successful result rows.")
+        return sec
+    d = d.dropna(subset=["mult_adds", "latency_median_ms"])
+    d = d[(d["mult_adds"] > 0) & (d["mem_bytes"] > 0)] if "mem_bytes" in d else d.iloc[0:0]
+    if d.empty:
+        sec.notes.append("No rows carry mult_adds and mem_bytes; no workload can be placed on the roofline.")
+    groups, points = [], []
+    for cfg, grp in d.groupby("config", sort=False):
+        first = grp.iloc[0]
+        peak, note = _match_peak(data.peaks, first["backend"], first["hardware_id"], float(first["threads"]))
+        if peak is None:
+            sec.notes.append(f"{cfg}: no peaks record for this backend and machine; roofline skipped.")
+            continue
+        if note:
+            sec.notes.append(f"{cfg}: {note}.")
+        pts = pd.DataFrame([attained(r.mult_adds, r.mem_bytes, r.latency_median_ms, peak["peak_gflops"], peak["peak_gbytes_per_s"])
+                            for r in grp.itertuples(index=False)], index=grp.index)
+        grp = pd.concat([grp.drop(columns=["arithmetic_intensity"]), pts], axis=1)
+        groups.append((cfg, grp, peak))
+        points.append(grp.assign(peak_gflops=peak["peak_gflops"], peak_gbytes_per_s=peak["peak_gbytes_per_s"]))
+        best = grp.loc[grp["share_of_roof"].idxmax()] if grp["share_of_roof"].notna().any() else None
+        if best is not None:
+            sec.notes.append(f"{cfg}: median share of the roof {100 * grp['share_of_roof'].median():.1f}%; best "
+                             f"{best['workload']} {best['variant']} at {100 * best['share_of_roof']:.1f}%.")
+    peaks_df = pd.DataFrame([{k: v for k, v in p.items() if k not in ("settings", "record", "schema_version")} for p in data.peaks])
+    sec.tables.append({"title": "Measured peaks", **table(peaks_df, ["backend", "threads", "hardware_id", "peak_gflops", "peak_gbytes_per_s", "method"])})
+    sec.csv["peaks"] = peaks_df
+    if groups:
+        sec.figures.append({"uri": figures.roofline_figure(groups), "alt": "roofline per backend",
+                            "caption": "Roof = min(peak GFLOP/s, peak GB/s × arithmetic intensity), arithmetic intensity = 2·mult_adds / mem_bytes; "
+                                       "attained GFLOP/s = 2·mult_adds / latency."})
+        pf = pd.concat(points)
+        cols = ["config", "experiment", "workload", "variant", "scale", "mult_adds", "mem_bytes", "latency_median_ms",
+                "arithmetic_intensity", "attained_gflops", "roof_gflops", "share_of_roof"]
+        above = pf[pf["share_of_roof"] > 1]
+        if not above.empty:
+            sec.notes.append(f"{len(above)} workload(s) attain more than the measured roof: the peak kernels did not reach "
+                             "this backend's best (noise, or a kernel faster than the 1x1 conv / copy used to measure it).")
+        overview = (pf.groupby(["config", "kind"], sort=False)
+                    .agg(workloads=("share_of_roof", "size"), intensity_median=("arithmetic_intensity", "median"),
+                         gflops_median=("attained_gflops", "median"), share_median=("share_of_roof", "median"),
+                         share_max=("share_of_roof", "max")).reset_index())
+        sec.tables.append({"title": "Share of the roof attained, by experiment (every point in the CSV)",
+                           **table(overview, headers=["run", "experiment", "workloads", "median intensity (FLOP/byte)",
+                                                      "median GFLOP/s", "median share of roof", "best share of roof"])})
+        sec.csv["roofline"] = pf.reindex(columns=cols + ["peak_gflops", "peak_gbytes_per_s"])
+    return sec
+
+
+# ------------------------------------------------------------------ per-op
+def per_op_section(data: ReportData) -> Section | None:
+    if not data.per_op:
+        return None
+    sec = Section("per_op", "Where the time goes: operator categories (Figure 2 style)")
+    rows, ops = [], []
+    for rec in data.per_op:
+        label = f"{rec.get('workload')} · {rec.get('backend')} · {fmt(rec.get('threads'))} thr · batch {fmt(rec.get('batch'))}"
+        pct = rec.get("categories_percent") or {}
+        ms = rec.get("categories_ms") or {}
+        rows.append({"profile": label, **{c: pct.get(c, math.nan) for c in CATEGORIES},
+                     **{f"{c}_ms": ms.get(c, math.nan) for c in CATEGORIES},
+                     "depthwise_ms": rec.get("depthwise_ms"), "profiled_total_ms": rec.get("profiled_total_ms"),
+                     "end_to_end_median_ms": rec.get("end_to_end_median_ms"), "reconciliation": rec.get("reconciliation", "")})
+        for op in rec.get("ops") or []:
+            ops.append({"profile": label, **op})
+    df = pd.DataFrame(rows).set_index("profile", drop=False)
+    sec.figures.append({"uri": figures.per_op_figure(df), "alt": "operator category breakdown",
+                        "caption": f"Share of profiled time per category, ours above the paper's. Paper: {SOURCE} "
+                                   "Categories the paper's network lacks count as 0."})
+    sec.tables.append({"title": "Per category (percent of profiled time)", **table(df, ["profile", *CATEGORIES, "depthwise_ms", "profiled_total_ms", "end_to_end_median_ms"])})
+    paper = pd.DataFrame([{"profile": k, **dict(zip(CATEGORIES, v))} for k, v in FIGURE2_PERCENT.items()])
+    sec.tables.append({"title": "Paper, Figure 2 (percent)", **table(paper)})
+    for r in rows:
+        if r["reconciliation"]:
+            sec.notes.append(f"{r['profile']}: {r['reconciliation']}")
+    sec.csv["per_op"] = pd.concat([df.reset_index(drop=True), paper], ignore_index=True)
+    if ops:
+        opf = pd.DataFrame(ops)
+        top = opf.sort_values("time_ms", ascending=False).groupby("profile", sort=False).head(10)
+        sec.tables.append({"title": "Slowest operators (top 10 per profile)", **table(top, ["profile", "name", "op_type", "category", "time_ms", "calls"])})
+        sec.csv["per_op_ops"] = opf
+    return sec
+
+
+# ------------------------------------------------------------------ per-block
+def blocks_section(data: ReportData) -> Section | None:
+    b = add_config(data.block_rows(), data.multiple_machines())
+    if b.empty:
+        return None
+    sec = Section("blocks", "Networks block by block")
+    frames = []
+    for (exp, cfg), grp in b.groupby(["experiment", "config"], sort=False):
+        network = exp[len(BLOCKS_PREFIX):]
+        grp = grp.sort_values("block_index")
+        whole = grp[grp["block_index"] == -1]
+        parts = grp[grp["block_index"] != -1]
+        total = parts["latency_median_ms"].sum()
+        share = parts["latency_median_ms"] / total if total else np.nan
+        sub = Section(f"blocks_{network}", f"{network} on {cfg}")
+        cols = pd.DataFrame({
+            "#": parts["block_index"], "block": parts["variant"], "input_shape": parts["input_shape"],
+            "mult_adds": parts["mult_adds"], "mem_access": parts["mem_access"],
+            "latency ms [95% CI]": [with_ci(*v) for v in zip(parts["latency_median_ms"], parts["latency_ci_low_ms"], parts["latency_ci_high_ms"])],
+            "share of block sum": [f"{100 * s:.1f}%" if pd.notna(s) else "—" for s in (share if isinstance(share, pd.Series) else [np.nan] * len(parts))],
+        })
+        sub.tables.append({"title": "Blocks", **table(cols)})
+        if not whole.empty and total:
+            w = whole.iloc[0]["latency_median_ms"]
+            sub.notes.append(f"Whole network {fmt(w)} ms; sum of blocks measured alone {fmt(total)} ms "
+                             f"({100 * total / w:.0f}% of the whole).")
+        if not parts.empty:
+            sub.figures.append({"uri": figures.blocks_figure(parts, f"{network} · {cfg}"), "alt": f"{network} per-block latency", "caption": ""})
+        sec.blocks.append(sub)
+        frames.append(grp.assign(network=network, share_of_block_sum=share))
+    sec.csv["blocks"] = pd.concat(frames).reindex(columns=["network", "config", "block_index", "variant", "backend", "threads", "batch",
+                                                           "input_shape", "mult_adds", "mem_access", "latency_median_ms",
+                                                           "latency_ci_low_ms", "latency_ci_high_ms", "share_of_block_sum"])
+    return sec
+
+
+# ------------------------------------------------------------------ other results, errors
+RESULT_COLUMNS = ["experiment", "workload", "variant", "backend", "threads", "batch", "scale", "input_shape", "mult_adds",
+                  "elementwise_ops", "mem_access", "mem_bytes", "params", "arithmetic_intensity", "latency_median_ms",
+                  "latency_ci_low_ms", "latency_ci_high_ms", "latency_p10_ms", "latency_p90_ms", "cv", "n_samples", "hardware_id"]
+
+
+def results_section(data: ReportData) -> Section | None:
+    d = data.other_rows()
+    if d.empty:
+        return None
+    sec = Section("results", "Results")
+    shown = d.assign(latency=[with_ci(*v) for v in zip(d["latency_median_ms"], d["latency_ci_low_ms"], d["latency_ci_high_ms"])])
+    sec.tables.append({"title": "", **table(shown, ["workload", "variant", "backend", "threads", "batch", "input_shape", "mult_adds",
+                                                    "mem_access", "params", "latency", "cv", "n_samples"],
+                                              ["workload", "variant", "backend", "threads", "batch", "input", "mult_adds",
+                                               "mem_access", "params", "latency ms [95% CI]", "cv", "samples"])})
+    sec.csv["results"] = d.reindex(columns=RESULT_COLUMNS)
+    return sec
+
+
+def errors_section(data: ReportData) -> Section | None:
+    e = data.errors
+    if e.empty:
+        return None
+    sec = Section("errors", f"Errors ({len(e)})")
+    sec.tables.append({"title": "", **table(e, ["experiment", "workload", "variant", "backend", "threads", "batch", "scale", "error"])})
+    sec.csv["errors"] = e.reindex(columns=["experiment", "workload", "variant", "backend", "threads", "batch", "scale", "input_shape", "error", "hardware_id"])
+    return sec
