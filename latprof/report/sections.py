@@ -72,6 +72,10 @@ OPT_KEYS = ("opt", "graph_optimization")
 EXPORT_KEYS = ("export",)
 
 
+# Settings that identify one exported/compiled model rather than the run configuration.
+PER_WORKLOAD_KEYS = ("onnx_path", "onnx_cached", "compile_time_s", "workload_hash", "host_wall_per_call_s")
+
+
 def environment_section(data: ReportData) -> Section:
     sec = Section("environment", "Machines and run settings")
     for src in data.sources:
@@ -97,6 +101,8 @@ def environment_section(data: ReportData) -> Section:
     runs = []
     for r in data.rows.itertuples(index=False):
         s = dict(r.settings) if isinstance(r.settings, dict) else {}
+        for key in PER_WORKLOAD_KEYS:  # they differ per model, not per run configuration: kept in the results CSV
+            s.pop(key, None)
         pinned = s.pop("pinned_cores", None)
         opt = {k: s.pop(k) for k in list(s) if any(t in k for t in OPT_KEYS)}
         exp = {k: s.pop(k) for k in list(s) if any(t in k for t in EXPORT_KEYS)}
