@@ -20,10 +20,11 @@ from torch import nn
 
 from latprof.backends import BackendError, BackendOptions, backend_class
 from latprof.backends.base import logical_cores, validate_threads
+from latprof.cost import UnsupportedOpWarning, count_model
 from latprof.errors import LatprofError, one_line
 from latprof.measure.protocol import MeasureConfig
 from latprof.profile import ProfileRequest, RunFiles, measure_on_backend, open_store, record_environment
-from latprof.results import ResultStore, base_row, error_row, read_results, row_key, write_csv
+from latprof.results import ResultStore, base_row, error_row, row_key
 from latprof.shapes import Shape, format_shape
 from latprof.workloads import Workload, create_workload
 
@@ -46,16 +47,12 @@ class BlockSummary:
 
 
 def count_fields(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> dict[str, Any]:
-    """Analytic counts from the cost model when it is installed (``latprof.cost.count_model``); else nothing."""
-    try:
-        from latprof.cost import UnsupportedOpWarning, count_model
-    except ImportError:
-        return {}
+    """Analytic counts of one block (``latprof.cost.count_model``); a counting failure is noted, not fatal."""
     try:
         with warnings.catch_warnings():  # as in ``profile``: ops without a rule are not worth a warning per block
             warnings.simplefilter("ignore", UnsupportedOpWarning)
             totals = count_model(module, inputs).totals
-    except Exception as exc:  # a counting failure must not cost the latency row
+    except (LatprofError, RuntimeError, ValueError, TypeError) as exc:  # must not cost the latency row
         return {"count_error": one_line(exc)}
     return {k: totals.get(k) for k in COUNT_FIELDS if k in totals}
 
@@ -233,5 +230,7 @@ def run_per_block(request: ProfileRequest) -> RunFiles:
             files.skipped += 0 if rows else 1
             files.rows.extend(rows)
     finally:
-        write_csv(read_results(store.path, quiet=True).results, files.csv_path)
+        from latprof.experiments.outputs import write_outputs
+
+        files.report_path = write_outputs(out_dir)["report"]
     return files

@@ -21,12 +21,7 @@ ZOO_B_BLOCKS = ["shufflenet_v1_unit", "shufflenet_v2_unit", "micronet_block_a", 
                 "micronet_block_c", "igcv1_block", "igcv3_block"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_channel_shuffle_known_order_and_inverse() -> None:

@@ -28,15 +28,8 @@ REFERENCE = {
 NETWORKS = sorted(REFERENCE)
 MICRONETS = [n for n in NETWORKS if n.startswith("micronet")]
 TOLERANCE = 0.03
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine oversubscribed threads make tiny nets 20× slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 # MicroNet conv+linear+DSM multiply-adds vs the published (rounded to 1M) figure; M2 is the outlier at +6.2%.
 MICRONET_DSM_TOLERANCE = 0.07
 

@@ -18,15 +18,8 @@ NETWORKS = [
     "igcv3_d_x1_0",
 ]
 SMALL_INPUT = (1, 3, 64, 64)
-pytestmark = pytest.mark.slow  # ~3 s per network on a shared 2-core machine (TorchScript tracing)  # export time is set by the module count; a small image keeps the check cheap
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# ~3 s per network on a shared 2-core machine (TorchScript tracing); a small image keeps the check cheap
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 
 @pytest.mark.parametrize("name", NETWORKS)

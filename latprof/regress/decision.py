@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import stats as sps
 
+from latprof.measure.stats import speed_ratio
+
 VERDICTS = ("regressed", "improved", "unchanged", "inconclusive")
 
 
@@ -45,25 +47,13 @@ class Comparison:
         return asdict(self)
 
 
-def _ratio_of_medians(base: np.ndarray, cur: np.ndarray, axis: int = -1) -> np.ndarray:
-    return np.median(cur, axis=axis) / np.median(base, axis=axis)
-
-
 def ratio_ci(
     baseline: np.ndarray, current: np.ndarray, confidence: float, n_resamples: int = 2000, seed: int = 0
 ) -> tuple[float, float]:
-    """Percentile-bootstrap CI of median(current)/median(baseline), the two sets resampled independently."""
-    res = sps.bootstrap(
-        (baseline, current),
-        _ratio_of_medians,
-        paired=False,
-        vectorized=True,
-        n_resamples=n_resamples,
-        confidence_level=confidence,
-        method="percentile",
-        rng=np.random.default_rng(seed),
-    )
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+    """Percentile-bootstrap CI of median(current)/median(baseline), the two sets resampled independently
+    (runs of separate processes share no rounds, so they are not paired)."""
+    est = speed_ratio(current, baseline, confidence, paired=False, n_resamples=n_resamples, seed=seed)
+    return est.ci_low, est.ci_high
 
 
 def verdict(ratio: float, ci_low: float, ci_high: float, p_value: float, threshold: float, alpha: float) -> str:
