@@ -98,6 +98,9 @@ def _add_measure_flags(p: argparse.ArgumentParser) -> None:
                    help="stop when the 95%% CI of the median is within ±this fraction (default 0.02)")
     p.add_argument("--max-time", type=_positive_float, default=10.0, metavar="SECONDS",
                    help="time cap per measurement, warm-up included (default 10)")
+    p.add_argument("--min-time", type=_positive_float, default=0.5, metavar="SECONDS",
+                   help="sample at least this long even when the CI target is met sooner (default 0.5); "
+                        "longer gives more repeatable medians on a noisy machine")
     p.add_argument("--ort-opt", choices=("none", "basic", "extended", "all"), default="all",
                    help="ONNX Runtime graph optimisation level (default all)")
     p.add_argument("--out", type=Path, help="output folder (default reports/<date>-<hostname>/)")
@@ -124,7 +127,7 @@ def _add_profile(sub: Any) -> None:
 def _measure_config(args: argparse.Namespace) -> Any:
     from latprof.measure.protocol import MeasureConfig
 
-    return MeasureConfig(target_ci=args.target_ci, max_time_s=args.max_time)
+    return MeasureConfig(target_ci=args.target_ci, max_time_s=args.max_time, min_time_s=args.min_time)
 
 
 def _run_profile(args: argparse.Namespace) -> int:
@@ -134,6 +137,8 @@ def _run_profile(args: argparse.Namespace) -> int:
     from latprof.workloads import parse_kwargs
 
     if args.per_block:
+        if args.per_op or args.roofline:
+            raise LatprofError("--per-block cannot be combined with --per-op or --roofline; run them separately")
         return _run_per_block(args)
     request = ProfileRequest(
         models=args.model,
@@ -272,6 +277,8 @@ def _add_sweep(sub: Any) -> None:
     p.add_argument("--target-ci", type=_positive_float, help="CI target of each median (default 0.02; 0.05 with --quick)")
     p.add_argument("--max-time", type=_positive_float, metavar="SECONDS",
                    help="time cap per unit (all variants of one guideline x backend x scale; default 30, 6 with --quick)")
+    p.add_argument("--min-time", type=_positive_float, default=0.5, metavar="SECONDS",
+                   help="sample each unit at least this long even when the CI targets are met sooner (default 0.5)")
     p.add_argument("--ort-opt", choices=("none", "basic", "extended", "all"), default="all",
                    help="ONNX Runtime graph optimisation level (default all)")
     p.add_argument("--out", type=Path, help="output folder (default reports/<date>-<hostname>/)")
@@ -288,7 +295,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
     request = SweepRequest(
         guidelines=args.guideline, spec_paths=args.spec, backends=args.backend, threads=args.threads, pin=args.pin,
         scales=args.scale, channels=args.channels, quick=args.quick, target_ci=args.target_ci,
-        max_time_s=args.max_time, ort_opt=args.ort_opt, out=args.out, resume=args.resume,
+        max_time_s=args.max_time, min_time_s=args.min_time, ort_opt=args.ort_opt, out=args.out, resume=args.resume,
         shard=parse_shard(args.shard) if args.shard else None,
     )
     if request.out is None:

@@ -75,3 +75,17 @@ def test_paired_ratio_removes_shared_drift():
     unpaired = speed_ratio(base, var, paired=False)
     assert (paired.ci_high - paired.ci_low) < (unpaired.ci_high - unpaired.ci_low) / 3
     assert paired.ci_low < 10 / 11 < paired.ci_high
+
+
+def test_ratio_ci_covers_the_true_ratio_at_about_the_stated_rate():
+    """Over many independent runs, the 95% bootstrap CI of the ratio of medians contains the true ratio."""
+    true_ratio = 1.25
+    hits = 0
+    runs = 200
+    for seed in range(runs):
+        rng = np.random.default_rng(seed)
+        base = rng.lognormal(np.log(1.0), 0.03, 60)
+        variant = rng.lognormal(np.log(1.0 / true_ratio), 0.03, 60)
+        r = speed_ratio(base, variant, paired=False, n_resamples=1000, seed=seed)
+        hits += r.ci_low <= true_ratio <= r.ci_high
+    assert 0.88 <= hits / runs <= 1.0

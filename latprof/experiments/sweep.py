@@ -44,6 +44,7 @@ class SweepRequest:
     quick: bool = False
     target_ci: float | None = None
     max_time_s: float | None = None
+    min_time_s: float = 0.5
     ort_opt: str = "all"
     out: Path | None = None
     resume: bool = False
@@ -53,7 +54,8 @@ class SweepRequest:
         """Per-unit protocol: ``--quick`` loosens the CI target and shortens the cap unless given explicitly."""
         target = self.target_ci if self.target_ci is not None else (QUICK_TARGET_CI if self.quick else 0.02)
         cap = self.max_time_s if self.max_time_s is not None else (QUICK_MAX_TIME_S if self.quick else DEFAULT_UNIT_MAX_TIME_S)
-        return MeasureConfig(target_ci=target, max_time_s=cap, warmup_max_s=min(2.0, cap / 4))
+        return MeasureConfig(target_ci=target, max_time_s=cap, min_time_s=min(self.min_time_s, cap),
+                             warmup_max_s=min(2.0, cap / 4))
 
 
 @dataclass(frozen=True)

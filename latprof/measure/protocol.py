@@ -29,10 +29,13 @@ class MeasureConfig:
     max_time_s: float = 10.0
     min_samples: int = 10
     max_samples: int = 2000
+    # Sampling lasts at least this long even when the CI target is met sooner: a CI from a fraction of a second of
+    # one process says little about the next run (frequency, cache and allocator state drift on that time scale).
+    min_time_s: float = 0.5
     min_sample_time_s: float = 0.002
-    warmup_min_s: float = 0.05
+    warmup_min_s: float = 0.2
     warmup_max_s: float = 2.0
-    warmup_max_batches: int = 60
+    warmup_max_batches: int = 1000  # bounds slow-call warm-ups; warmup_max_s bounds the rest
     warmup_window: int = 3
     warmup_tolerance: float = 0.05
     confidence: float = 0.95
@@ -150,20 +153,24 @@ def _recalibrated(n: int, per_call: list[float], min_sample_time_s: float) -> in
 
 
 def measure(timer: BatchTimer, config: MeasureConfig = MeasureConfig(), clock: Clock = time.perf_counter) -> Measurement:
-    """Measure one callable: calibrate, warm up, then sample until the median's CI meets the target or time runs out."""
+    """Measure one callable: calibrate, warm up, then sample (at least ``min_time_s``) until the median's CI meets
+    the target or the time cap is hit."""
     t0 = clock()
     n = calibrate(timer, config.min_sample_time_s)
     warm, warm_s, stable = warm_up(timer, n, config, clock)
     n = _recalibrated(n, warm, config.min_sample_time_s)
     samples: list[float] = []
     reason = "max_samples"
+    sampling_start = clock()
     while len(samples) < config.max_samples:
         samples.append(timer(n) / n * 1e3)
         if len(samples) >= config.min_samples:
-            if summarize(samples, config.confidence).ci_half_width <= config.target_ci:
+            now = clock()
+            long_enough = now - sampling_start >= config.min_time_s
+            if long_enough and summarize(samples, config.confidence).ci_half_width <= config.target_ci:
                 reason = "ci_target"
                 break
-            if clock() - t0 >= config.max_time_s:
+            if now - t0 >= config.max_time_s:
                 reason = "max_time"
                 break
     return Measurement(samples, n, summarize(samples, config.confidence), len(warm), warm_s, stable, reason, clock() - t0)
@@ -199,16 +206,20 @@ def measure_interleaved(
     order = list(names)
     reason = "max_samples"
     rounds = 0
+    sampling_start = clock()
     while rounds < config.max_samples:
         rng.shuffle(order)
         for name in order:
             samples[name].append(timers[name](calls[name]) / calls[name] * 1e3)
         rounds += 1
         if rounds >= config.min_samples:
-            if all(summarize(s, config.confidence).ci_half_width <= config.target_ci for s in samples.values()):
+            now = clock()
+            long_enough = now - sampling_start >= config.min_time_s
+            if long_enough and all(summarize(s, config.confidence).ci_half_width <= config.target_ci
+                                   for s in samples.values()):
                 reason = "ci_target"
                 break
-            if clock() - t0 >= config.max_time_s:
+            if now - t0 >= config.max_time_s:
                 reason = "max_time"
                 break
     wall = clock() - t0
