@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 import latprof.cost
+import latprof.per_block
 from latprof.cli import main
 from latprof.errors import LatprofError
 from latprof.measure.protocol import MeasureConfig
 from latprof.per_block import profile_blocks, summarize_blocks, summary_line
 from latprof.results import read_results
+from latprof.workloads import build_registered
 
 NETWORKS = [
     "mobilenet_v1_x1_0", "mobilenet_v1_x0_75", "mobilenet_v1_x0_5", "mobilenet_v1_x0_25",
@@ -45,16 +48,7 @@ def test_unknown_model_suggests_close_names(capsys) -> None:
     assert "mobilenet_v2_x1_0" in err.split("?)")[0] and "mobilenet_v2_x1_4" in err.split("?)")[0]
 
 
-def _fake_count(module, inputs, fold_bn=False):
-    class Report:
-        totals = {"mult_adds": 7, "mem_access": 11, "params": sum(p.numel() for p in module.parameters())}
-
-    assert isinstance(inputs, tuple)
-    return Report()
-
-
-def test_profile_blocks_rows(monkeypatch) -> None:
-    monkeypatch.setattr(latprof.cost, "count_model", _fake_count, raising=False)
+def test_profile_blocks_rows() -> None:
     config = MeasureConfig(target_ci=0.5, max_time_s=0.05, min_samples=3)
     rows = profile_blocks("resnet18", "torch-cpu", 1, config, input_shape=(1, 3, 32, 32))
     assert [r["block_index"] for r in rows] == list(range(-1, 10))
@@ -68,15 +62,22 @@ def test_profile_blocks_rows(monkeypatch) -> None:
         assert r["share_of_network"] == pytest.approx(r["latency_median_ms"] / rows[0]["latency_median_ms"])
     assert rows[0]["sum_of_blocks_ms"] == pytest.approx(sum(r["latency_median_ms"] for r in rows[1:]))
     assert rows[0]["sum_vs_network"] == pytest.approx(rows[0]["sum_of_blocks_ms"] / rows[0]["latency_median_ms"])
-    assert rows[0]["mult_adds"] == 7 and rows[0]["mem_access"] == 11 and rows[0]["params"] == 11_689_512
+    whole = latprof.cost.count_model(build_registered("resnet18").module, (torch.randn(1, 3, 32, 32),)).totals
+    assert rows[0]["mult_adds"] == whole["mult_adds"] and rows[0]["mem_access"] == whole["mem_access"]
+    assert rows[0]["params"] == 11_689_512
+    assert sum(r["mult_adds"] for r in rows[1:]) == rows[0]["mult_adds"]  # the blocks partition the network's work
     assert summary_line(rows).startswith("sum of blocks ")
 
 
-def test_profile_blocks_without_cost_model_leaves_counts_empty(monkeypatch) -> None:
-    monkeypatch.delattr(latprof.cost, "count_model", raising=False)
+def test_a_counting_failure_is_noted_and_the_latency_row_stays(monkeypatch) -> None:
+    def broken(module, inputs, fold_bn=False):
+        raise LatprofError("no rule for this op")
+
+    monkeypatch.setattr(latprof.per_block, "count_model", broken)
     config = MeasureConfig(target_ci=0.5, max_time_s=0.05, min_samples=3)
     rows = profile_blocks("mobilenet_v1_x0_25", "torch-cpu", 1, config, input_shape=(1, 3, 32, 32))
     assert len(rows) == 1 + 15 and all("mult_adds" not in r for r in rows)
+    assert all(r["status"] == "ok" and r["count_error"] == "no rule for this op" for r in rows)
 
 
 def test_summary_needs_every_block() -> None:
