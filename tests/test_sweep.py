@@ -209,3 +209,20 @@ def test_failing_variant_is_an_error_row_and_the_sweep_goes_on(tmp_path):
     assert by["wide"]["status"] == "error" and re.search(r"channels|negative|-16|size", by["wide"]["error"])
     assert by["narrow"]["status"] == "ok"
     assert by["narrow"]["verdict"] == INCONCLUSIVE
+
+
+def test_weights_are_seeded_and_the_global_rng_is_untouched():
+    import torch
+
+    from latprof.workloads import build_registered
+
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a = resolve_spec("g1").workload("1:2", 1, "arm", 1).module
+    after = torch.rand(1)
+    b = resolve_spec("g1").workload("1:2", 1, "arm", 1).module
+    assert torch.equal(before, after)  # building a workload does not consume the caller's random stream
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    x, y = build_registered("resnet18").module, build_registered("resnet18").module
+    assert all(torch.equal(p, q) for p, q in zip(x.parameters(), y.parameters()))

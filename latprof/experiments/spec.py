@@ -17,6 +17,7 @@ from torch import nn
 
 from latprof.errors import LatprofError, unknown_choice
 from latprof.workloads import Workload, get_spec
+from latprof.workloads.registry import seeded_build
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -79,7 +80,7 @@ class ExperimentSpec:
         v = self.variant(variant) if isinstance(variant, str) else variant
         args = self.block_args(v, scale, channels)
         factory = get_spec(self.block).factory
-        module = nn.Sequential(*(factory(**args) for _ in range(self.repeat))).eval()
+        module = seeded_build(lambda: nn.Sequential(*(factory(**args) for _ in range(self.repeat)))).eval()
         return Workload(
             name=f"{self.id}:{self.block}*{self.repeat}",
             module=module,

@@ -193,6 +193,16 @@ def parse_kwargs(pairs: list[str] | None) -> dict[str, Any]:
     return out
 
 
+WEIGHT_SEED = 0
+
+
+def seeded_build(build: Callable[[], nn.Module], seed: int = WEIGHT_SEED) -> nn.Module:
+    """Build with a fixed weight seed (the global RNG is left as it was): every run times the same weights."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
 def build_registered(
     name: str, input_shape: Shape | None = None, batch: int | None = None, **kwargs: Any
 ) -> Workload:
@@ -203,7 +213,7 @@ def build_registered(
         if key not in valid:
             raise unknown_choice(f"argument of {name}", key, valid)
     try:
-        module = spec.factory(**kwargs)
+        module = seeded_build(lambda: spec.factory(**kwargs))
     except (TypeError, ValueError) as exc:
         raise LatprofError(f"{name}: cannot build with {kwargs}: {exc}") from None
     module.eval()
