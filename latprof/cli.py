@@ -130,17 +130,13 @@ def _measure_config(args: argparse.Namespace) -> Any:
     return MeasureConfig(target_ci=args.target_ci, max_time_s=args.max_time, min_time_s=args.min_time)
 
 
-def _run_profile(args: argparse.Namespace) -> int:
-    from latprof.console import print_json, result_table, stdout
-    from latprof.profile import ProfileRequest, run_profile
+def _profile_request(args: argparse.Namespace) -> Any:
+    """The ``ProfileRequest`` of ``latprof profile``'s flags (plain and ``--per-block`` runs alike)."""
+    from latprof.profile import ProfileRequest
     from latprof.shapes import parse_shape
     from latprof.workloads import parse_kwargs
 
-    if args.per_block:
-        if args.per_op or args.roofline:
-            raise LatprofError("--per-block cannot be combined with --per-op or --roofline; run them separately")
-        return _run_per_block(args)
-    request = ProfileRequest(
+    return ProfileRequest(
         models=args.model,
         backends=args.backend,
         threads=args.threads,
@@ -155,7 +151,17 @@ def _run_profile(args: argparse.Namespace) -> int:
         per_op=args.per_op,
         roofline=args.roofline,
     )
-    files = run_profile(request)
+
+
+def _run_profile(args: argparse.Namespace) -> int:
+    from latprof.console import print_json, result_table, stdout
+    from latprof.profile import run_profile
+
+    if args.per_block:
+        if args.per_op or args.roofline:
+            raise LatprofError("--per-block cannot be combined with --per-op or --roofline; run them separately")
+        return _run_per_block(args)
+    files = run_profile(_profile_request(args))
     for note in files.notes:
         print(f"latprof: warning: {note}", file=sys.stderr)
     if args.json:
@@ -230,17 +236,8 @@ def _run_count(args: argparse.Namespace) -> int:
 def _run_per_block(args: argparse.Namespace) -> int:
     from latprof.console import print_json, stdout, table
     from latprof.per_block import BLOCK_TABLE_COLUMNS, block_table_rows, run_per_block, summary_line
-    from latprof.profile import ProfileRequest
-    from latprof.shapes import parse_shape
-    from latprof.workloads import parse_kwargs
 
-    request = ProfileRequest(
-        models=args.model, backends=args.backend, threads=args.threads, pin=args.pin,
-        input_shape=parse_shape(args.input) if args.input else None, batch=args.batch,
-        model_kwargs=parse_kwargs(args.arg), config=_measure_config(args), ort_opt=args.ort_opt,
-        out=args.out, resume=args.resume,
-    )
-    files = run_per_block(request)
+    files = run_per_block(_profile_request(args))
     if args.json:
         print_json([{k: v for k, v in r.items() if k != "samples_ms"} for r in files.rows])
     else:
