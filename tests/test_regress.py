@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -100,6 +101,7 @@ def write_run(
     reference: float | None = 1.0,
     n: int = N,
     sigma: float = 0.02,
+    hardware: dict[str, Any] | None = None,
 ) -> Path:
     """A synthetic `latprof ci`-style run: one row per workload plus a reference row, sample i from round i.
 
@@ -108,7 +110,7 @@ def write_run(
     rng = np.random.default_rng(seed)
     rounds = drift * np.exp(rng.normal(0.0, 0.05, n))
     store = ResultStore(path)
-    store.append({"record": "environment", "hardware_id": hardware_id})
+    store.append({"record": "environment", "hardware_id": hardware_id, **({"hardware": hardware} if hardware else {})})
     rows = dict(medians)
     if reference is not None:
         rows = {"reference": reference, **rows}
@@ -170,6 +172,34 @@ def test_hardware_mismatch_refused_then_allowed_normalized(tmp_path: Path) -> No
     assert report.normalized
     assert [r.key["variant"] for r in report.rows] == ["w1"]  # the reference itself is not compared
     assert report.rows[0].verdict == "unchanged"
+
+
+HW = {
+    "cpu_model": "AMD EPYC", "cpu_vendor": "AuthenticAMD", "cpu_family": 25, "cpu_model_number": 17, "cpu_stepping": 1,
+    "cpu_isa_flags": ["avx2", "avx512f"], "cpu_caches_kib": {"L1d": 32, "L2": 1024}, "machine": "x86_64",
+    "cpu_physical_cores": 2, "cpu_logical_cores": 2, "memory_gib": 24, "virtualized": True, "gpus": [],
+}
+
+
+def test_hardware_mismatch_names_the_differing_fields(tmp_path: Path) -> None:
+    base = write_run(tmp_path / "a.jsonl", {"w1": 2.0}, hardware_id="hw-a", seed=1, hardware=HW)
+    newer = write_run(tmp_path / "b.jsonl", {"w1": 2.0}, hardware_id="hw-b", seed=2,
+                      hardware={**HW, "cpu_model_number": 1, "cpu_caches_kib": {"L1d": 32, "L2": 512}})
+    with pytest.raises(LatprofError) as exc:
+        compare_files(base, newer)
+    msg = str(exc.value)
+    assert "hardware_id hw-a differs from current hw-b" in msg and "--allow-hardware-mismatch" in msg
+    assert "cpu_model_number: 17 != 1" in msg and "cpu_caches_kib: L2=1024 != L2=512" in msg
+    assert "cpu_family" not in msg and "\n" not in msg
+    # a baseline recorded before the fingerprint had these fields
+    old = write_run(tmp_path / "old.jsonl", {"w1": 2.0}, hardware_id="hw-old", seed=3,
+                    hardware={k: HW[k] for k in ("cpu_model", "machine", "cpu_physical_cores", "cpu_logical_cores", "memory_gib", "gpus")})
+    with pytest.raises(LatprofError, match="cpu_family: missing in baseline"):
+        compare_files(old, base)
+    # same recorded hardware, ids from different versions of the hash
+    same = write_run(tmp_path / "c.jsonl", {"w1": 2.0}, hardware_id="hw-c", seed=4, hardware=HW)
+    with pytest.raises(LatprofError, match="different latprof versions"):
+        compare_files(base, same)
 
 
 def test_unmatched_rows_are_listed(tmp_path: Path) -> None:

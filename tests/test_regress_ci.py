@@ -75,7 +75,7 @@ def test_thread_cpu_clock_is_recorded(tmp_path: Path, suite_file: Path) -> None:
     suite_file.write_text(SUITE.replace("threads = 1", 'threads = 1\nclock = "thread_cpu"'))
     suite = load_suite(suite_file)
     assert suite.clock == "thread_cpu"
-    rows = run_suite(suite.only(["a"]), ResultStore(tmp_path / "r.jsonl"), "hw")
+    rows = run_suite(suite.only(["a"]), ResultStore(tmp_path / "r.jsonl"), {"hardware_id": "hw"})
     assert [(r["variant"], r["clock"]) for r in rows] == [("ref", "thread_cpu"), ("a", "thread_cpu")]
     assert all("thread_time" in r["settings"]["timing"] and min(r["samples_ms"]) > 0 for r in rows)
 
@@ -227,3 +227,22 @@ def test_update_baseline_replaces_it(suite_file: Path, tmp_path: Path, hardware_
     assert out.exit_code == 0 and out.baseline_written
     rows = read_results(base_dir / hardware_id / "results.jsonl").results
     assert {r["interleave_group"] for r in rows} == {"g11"}  # the new run, not the old baseline (g1)
+
+
+def test_no_baseline_names_the_closest_one_and_its_differences(
+    suite_file: Path, tmp_path: Path, hardware_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    here = environment.collect().as_dict()
+    base_dir = tmp_path / "baseline"
+    for hid, changes in (("far", {"cpu_family": -1, "memory_gib": -1}), ("near", {"cpu_stepping": -1})):
+        store = ResultStore(base_dir / hid / "results.jsonl")
+        store.append({"record": "environment", **here, "hardware_id": hid, "hardware": {**here["hardware"], **changes}})
+        _write(store, load_suite(suite_file), hid, SAME, seed=1)
+    fake_runs(monkeypatch, [SAME])
+    monkeypatch.setattr(ci_mod, "run_table", lambda rows: (None, ""))  # synthetic rows lack the summary columns
+    out = run_ci(CIOptions(suite_file, base_dir, tmp_path / "out"))
+    assert out.exit_code == 0 and out.report is None
+    msg = out.messages[0]
+    assert f"no baseline for hardware_id {hardware_id}" in msg and "baselines exist for: far, near" in msg
+    assert f"closest near differs in cpu_stepping: -1 != {here['hardware']['cpu_stepping']}" in msg
+    assert "cpu_family" not in msg and "\n" not in msg

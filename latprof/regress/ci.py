@@ -20,10 +20,11 @@ from rich.table import Table
 from latprof.console import fmt
 from latprof.errors import LatprofError
 from latprof.measure import environment
-from latprof.regress.compare import CompareOptions, CompareReport, RowComparison, compare_files, label
+from latprof.regress.compare import CompareOptions, CompareReport, RowComparison, compare_files, environment_record, label
 from latprof.regress.render import markdown
 from latprof.regress.suite import Suite, load_suite, run_suite
 from latprof.results import ResultStore
+from latprof.run.engine import RunOptions, read_results
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class CIOptions:
     threshold: float | None = None
     alpha: float | None = None
     confirm: bool = True
+    run: RunOptions = field(default_factory=RunOptions)
 
 
 @dataclass
@@ -63,25 +65,43 @@ def baseline_path(baseline_dir: Path, hardware_id: str) -> Path:
     return Path(baseline_dir) / hardware_id / "results.jsonl"
 
 
+def closest_baseline(baseline_dir: Path, env: dict[str, Any]) -> tuple[str, list[str]] | None:
+    """Among the baselines in ``baseline_dir``, the one whose recorded hardware differs from ``env`` in the fewest
+    hashed fields: ``(hardware_id, differences)``; None when no baseline has a readable environment record."""
+    best: tuple[int, str, list[str]] | None = None
+    for path in sorted(Path(baseline_dir).glob("*/results.jsonl")):
+        try:
+            record = environment_record(read_results(path, quiet=True), [path.parent.name])
+        except (LatprofError, OSError, ValueError):
+            continue
+        if record is None:
+            continue
+        diffs = environment.hardware_differences(record, env)
+        if best is None or len(diffs) < best[0]:
+            best = (len(diffs), path.parent.name, diffs)
+    return (best[1], best[2]) if best else None
+
+
 def default_out_dir() -> Path:
     return Path("reports") / f"ci-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{socket.gethostname()}"
 
 
-def _measure(suite: Suite, path: Path, env: dict[str, Any]) -> tuple[ResultStore, list[dict[str, Any]]]:
+def _measure(suite: Suite, path: Path, env: dict[str, Any], run: RunOptions) -> tuple[ResultStore, list[dict[str, Any]]]:
     store = ResultStore(path)
     store.append({"record": "environment", **env})
-    return store, run_suite(suite, store, env["hardware_id"])
+    return store, run_suite(suite, store, env, run)
 
 
 def confirm_regressions(
-    report: CompareReport, suite: Suite, baseline: Path, out_dir: Path, env: dict[str, Any], options: CompareOptions
+    report: CompareReport, suite: Suite, baseline: Path, out_dir: Path, env: dict[str, Any], options: CompareOptions,
+    run: RunOptions | None = None,
 ) -> tuple[CompareReport, dict[str, str]]:
     """Re-measure the regressed rows once (with the reference); a row stays regressed only if it regresses again."""
     flagged = {str(r.key["variant"]) for r in report.regressed}
     confirm_path = out_dir / "confirm.jsonl"
     if confirm_path.exists():
         confirm_path.unlink()
-    _measure(suite.only(flagged), confirm_path, env)
+    _measure(suite.only(flagged), confirm_path, env, run or RunOptions())
     second = {label(r.key): r for r in compare_files(baseline, confirm_path, options).rows}
     notes: dict[str, str] = {}
     rows: list[RowComparison] = []
@@ -149,14 +169,15 @@ def run_ci(options: CIOptions) -> CIOutcome:
         results_path.unlink()  # one CI run per folder: rows of an older run must not be mixed in
     env = environment.collect().as_dict()
     hw = env["hardware_id"]
-    store, rows = _measure(suite, results_path, env)
+    store, rows = _measure(suite, results_path, env, options.run)
     base = baseline_path(options.baseline_dir, hw)
     outcome = CIOutcome(suite, hw, out_dir, store.path, rows, base)
     heading = f"latprof ci: suite `{suite.name}` on `{hw}` ({env['hardware']['cpu_model']})"
     if base.exists():
         report = compare_files(base, store.path, compare_options)
         if report.regressed and options.confirm:
-            report, outcome.notes = confirm_regressions(report, suite, base, out_dir, env, compare_options)
+            report, outcome.notes = confirm_regressions(report, suite, base, out_dir, env, compare_options,
+                                                            options.run)
         outcome.report = report
         outcome.markdown = markdown(report, heading, outcome.notes)
         if report.regressed:
@@ -167,9 +188,14 @@ def run_ci(options: CIOptions) -> CIOutcome:
             outcome.exit_code = 0 if options.warn_only else 1
     else:
         known = sorted(p.parent.name for p in Path(options.baseline_dir).glob("*/results.jsonl"))
+        closest = closest_baseline(options.baseline_dir, env) if known else None
+        why = ""
+        if closest is not None:
+            diffs = "; ".join(closest[1]) or "no recorded hardware field differs: its id comes from another latprof version"
+            why = f"; closest {closest[0]} differs in {diffs}"
         outcome.messages.append(
             f"no baseline for hardware_id {hw} in {options.baseline_dir}"
-            + (f" (baselines exist for: {', '.join(known)})" if known else "")
+            + (f" (baselines exist for: {', '.join(known)}{why})" if known else "")
             + "; this run is not gated"
             + ("" if options.update_baseline else "; create one with --update-baseline")
         )

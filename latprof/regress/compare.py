@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from latprof.errors import LatprofError
+from latprof.measure.environment import hardware_differences
 from latprof.regress.decision import Comparison, compare_samples
 from latprof.results import KEY_FIELDS, ResultsFile, read_results, row_key
 
@@ -115,6 +116,27 @@ def hardware_ids(results: ResultsFile) -> list[str]:
     return sorted(ids or set(results.environments) - {""})
 
 
+def environment_record(results: ResultsFile, ids: list[str]) -> dict[str, Any] | None:
+    """The environment record of the first of ``ids`` that has one (else any record of the file; None if none)."""
+    for hid in ids:
+        if hid in results.environments:
+            return results.environments[hid]
+    return next(iter(results.environments.values()), None)
+
+
+def describe_hardware_differences(baseline: dict[str, Any] | None, current: dict[str, Any] | None) -> str:
+    """One line naming the hardware fields that differ (for messages), or why they cannot be named."""
+    for which, record in (("baseline", baseline), ("current", current)):
+        if record is None:
+            return f"the {which} file has no environment record to say which fields differ"
+        if not record.get("hardware"):
+            return f"the {which} environment record has no hardware section to say which fields differ"
+    diffs = hardware_differences(baseline, current)
+    if not diffs:
+        return "no recorded hardware field differs: the ids come from different latprof versions; re-record the baseline"
+    return "; ".join(diffs)
+
+
 def _latest_ok(results: ResultsFile) -> tuple[dict[tuple[Any, ...], dict[str, Any]], list[dict[str, Any]]]:
     """Ok rows by key (a key measured twice: the later row wins) and the rows that are not ok."""
     ok: dict[tuple[Any, ...], dict[str, Any]] = {}
@@ -158,8 +180,9 @@ def compare_results(baseline: ResultsFile, current: ResultsFile, options: Compar
     normalize = options.normalize
     if base_hw != cur_hw:
         if not options.allow_hardware_mismatch:
+            why = describe_hardware_differences(environment_record(baseline, base_hw), environment_record(current, cur_hw))
             raise LatprofError(
-                f"baseline hardware_id {','.join(base_hw) or '?'} differs from current {','.join(cur_hw) or '?'}: "
+                f"baseline hardware_id {','.join(base_hw) or '?'} differs from current {','.join(cur_hw) or '?'} ({why}): "
                 "latencies from different machines are not comparable (--allow-hardware-mismatch compares normalized values)"
             )
         normalize = True
