@@ -69,7 +69,7 @@ def slowed(suite: Suite, slowdown: float) -> Suite:
 def measure_run(suite: Suite, path: Path, hw: str) -> Path:
     store = ResultStore(path)
     store.append({"record": "environment", "hardware_id": hw})
-    run_suite(suite, store, hw)
+    run_suite(suite, store, {"hardware_id": hw})
     return path
 
 

@@ -89,11 +89,39 @@ def _run_list(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- process conditions (profile, sweep, ci)
+def _add_process_flags(p: argparse.ArgumentParser, processes_help: str) -> None:
+    from latprof.run.allocators import ALLOCATORS, DEFAULT_ALLOCATOR
+
+    p.add_argument("--allocator", choices=ALLOCATORS, default=None,
+                   help=f"memory allocator of the worker processes (default {DEFAULT_ALLOCATOR}): steady = glibc with "
+                        "freed memory reused, as a long-running server; system = glibc as a plain script gets it; "
+                        "jemalloc / tcmalloc = preloaded when found on this machine")
+    p.add_argument("--processes", type=_int, metavar="N", help=processes_help)
+    p.add_argument("--in-process", action="store_true",
+                   help="measure in this process instead of fresh worker processes (debugging; readings then depend "
+                        "on what ran before)")
+    p.add_argument("--worker-timeout", type=_positive_float, metavar="SECONDS",
+                   help="kill a worker that runs longer than this (default: from the unit's time cap)")
+    p.add_argument("--append", action="store_true",
+                   help="add to an --out folder that already holds results (a new reading beside the old ones)")
+
+
+def _run_options(args: argparse.Namespace) -> Any:
+    from latprof.run.engine import RunOptions
+
+    if args.processes is not None and args.processes < 1:
+        raise LatprofError(f"--processes must be a positive integer, got {args.processes}")
+    return RunOptions(in_process=args.in_process, allocator=args.allocator, processes=args.processes,
+                      worker_timeout_s=args.worker_timeout, append=args.append)
+
+
 # ---------------------------------------------------------------- profile
 def _add_measure_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=_int, help="intra-op threads (default: all logical cores; 1 on ort-mobile)")
     p.add_argument("--pin", action="store_true", help="pin the process to as many cores as threads (psutil)")
-    p.add_argument("--batch", type=_int, help="batch size (default: per backend: 1 on CPU, 8 on CUDA)")
+    p.add_argument("--batch", type=_int,
+                   help="batch size (default: --input's leading dimension, else 1 on CPU, 8 on CUDA)")
     p.add_argument("--target-ci", type=_positive_float, default=0.02,
                    help="stop when the 95%% CI of the median is within ±this fraction (default 0.02)")
     p.add_argument("--max-time", type=_positive_float, default=10.0, metavar="SECONDS",
@@ -103,9 +131,11 @@ def _add_measure_flags(p: argparse.ArgumentParser) -> None:
                         "longer gives more repeatable medians on a noisy machine")
     p.add_argument("--ort-opt", choices=("none", "basic", "extended", "all"), default="all",
                    help="ONNX Runtime graph optimisation level (default all)")
-    p.add_argument("--out", type=Path, help="output folder (default reports/<date>-<hostname>/)")
+    p.add_argument("--out", type=Path, help="output folder (default: a new reports/<date>-<time>-<hostname>/)")
     p.add_argument("--resume", action="store_true", help="skip rows already in the output's results.jsonl")
     p.add_argument("--json", action="store_true", help="print result rows as JSON")
+    _add_process_flags(p, "worker processes per reading, samples pooled and the CI taken over processes too "
+                          "(default 1)")
 
 
 def _add_profile(sub: Any) -> None:
@@ -113,8 +143,9 @@ def _add_profile(sub: Any) -> None:
     p.add_argument("--model", required=True, action="append",
                    help="registered name, module:callable, path.py:callable or file.onnx (repeatable)")
     p.add_argument("--arg", action="append", metavar="KEY=VALUE", help="keyword argument for the model factory")
-    p.add_argument("--backend", type=_csv_list, default=["torch-cpu"], help="comma-separated backends (default torch-cpu)")
-    p.add_argument("--input", help="input shape NxCxHxW (default: the model's)")
+    p.add_argument("--backend", type=_csv_list, default=None,
+                   help="comma-separated backends (default torch-cpu; ort-cpu for an .onnx file)")
+    p.add_argument("--input", help="input shape NxCxHxW; N is the batch (default: the model's)")
     p.add_argument("--per-block", action="store_true",
                    help="also time each block of a zoo network alone; table of blocks and their share of the network")
     p.add_argument("--roofline", action="store_true",
@@ -150,6 +181,7 @@ def _profile_request(args: argparse.Namespace) -> Any:
         resume=args.resume,
         per_op=args.per_op,
         roofline=args.roofline,
+        run=_run_options(args),
     )
 
 
@@ -260,6 +292,9 @@ def _run_per_block(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- sweep
 def _add_sweep(sub: Any) -> None:
+    from latprof.analysis.verdicts import DEFAULT_EQUIVALENCE_MARGIN
+    from latprof.experiments.sweep import QUICK_BUDGET_S
+
     p = sub.add_parser("sweep", help="re-run ShuffleNet V2's guideline experiments (g1..g4) and give verdicts")
     p.add_argument("--guideline", type=_csv_list, action="extend", default=[], metavar="g1,..|all",
                    help="shipped experiments to run: g1, g2, g3, g4 or all (comma-separated)")
@@ -278,26 +313,33 @@ def _add_sweep(sub: Any) -> None:
                    help="sample each unit at least this long even when the CI targets are met sooner (default 0.5)")
     p.add_argument("--ort-opt", choices=("none", "basic", "extended", "all"), default="all",
                    help="ONNX Runtime graph optimisation level (default all)")
-    p.add_argument("--out", type=Path, help="output folder (default reports/<date>-<hostname>/)")
+    p.add_argument("--out", type=Path, help="output folder (default: a new reports/<date>-<time>-<hostname>/)")
     p.add_argument("--resume", action="store_true", help="skip units whose rows are already in the output")
     p.add_argument("--shard", help="run only part i of n of the units (i/n); join parts with 'latprof merge'")
+    p.add_argument("--equivalence-margin", type=_fraction, default=DEFAULT_EQUIVALENCE_MARGIN, metavar="FRACTION",
+                   help="a variant whose speed-ratio CI lies within 1 +- this shows 'no effect' "
+                        f"(default {DEFAULT_EQUIVALENCE_MARGIN})")
+    p.add_argument("--budget", type=_positive_float, metavar="SECONDS",
+                   help="after one pass, add worker processes to inconclusive units until this much time is spent "
+                        f"(default {QUICK_BUDGET_S:.0f} with --quick, off otherwise)")
     p.add_argument("--json", action="store_true", help="print the summary rows as JSON")
+    _add_process_flags(p, "worker processes per unit to start with (default 1; --budget adds more where undecided)")
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
     from latprof.console import print_json, stdout, warn
     from latprof.experiments.outputs import summary_records, verdict_table, write_outputs
-    from latprof.experiments.sweep import SweepRequest, log_unit, parse_shard, plan_units, run_sweep
+    from latprof.experiments.sweep import SweepRequest, parse_shard, plan_units, run_sweep
+    from latprof.run.engine import default_out_dir, log_unit
 
     request = SweepRequest(
         guidelines=args.guideline, spec_paths=args.spec, backends=args.backend, threads=args.threads, pin=args.pin,
         scales=args.scale, channels=args.channels, quick=args.quick, target_ci=args.target_ci,
         max_time_s=args.max_time, min_time_s=args.min_time, ort_opt=args.ort_opt, out=args.out, resume=args.resume,
-        shard=parse_shard(args.shard) if args.shard else None,
+        shard=parse_shard(args.shard) if args.shard else None, equivalence_margin=args.equivalence_margin,
+        budget_s=args.budget, run=_run_options(args),
     )
     if request.out is None:
-        from latprof.profile import default_out_dir
-
         request.out = default_out_dir()
     try:
         if sys.stderr.isatty():
@@ -329,6 +371,11 @@ def _run_sweep(args: argparse.Namespace) -> int:
         if outcome.units_skipped:
             stdout.print(f"{outcome.units_skipped} unit(s) already present, skipped (--resume)")
         stdout.print("  ".join(f"{k}: {v}" for k, v in paths.items()))
+    decided, cells = outcome.decided_share()
+    if cells:
+        extra = f", {outcome.extra_processes} extra worker process(es) for undecided units" if outcome.extra_processes else ""
+        print(f"latprof: decided {decided} of {cells} guideline x backend x scale cells ({decided / cells:.0%}: holds, "
+              f"does not hold or no effect) in {outcome.wall_s:.0f} s{extra}", file=sys.stderr)
     return 0
 
 
@@ -405,6 +452,7 @@ def _add_ci(sub: Any) -> None:
     p.add_argument("--no-confirm", action="store_true", help="do not re-measure flagged rows before failing")
     p.add_argument("--out", type=Path, help="output folder (default reports/ci-<time>-<hostname>/)")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    _add_process_flags(p, "worker processes per suite group (default 1)")
 
 
 def _run_ci(args: argparse.Namespace) -> int:
@@ -412,8 +460,10 @@ def _run_ci(args: argparse.Namespace) -> int:
     from latprof.regress.ci import CIOptions, run_ci, run_table
     from latprof.regress.render import rich_table
 
-    outcome = run_ci(CIOptions(args.suite, args.baseline, args.out, args.update_baseline, args.warn_only,
-                               args.threshold, args.alpha, not args.no_confirm))
+    outcome = run_ci(CIOptions(suite=args.suite, baseline_dir=args.baseline, out=args.out,
+                               update_baseline=args.update_baseline, warn_only=args.warn_only,
+                               threshold=args.threshold, alpha=args.alpha, confirm=not args.no_confirm,
+                               run=_run_options(args)))
     if args.json:
         rows = [{k: v for k, v in r.items() if k != "samples_ms"} for r in outcome.rows]
         print_json({"hardware_id": outcome.hardware_id, "messages": outcome.messages, "rows": rows,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -23,8 +23,10 @@ from latprof.backends.base import logical_cores, validate_threads
 from latprof.cost import UnsupportedOpWarning, count_model
 from latprof.errors import LatprofError, one_line
 from latprof.measure.protocol import MeasureConfig
-from latprof.profile import ProfileRequest, RunFiles, measure_on_backend, open_store, record_environment
+from latprof.profile import ProfileRequest, RunFiles, measure_on_backend, resolve_batch
 from latprof.results import ResultStore, base_row, error_row, row_key
+from latprof.run.engine import Plan, execute, open_output, record_environment
+from latprof.run.units import Unit
 from latprof.shapes import Shape, format_shape
 from latprof.workloads import Workload, create_workload
 
@@ -209,26 +211,67 @@ def summary_line(rows: list[dict[str, Any]]) -> str:
             f"(ratio {s.ratio:.3f}, {len(rows) - 1} blocks)")
 
 
-def run_per_block(request: ProfileRequest) -> RunFiles:
-    """``latprof profile --per-block``: every model × backend through ``profile_blocks``, stored like ``profile``."""
+def blocks_plan(request: ProfileRequest) -> Plan:
+    """One unit per network x backend: the whole network, then each block alone, in one worker process."""
     validate_threads(request.threads)
-    plan: list[tuple[Workload, str]] = []
+    units = []
     for model in request.models:  # build and check everything first: a bad name or shape fails before any file
-        for backend in request.backends:
-            batch = backend_class(backend)(BackendOptions()).batch_for(request.batch)
-            plan.append((_network(model, request.input_shape, batch, request.model_kwargs), backend))
-    out_dir, store = open_store(request.out)
-    done = store.keys() if request.resume else None
+        for backend in request.backends or ["torch-cpu"]:
+            cls = backend_class(backend)
+            batch = resolve_batch(request.input_shape, request.batch, cls)
+            network = _network(model, request.input_shape, batch, request.model_kwargs)
+            threads = request.threads or (1 if cls.device_class == "mobile" else logical_cores())
+            items = [(-1, NETWORK_VARIANT, network), *block_workloads(network)]
+            templates = [base_row(**_ident(network, backend, threads, "", i, v, w)) for i, v, w in items]
+            payload = {
+                "model": model, "kwargs": request.model_kwargs, "input_shape": list(network.input_shape),
+                "backend": backend, "threads": threads, "pin": request.pin, "ort_opt": request.ort_opt,
+                "config": asdict(request.config),
+            }
+            units.append(Unit("blocks", f"{network.name} blocks {backend}", payload, templates,
+                              time_s=len(items) * (request.config.max_time_s + 5.0)))
+    return Plan(units, finish_blocks_unit, processes=1)
+
+
+def measure_blocks_unit(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """In the worker: the whole network, then each block alone (raw rows, shares added after pooling)."""
+    return profile_blocks(
+        payload["model"], payload["backend"], payload["threads"], MeasureConfig(**payload["config"]),
+        tuple(payload["input_shape"]), payload["input_shape"][0], payload["pin"], payload["ort_opt"],
+        payload["kwargs"], None, payload.get("hardware_id", ""),
+    )
+
+
+def finish_blocks_unit(unit: Unit, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Shares of the network and the sum of blocks from the pooled medians; the whole-network row last (as stored
+    by a single process), so a reader sees the blocks it sums."""
+    whole = next((r for r in rows if r.get("block_index") == -1), None)
+    network_ms = whole.get("latency_median_ms") if whole and whole.get("status") == "ok" else None
+    blocks = [r for r in rows if r is not whole]
+    for r in blocks:
+        ok = r.get("status") == "ok" and network_ms
+        r["share_of_network"] = r["latency_median_ms"] / network_ms if ok else None
+    if whole is None:
+        return blocks
+    summary = summarize_blocks(rows)
+    whole.update(share_of_network=1.0 if network_ms else None, sum_of_blocks_ms=summary.sum_of_blocks_ms,
+                 sum_vs_network=summary.ratio)
+    return [*blocks, whole]
+
+
+def run_per_block(request: ProfileRequest) -> RunFiles:
+    """``latprof profile --per-block``: every network x backend as one unit, stored like ``profile``."""
+    plan = blocks_plan(request)
+    out_dir, store = open_output(request.out, request.resume, request.run.append)
     env = record_environment(store)
     files = RunFiles(out_dir, store.path, out_dir / "results.csv")
+
+    def on_unit(i: int, n: int, unit: Unit, rows: list[dict[str, Any]] | None) -> None:
+        files.skipped += rows is None
+
     try:
-        for network, backend in plan:
-            rows = profile_blocks(
-                network, backend, request.threads, request.config, None, network.batch,
-                request.pin, request.ort_opt, None, store, env["hardware_id"], skip_keys=done,
-            )
-            files.skipped += 0 if rows else 1
-            files.rows.extend(rows)
+        result = execute(plan, store, env, request.run, request.resume, on_unit)
+        files.rows, files.wall_s = result.rows, result.wall_s
     finally:
         from latprof.experiments.outputs import write_outputs
 

@@ -1,11 +1,9 @@
-"""``latprof profile`` as a Python API: measure workloads on backends and store one result row each."""
+"""``latprof profile`` as a Python API: a plan of one unit per workload x backend, run by the engine."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import date
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,18 +11,15 @@ import numpy as np
 
 from latprof.backends import BackendError, BackendOptions, backend_class, create_backend
 from latprof.backends.base import logical_cores, validate_threads
-from latprof.cost import workload_counts
 from latprof.errors import LatprofError, one_line
-from latprof.measure import environment
 from latprof.measure.protocol import MeasureConfig, measure
-from latprof.results import ResultStore, base_row, error_row, latency_fields, read_results, row_key
+from latprof.results import ResultStore, base_row, error_row, latency_fields, read_results
+from latprof.run.engine import Plan, RunOptions, default_out_dir, execute, open_output, record_environment
+from latprof.run.units import Unit
 from latprof.shapes import Shape, format_shape
 from latprof.workloads import Workload, create_workload
 
-
-def default_out_dir() -> Path:
-    """``reports/<date>-<hostname>/``: the same folder all day, so ``--resume`` finds earlier rows."""
-    return Path("reports") / f"{date.today().isoformat()}-{socket.gethostname()}"
+__all__ = ["ProfileRequest", "RunFiles", "default_out_dir", "run_profile", "resolve_batch"]
 
 
 @dataclass
@@ -32,7 +27,7 @@ class ProfileRequest:
     """Everything ``latprof profile`` takes; the CLI fills it from its flags."""
 
     models: Sequence[str]
-    backends: Sequence[str] = ("torch-cpu",)
+    backends: Sequence[str] | None = None  # None: torch-cpu, or ort-cpu for an .onnx file
     threads: int | None = None
     interop_threads: int | None = None
     pin: bool = False
@@ -44,7 +39,8 @@ class ProfileRequest:
     out: Path | None = None
     resume: bool = False
     roofline: bool = False
-    per_op: bool = False  # also store a per_op breakdown record per workload × backend (profiled separately)
+    per_op: bool = False  # also store a per_op breakdown record per workload x backend (profiled separately)
+    run: RunOptions = field(default_factory=RunOptions)
 
 
 @dataclass
@@ -59,41 +55,77 @@ class RunFiles:
     per_op: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     report_path: Path | None = None
+    wall_s: float = 0.0
 
 
-def open_store(out: Path | None) -> tuple[Path, ResultStore]:
-    out_dir = Path(out) if out is not None else default_out_dir()
-    if out_dir.exists() and not out_dir.is_dir():
-        raise LatprofError(f"--out {out_dir} exists and is not a directory")
-    return out_dir, ResultStore(out_dir / "results.jsonl")
+def resolve_batch(input_shape: Shape | None, batch: int | None, backend_cls: type) -> int | None:
+    """One batch for every command: the leading dimension of ``--input``; ``--batch`` must agree with it.
+
+    Returns the batch to build with (None: the workload's default shape with the backend's default batch).
+    """
+    fixed = getattr(backend_cls, "fixed_batch", None)
+    if input_shape is not None:
+        lead = int(input_shape[0])
+        if batch is not None and batch != lead:
+            raise LatprofError(f"--batch {batch} disagrees with --input {format_shape(input_shape)} (its leading "
+                               f"dimension, {lead}, is the batch); give one of them")
+        if fixed is not None and lead != fixed:
+            raise LatprofError(f"{backend_cls.name} runs batch {fixed} only; --input {format_shape(input_shape)} "
+                               f"asks for batch {lead}")
+        return lead
+    if fixed is not None:
+        if batch is not None and batch != fixed:
+            raise LatprofError(f"{backend_cls.name} runs batch {fixed} only, got --batch {batch}")
+        return fixed
+    return batch if batch is not None else backend_cls.default_batch
 
 
-def record_environment(store: ResultStore) -> dict[str, Any]:
-    env = environment.collect().as_dict()
-    store.append({"record": "environment", **env})
-    return env
+def default_backends_for(model: str) -> list[str]:
+    """torch-cpu for PyTorch models; ort-cpu for an ONNX file (PyTorch cannot run it)."""
+    return ["ort-cpu"] if model.lower().endswith(".onnx") else ["torch-cpu"]
 
 
 def record_peaks(
     store: ResultStore, configs: Sequence[tuple[str, int]], hardware_id: str, pin: bool = False, ort_opt: str = "all",
-    existing: Sequence[dict[str, Any]] = (),
+    existing: Sequence[dict[str, Any]] = (), run: RunOptions | None = None,
 ) -> list[str]:
-    """Measure each (backend, threads)'s peak compute and bandwidth once for the roofline; returns warnings.
+    """Measure each (backend, threads)'s peak compute and bandwidth once for the roofline, in a worker like every
+    other measurement; returns warnings. A configuration already measured on this hardware is not measured again."""
+    from latprof.run.executors import WorkerFailed, make_executor
 
-    A configuration already measured on this hardware (``--resume``) is not measured again.
-    """
-    from latprof.analysis.roofline import measure_peaks
-
+    run = run or RunOptions()
+    executor = make_executor(run.in_process, run.allocator, run.worker_timeout_s)
     have = {(p.get("backend"), p.get("threads"), p.get("hardware_id")) for p in existing if p.get("record") == "peaks"}
     notes = []
     for backend, threads in dict.fromkeys(configs):
         if (backend, threads, hardware_id) in have:
             continue
+        unit = Unit("peaks", f"peaks {backend}", {"backend": backend, "threads": threads, "pin": pin,
+                                                  "ort_opt": ort_opt, "hardware_id": hardware_id}, [], time_s=30.0)
         try:
-            store.append(measure_peaks(backend, threads, hardware_id=hardware_id, pin=pin, ort_opt=ort_opt))
-        except (BackendError, RuntimeError) as exc:
+            records = executor.run(unit)
+        except WorkerFailed as exc:
             notes.append(f"roofline peaks not measured on {backend}: {one_line(exc)}")
+            continue
+        for rec in records:
+            if rec.get("status") == "error":
+                notes.append(f"roofline peaks not measured on {backend}: {rec.get('error')}")
+            else:
+                rec.pop("status", None)
+                rec.pop("allocator", None)
+                store.append(rec)
     return notes
+
+
+def measure_peaks_unit(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    from latprof.analysis.roofline import measure_peaks
+
+    try:
+        rec = measure_peaks(payload["backend"], payload["threads"], hardware_id=payload["hardware_id"],
+                            pin=payload["pin"], ort_opt=payload["ort_opt"])
+    except (BackendError, RuntimeError, LatprofError) as exc:
+        return [{"record": "peaks", "status": "error", "error": one_line(exc)}]
+    return [rec]
 
 
 def workload_fields(workload: Workload) -> dict[str, Any]:
@@ -120,52 +152,96 @@ def measure_on_backend(
     return fields
 
 
+def _threads_for(cls: type, threads: int | None) -> int:
+    return threads or (1 if cls.device_class == "mobile" else logical_cores())
+
+
+def profile_plan(request: ProfileRequest) -> Plan:
+    """One unit per model x backend. Every workload is built and checked here first: a bad name, argument or shape
+    fails in one line before any file is touched."""
+    validate_threads(request.threads)
+    units = []
+    for model in request.models:
+        for backend_name in request.backends or default_backends_for(model):
+            cls = backend_class(backend_name)  # unknown/unavailable backend: one line, before any work
+            batch = resolve_batch(request.input_shape, request.batch, cls)
+            workload = create_workload(model, input_shape=request.input_shape, batch=batch, **request.model_kwargs)
+            workload.check_input()
+            threads = request.threads or _threads_for(cls, None)
+            ident = {**workload_fields(workload), "backend": backend_name, "threads": threads}
+            payload = {
+                "model": model, "kwargs": request.model_kwargs,
+                "input_shape": list(workload.input_shape), "backend": backend_name, "threads": threads,
+                "options": asdict(BackendOptions(threads, request.interop_threads, request.pin, workload.batch,
+                                                 request.ort_opt)),
+                "config": asdict(request.config), "per_op": request.per_op,
+            }
+            units.append(Unit("profile", f"{workload.name} {backend_name}", payload, [base_row(**ident)],
+                              time_s=request.config.max_time_s + 20.0))
+    return Plan(units, finish_profile_unit, processes=1)
+
+
+def measure_profile_unit(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """In the worker: build, count, prepare, check and time one workload on one backend."""
+    from latprof.cost import workload_counts
+
+    workload = create_workload(payload["model"], input_shape=tuple(payload["input_shape"]), **payload["kwargs"])
+    options = BackendOptions(**payload["options"])
+    ident = {**workload_fields(workload), "backend": payload["backend"], "threads": payload["threads"],
+             "hardware_id": payload.get("hardware_id", "")}
+    try:
+        ident.update(workload_counts(workload))
+    except (LatprofError, RuntimeError, ValueError, TypeError) as exc:  # a counting failure must not cost the row
+        ident["count_error"] = one_line(exc)
+    try:
+        fields = measure_on_backend(workload, payload["backend"], options, MeasureConfig(**payload["config"]))
+        row = base_row(**ident, **fields, status="ok", error="")
+    except BackendError as exc:
+        return [error_row(one_line(exc), **ident)]
+    if payload.get("per_op"):
+        row["per_op_record"] = _per_op(workload, payload["backend"], options, row)
+    return [row]
+
+
+def finish_profile_unit(unit: Unit, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pooled rows as they are; a per-op breakdown (first process) becomes its own ``per_op`` record."""
+    out = []
+    for r in rows:
+        rec = r.pop("per_op_record", None)
+        out.append(r)
+        if rec:
+            out.append({**rec, "allocator": r.get("allocator")})
+    return out
+
+
 def run_profile(
     request: ProfileRequest,
     on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunFiles:
     """Measure every model on every backend; each finished row is stored at once (Ctrl-C keeps them)."""
-    validate_threads(request.threads)
-    for name in request.backends:
-        backend_class(name)  # unknown/unavailable backend: one-line error before any work
-    # Build and check every workload before any file is touched: bad names and shapes fail fast, in one line.
-    plan: list[tuple[Workload, str, int]] = []
-    for model in request.models:
-        for backend_name in request.backends:
-            cls = backend_class(backend_name)
-            batch = cls(BackendOptions()).batch_for(request.batch)
-            workload = create_workload(model, input_shape=request.input_shape, batch=batch, **request.model_kwargs)
-            workload.check_input()
-            plan.append((workload, backend_name, request.threads or _default_threads(cls)))
-    counts = {id(w): workload_counts(w) for w, _, _ in plan}
-    out_dir, store = open_store(request.out)
-    done = store.keys() if request.resume else set()
+    plan = profile_plan(request)
+    out_dir, store = open_output(request.out, request.resume, request.run.append)
     env = record_environment(store)
     files = RunFiles(out_dir, store.path, out_dir / "results.csv")
+
+    def on_unit(i: int, n: int, unit: Unit, rows: list[dict[str, Any]] | None) -> None:
+        if rows is None:
+            files.skipped += 1
+            return
+        for r in rows:
+            if r.get("record") == "per_op":
+                files.per_op.append(r)
+            elif on_row:
+                on_row(r)
+
     try:
-        for workload, backend_name, threads in plan:
-            ident = {**workload_fields(workload), "backend": backend_name, "threads": threads}
-            row = base_row(**ident)
-            ident.update(counts[id(workload)])
-            if request.resume and row_key(row) in done:
-                files.skipped += 1
-                continue
-            options = BackendOptions(threads, request.interop_threads, request.pin, workload.batch, request.ort_opt)
-            try:
-                fields = measure_on_backend(workload, backend_name, options, request.config)
-                row = base_row(**ident, **fields, status="ok", error="", hardware_id=env["hardware_id"])
-            except BackendError as exc:
-                row = error_row(one_line(exc), **ident, hardware_id=env["hardware_id"])
-            store.append(row)
-            files.rows.append(row)
-            if request.per_op and row.get("status") == "ok":
-                files.per_op.append(_per_op(workload, backend_name, options, row, store))
-            if on_row:
-                on_row(row)
+        result = execute(plan, store, env, request.run, request.resume, on_unit)
+        files.rows, files.wall_s = result.rows, result.wall_s
         if request.roofline:
             existing = read_results(store.path, quiet=True).other if request.resume else []
-            configs = [(backend_name, threads) for _, backend_name, threads in plan]
-            files.notes += record_peaks(store, configs, env["hardware_id"], request.pin, request.ort_opt, existing)
+            configs = [(u.payload["backend"], u.payload["threads"]) for u in plan.units]
+            files.notes += record_peaks(store, configs, env["hardware_id"], request.pin, request.ort_opt, existing,
+                                        request.run)
     finally:
         from latprof.experiments.outputs import write_outputs
 
@@ -173,19 +249,12 @@ def run_profile(
     return files
 
 
-def _per_op(workload: Workload, backend_name: str, options: BackendOptions, row: dict[str, Any],
-            store: ResultStore) -> dict[str, Any]:
-    """Profile per operator in a separate pass and store it as a ``per_op`` record (never a latency row)."""
+def _per_op(workload: Workload, backend_name: str, options: BackendOptions, row: dict[str, Any]) -> dict[str, Any]:
+    """Profile per operator in a separate pass: a ``per_op`` record (never a latency row)."""
     from latprof.analysis.breakdown import per_op_breakdown
 
-    ident = {k: row[k] for k in ("workload", "backend", "threads", "batch", "input_shape", "hardware_id")}
+    ident = {k: row.get(k) for k in ("workload", "backend", "threads", "batch", "input_shape", "hardware_id")}
     try:
-        record = per_op_breakdown(create_backend(backend_name, options), workload, row["latency_median_ms"], **ident)
+        return per_op_breakdown(create_backend(backend_name, options), workload, row["latency_median_ms"], **ident)
     except BackendError as exc:
-        record = {"record": "per_op", **ident, "status": "error", "error": one_line(exc)}
-    store.append(record)
-    return record
-
-
-def _default_threads(cls: type) -> int:
-    return 1 if cls.device_class == "mobile" else logical_cores()
+        return {"record": "per_op", **ident, "status": "error", "error": one_line(exc)}

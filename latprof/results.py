@@ -24,7 +24,8 @@ from latprof.errors import LatprofError
 SCHEMA_VERSION = 1
 
 # Identity of a row: --resume skips rows whose key is already present.
-KEY_FIELDS = ("experiment", "workload", "variant", "backend", "threads", "batch", "scale", "input_shape")
+# The allocator is part of the identity: the same workload under two allocators is two readings.
+KEY_FIELDS = ("experiment", "workload", "variant", "backend", "threads", "batch", "scale", "input_shape", "allocator")
 
 CSV_COLUMNS = [
     "experiment", "workload", "variant", "backend", "threads", "batch", "scale", "input_shape",
@@ -32,6 +33,8 @@ CSV_COLUMNS = [
     "latency_median_ms", "latency_mean_ms", "latency_p10_ms", "latency_p90_ms", "latency_iqr_ms",
     "latency_ci_low_ms", "latency_ci_high_ms", "latency_std_ms", "latency_min_ms", "latency_max_ms",
     "cv", "n_samples", "calls_per_sample", "outliers_low", "outliers_high", "stop_reason", "measure_wall_s",
+    "allocator", "processes", "process_spread", "minor_faults_per_call", "major_faults_per_call",
+    "voluntary_ctx_switches_per_call", "involuntary_ctx_switches_per_call", "cpu_util",
     "speed_vs_baseline", "speed_vs_baseline_ci_low", "speed_vs_baseline_ci_high",
     "status", "error", "hardware_id", "timestamp",
 ]
@@ -121,6 +124,11 @@ class ResultStore:
         return {row_key(r) for r in read_results(self.path, quiet=True).results}
 
 
+def json_text(obj: Any) -> str:
+    """JSON as the results file writes it (numpy values, paths and tuples made plain)."""
+    return json.dumps(obj, default=_json_default, allow_nan=True)
+
+
 def _json_default(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()
@@ -197,7 +205,8 @@ def results_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     """Tidy table of result rows: the standard columns first, then any extra scalar columns; no raw samples."""
     flat = []
     for r in rows:
-        flat.append({k: v for k, v in r.items() if k not in ("samples_ms", "record", "settings") and not isinstance(v, (list, dict))}
+        flat.append({k: v for k, v in r.items()
+                     if k not in ("samples_ms", "record", "settings", "process_conditions") and not isinstance(v, (list, dict))}
                     | {"settings": json.dumps(r.get("settings", {}), sort_keys=True, default=str)})
     df = pd.DataFrame(flat, columns=None if flat else [*CSV_COLUMNS, "settings"])
     for col in CSV_COLUMNS:

@@ -9,7 +9,8 @@ from latprof.errors import LatprofError
 from latprof.experiments.spec import builtin_spec_paths, list_specs, load_spec, resolve_spec
 from latprof.experiments.sweep import SweepRequest, flops_constancy, parse_shard, plan_units, run_sweep
 from latprof.analysis.verdicts import (
-    CONFIRMS, CONTRADICTS, DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, UNCLEAR, Interval, guideline_verdict, variant_outcome,
+    CONFIRMS, CONTRADICTS, DOES_NOT_HOLD, EQUIVALENT, HOLDS, INCONCLUSIVE, NO_EFFECT, UNCLEAR, Interval,
+    guideline_verdict, variant_outcome,
 )
 from latprof.results import read_results, row_key
 
@@ -122,8 +123,10 @@ def test_specs_ship_from_the_kernels_folder():
 
 @pytest.mark.parametrize("expect, ratio, base, var, outcome", [
     ("slower", (0.80, 0.90), (1.0, 1.02), (1.15, 1.2), CONFIRMS),
-    ("slower", (0.95, 0.99), (1.0, 1.05), (1.03, 1.08), UNCLEAR),  # paired CI says slower, latency CIs overlap
-    ("slower", (0.97, 1.03), (1.0, 1.02), (1.0, 1.02), UNCLEAR),
+    ("slower", (0.95, 0.99), (1.0, 1.05), (1.03, 1.08), EQUIVALENT),  # slower, but by less than the 5% margin
+    ("slower", (0.90, 0.99), (1.0, 1.05), (1.03, 1.08), UNCLEAR),  # paired CI says slower, latency CIs overlap
+    ("slower", (0.97, 1.03), (1.0, 1.02), (1.0, 1.02), EQUIVALENT),
+    ("slower", (0.90, 1.10), (1.0, 1.02), (1.0, 1.02), UNCLEAR),
     ("slower", (1.10, 1.20), (1.0, 1.02), (0.80, 0.90), CONTRADICTS),
     ("faster", (1.10, 1.20), (1.0, 1.02), (0.80, 0.90), CONFIRMS),
     ("faster", (0.80, 0.90), (1.0, 1.02), (1.15, 1.2), CONTRADICTS),
@@ -137,6 +140,10 @@ def test_guideline_verdict():
     assert guideline_verdict([CONFIRMS, UNCLEAR]) == INCONCLUSIVE
     assert guideline_verdict([CONFIRMS, CONTRADICTS]) == DOES_NOT_HOLD
     assert guideline_verdict([]) == INCONCLUSIVE
+    assert guideline_verdict([CONFIRMS, EQUIVALENT]) == HOLDS
+    assert guideline_verdict([EQUIVALENT, EQUIVALENT]) == NO_EFFECT
+    assert guideline_verdict([EQUIVALENT, UNCLEAR]) == INCONCLUSIVE
+    assert guideline_verdict([EQUIVALENT, CONTRADICTS]) == DOES_NOT_HOLD
 
 
 def test_shards_partition_the_units():
@@ -168,7 +175,7 @@ def test_tiny_sweep_rows_carry_counts_ratios_and_verdicts(tmp_path):
     for r in rows:
         assert r["status"] == "ok", r.get("error")
         assert r["experiment"] == "tiny" and r["baseline_variant"] == "narrow"
-        assert r["verdict"] in (HOLDS, DOES_NOT_HOLD, INCONCLUSIVE)
+        assert r["verdict"] in (HOLDS, DOES_NOT_HOLD, NO_EFFECT, INCONCLUSIVE)
         assert r["speed_vs_baseline_ci_low"] <= r["speed_vs_baseline"] <= r["speed_vs_baseline_ci_high"]
         assert r["mult_adds"] > 0 and r["mem_access"] > 0
         assert len(r["samples_ms"]) == r["n_samples"] == r["rounds"]

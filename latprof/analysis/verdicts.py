@@ -2,12 +2,17 @@
 
 For each non-baseline variant the spec says whether the guideline predicts it ``slower`` or ``faster`` than the
 baseline. A variant *confirms* the prediction when both hold:
-  - the 95% CI of its paired speed ratio (baseline median / variant median, bootstrap over interleaved rounds)
-    lies entirely on the predicted side of 1, and
+  - the 95% CI of its paired speed ratio (baseline median / variant median, bootstrap over interleaved rounds and,
+    with several worker processes, over processes) lies entirely on the predicted side of 1, and
   - the 95% CIs of the two medians do not overlap (DESIGN.md's rule; the stricter of the two).
-It *contradicts* the prediction when the same two conditions hold on the other side, and is *unclear* otherwise.
-The guideline **holds** when every variant confirms, **does not hold** when any variant contradicts (the predicted
-ordering is confidently reversed), and is **inconclusive** otherwise.
+It *contradicts* the prediction when the same two conditions hold on the other side. It shows **no effect** when the
+ratio's CI lies entirely within ``1 ± margin`` (an equivalence test in the manner of TOST: the difference, if any, is
+smaller than the margin; default 5%). Otherwise it is *unclear*: the CI is too wide to tell.
+
+The guideline **holds** when no variant contradicts, none is unclear, and at least one confirms (a variant with no
+effect does not refute it: the guideline predicts an ordering, and a difference below the margin is not measured
+as one); **does not hold** when any variant contradicts (the predicted ordering is confidently reversed); has **no
+effect** when every variant shows no effect; and is **inconclusive** otherwise — only that one means "too noisy".
 """
 
 from __future__ import annotations
@@ -17,11 +22,17 @@ from dataclasses import dataclass
 
 HOLDS = "holds"
 DOES_NOT_HOLD = "does not hold"
+NO_EFFECT = "no effect"
 INCONCLUSIVE = "inconclusive"
+VERDICTS = (HOLDS, DOES_NOT_HOLD, NO_EFFECT, INCONCLUSIVE)
+DECIDED = (HOLDS, DOES_NOT_HOLD, NO_EFFECT)
 
 CONFIRMS = "confirms"
 CONTRADICTS = "contradicts"
+EQUIVALENT = "no effect"
 UNCLEAR = "unclear"
+
+DEFAULT_EQUIVALENCE_MARGIN = 0.05
 
 
 @dataclass(frozen=True)
@@ -32,30 +43,40 @@ class Interval:
     def above(self, other: Interval) -> bool:
         return self.low > other.high
 
+    def width(self) -> float:
+        return self.high - self.low
+
 
 def variant_outcome(
     expect: str,
     ratio_ci: Interval,
     baseline_latency_ci: Interval,
     variant_latency_ci: Interval,
+    margin: float = DEFAULT_EQUIVALENCE_MARGIN,
 ) -> str:
-    """``confirms`` / ``contradicts`` / ``unclear`` for one variant against the baseline (see module doc)."""
+    """``confirms`` / ``contradicts`` / ``no effect`` / ``unclear`` for one variant against the baseline."""
+    if expect not in ("slower", "faster"):
+        raise ValueError(f"expect must be 'slower' or 'faster', got {expect!r}")
     slower = ratio_ci.high < 1.0 and variant_latency_ci.above(baseline_latency_ci)
     faster = ratio_ci.low > 1.0 and baseline_latency_ci.above(variant_latency_ci)
-    if expect == "slower":
-        return CONFIRMS if slower else CONTRADICTS if faster else UNCLEAR
-    if expect == "faster":
-        return CONFIRMS if faster else CONTRADICTS if slower else UNCLEAR
-    raise ValueError(f"expect must be 'slower' or 'faster', got {expect!r}")
+    if (slower and expect == "slower") or (faster and expect == "faster"):
+        return CONFIRMS
+    if slower or faster:
+        return CONTRADICTS
+    if margin > 0 and 1.0 - margin <= ratio_ci.low and ratio_ci.high <= 1.0 + margin:
+        return EQUIVALENT
+    return UNCLEAR
 
 
 def guideline_verdict(outcomes: Iterable[str]) -> str:
-    """Combine the variants' outcomes into the guideline's verdict on one backend and scale."""
+    """Combine the variants' outcomes into the guideline's verdict on one backend and scale (see module doc)."""
     seen = list(outcomes)
     if not seen:
         return INCONCLUSIVE
     if any(o == CONTRADICTS for o in seen):
         return DOES_NOT_HOLD
-    if all(o == CONFIRMS for o in seen):
+    if any(o == UNCLEAR for o in seen):
+        return INCONCLUSIVE
+    if any(o == CONFIRMS for o in seen):
         return HOLDS
-    return INCONCLUSIVE
+    return NO_EFFECT

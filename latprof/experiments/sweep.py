@@ -1,31 +1,41 @@
-"""The sweep engine: run guideline experiments on backends, variants interleaved, and attach verdicts.
+"""``latprof sweep``: guideline experiments as a plan of units for the run engine, and the verdicts on top.
 
-A *unit* is one (experiment, backend, scale): all its variants are prepared, checked against eager, and measured
-in shuffled rounds (``measure_interleaved``), so drift of a shared machine hits them alike and each variant's speed
-ratio to the baseline carries its own paired CI. Units are the grain of ``--shard`` and ``--resume``, and a unit's
-rows are written in one fsynced append: Ctrl-C never leaves half a unit behind.
+A *unit* is one (experiment, backend, scale): in a worker process all its variants are prepared, checked against
+eager, and measured in shuffled rounds (``measure_interleaved``), so drift of a shared machine hits them alike and
+each variant's speed ratio to the baseline carries its own paired CI. With several processes per unit, the ratio's
+CI is a hierarchical bootstrap over processes and rounds. Units are the grain of ``--shard`` and ``--resume``, and
+a unit's rows are written in one fsynced append: Ctrl-C never leaves half a unit behind.
+
+``--quick`` spends a time budget: every unit once, then one more worker process at a time for the unit whose
+verdict is still inconclusive with the widest CI, until every cell is decided or the budget is spent.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from latprof.analysis.verdicts import (
+    DECIDED, DEFAULT_EQUIVALENCE_MARGIN, INCONCLUSIVE, Interval, guideline_verdict, variant_outcome,
+)
 from latprof.backends import BackendError, BackendOptions, available_backends, backend_class, create_backend
 from latprof.backends.base import PreparedRun, logical_cores, validate_threads
 from latprof.errors import LatprofError, one_line
 from latprof.experiments.spec import CHANNEL_SETS, ExperimentSpec, builtin_spec_paths, resolve_spec
-from latprof.analysis.verdicts import INCONCLUSIVE, Interval, guideline_verdict, variant_outcome
 from latprof.measure.protocol import MeasureConfig, measure_interleaved
-from latprof.profile import open_store, record_environment, record_peaks
-from latprof.results import base_row, error_row, latency_fields, read_results, row_key
+from latprof.measure.stats import pooled_speed_ratio
+from latprof.results import base_row, error_row, latency_fields, read_results
+from latprof.run.engine import Plan, RunOptions, execute, open_output, record_environment
+from latprof.run.pool import sample_groups
+from latprof.run.units import Unit
 from latprof.shapes import format_shape
 
 QUICK_TARGET_CI = 0.05
 QUICK_MAX_TIME_S = 6.0
+# --quick: total time for the adaptive passes (first pass included); keeps the README main job within 5 minutes.
+QUICK_BUDGET_S = 200.0
 DEFAULT_UNIT_MAX_TIME_S = 30.0
 FLOPS_TOLERANCE = 0.03
 
@@ -49,13 +59,23 @@ class SweepRequest:
     out: Path | None = None
     resume: bool = False
     shard: tuple[int, int] | None = None
+    equivalence_margin: float = DEFAULT_EQUIVALENCE_MARGIN
+    budget_s: float | None = None  # adaptive passes; default QUICK_BUDGET_S with --quick, none otherwise
+    run: RunOptions = field(default_factory=RunOptions)
 
-    def measure_config(self) -> MeasureConfig:
-        """Per-unit protocol: ``--quick`` loosens the CI target and shortens the cap unless given explicitly."""
+    def measure_config(self, processes: int = 1) -> MeasureConfig:
+        """Per-process protocol: ``--quick`` loosens the CI target and shortens the cap unless given explicitly;
+        the unit's time cap is shared by its processes."""
         target = self.target_ci if self.target_ci is not None else (QUICK_TARGET_CI if self.quick else 0.02)
         cap = self.max_time_s if self.max_time_s is not None else (QUICK_MAX_TIME_S if self.quick else DEFAULT_UNIT_MAX_TIME_S)
+        cap = cap / max(processes, 1)
         return MeasureConfig(target_ci=target, max_time_s=cap, min_time_s=min(self.min_time_s, cap),
                              warmup_max_s=min(2.0, cap / 4))
+
+    def adaptive_budget(self) -> float | None:
+        if self.budget_s is not None:
+            return self.budget_s
+        return QUICK_BUDGET_S if self.quick else None
 
 
 @dataclass(frozen=True)
@@ -79,8 +99,18 @@ class SweepOutcome:
     rows: list[dict[str, Any]] = field(default_factory=list)
     units_run: int = 0
     units_skipped: int = 0
+    extra_processes: int = 0
+    wall_s: float = 0.0
     flops_warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+    def decided_share(self) -> tuple[int, int]:
+        """(decided cells, all cells): guideline x backend x scale cells whose verdict is not inconclusive."""
+        cells: dict[tuple[Any, ...], str] = {}
+        for r in self.rows:
+            if r.get("experiment") and r.get("baseline_variant"):
+                cells[(r["experiment"], r["backend"], r.get("scale"), r.get("allocator"))] = r.get("verdict") or INCONCLUSIVE
+        return sum(1 for v in cells.values() if v in DECIDED), len(cells)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -168,30 +198,43 @@ def _counts(workload: Any) -> dict[str, Any]:
     return workload_counts(workload)
 
 
-def run_unit(unit: SweepUnit, request: SweepRequest, hardware_id: str) -> list[dict[str, Any]]:
-    """Prepare every variant, measure them interleaved, and return one row per variant with ratios and verdict."""
-    spec = unit.spec
-    config = request.measure_config()
-    options = BackendOptions(unit.threads, None, request.pin, unit.batch, request.ort_opt)
+def engine_unit(unit: SweepUnit, request: SweepRequest, processes: int) -> Unit:
+    """The engine's unit: what a worker needs to rebuild this experiment x backend x scale, and its row templates."""
+    config = request.measure_config(processes)
+    payload = {
+        "spec": str(unit.spec.path), "backend": unit.backend, "scale": unit.scale, "channels": unit.channels,
+        "batch": unit.batch, "threads": unit.threads, "pin": request.pin, "ort_opt": request.ort_opt,
+        "config": asdict(config),
+    }
+    return Unit("sweep", unit.label, payload, unit_rows_template(unit), time_s=config.max_time_s + 15.0,
+                extra={"sweep_unit": unit, "margin": request.equivalence_margin})
+
+
+def measure_sweep_unit(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """In the worker: prepare every variant, measure them interleaved; one raw row per variant (no verdicts yet)."""
+    spec = resolve_spec(payload["spec"])
+    unit = SweepUnit(spec, payload["backend"], payload["scale"], payload["channels"], payload["batch"], payload["threads"])
+    config = MeasureConfig(**payload["config"])
+    options = BackendOptions(unit.threads, None, payload["pin"], unit.batch, payload["ort_opt"])
     templates = {r["variant"]: r for r in unit_rows_template(unit)}
     common = {"guideline_title": spec.title, "baseline_variant": spec.baseline, "channels": unit.channels,
-              "hardware_id": hardware_id}
+              "hardware_id": payload.get("hardware_id", "")}
     rows: dict[str, dict[str, Any]] = {}
     prepared: dict[str, PreparedRun] = {}
-    counts: dict[str, dict[str, Any]] = {}
     im = None
     try:
         for v in spec.variants:
             ident = {**templates[v.name], **common, "block_args": spec.block_args(v, unit.scale, unit.channels),
                      "expect": v.expect or "baseline"}
+            counts: dict[str, Any] = {}
             try:
                 wl = spec.workload(v, unit.scale, unit.channels, unit.batch)
-                counts[v.name] = _counts(wl)
+                counts = _counts(wl)
                 prepared[v.name] = create_backend(unit.backend, options).prepare(wl)
             except (BackendError, LatprofError, RuntimeError, ValueError) as exc:
-                rows[v.name] = error_row(one_line(exc), **ident, **counts.get(v.name, {}))
+                rows[v.name] = error_row(one_line(exc), **ident, **counts)
                 continue
-            rows[v.name] = {**ident, **counts[v.name]}
+            rows[v.name] = {**ident, **counts}
         if prepared:
             try:
                 im = measure_interleaved({n: p.timer for n, p in prepared.items()},
@@ -203,48 +246,64 @@ def run_unit(unit: SweepUnit, request: SweepRequest, hardware_id: str) -> list[d
         for p in prepared.values():
             p.close()
     if im is not None:
-        _attach_measurements(unit, rows, prepared, im, counts)
+        for name, p in prepared.items():
+            rows[name].update(latency_fields(im.measurements[name]), settings=p.settings,
+                              max_abs_error_vs_eager=p.max_abs_error, status="ok", error="", rounds=im.rounds)
     return [rows[v.name] for v in spec.variants]
 
 
-def _attach_measurements(unit: SweepUnit, rows: dict[str, dict[str, Any]], prepared: dict[str, PreparedRun],
-                         im: Any, counts: dict[str, dict[str, Any]]) -> None:
-    spec = unit.spec
-    have_baseline = im.baseline == spec.baseline
-    base_counts = counts.get(spec.baseline, {})
-    base_m = im.measurements.get(spec.baseline)
+def finish_sweep_unit(unit: Unit, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """In the parent, on pooled rows: speed ratios (hierarchical paired bootstrap), predicted ratios, verdict."""
+    sweep_unit: SweepUnit = unit.extra["sweep_unit"]
+    margin: float = unit.extra["margin"]
+    spec = sweep_unit.spec
+    by_name = {r["variant"]: r for r in rows}
+    base = by_name.get(spec.baseline)
+    have_baseline = base is not None and base.get("status") == "ok"
+    base_groups = sample_groups(base) if have_baseline else []
     outcomes = []
-    for name, p in prepared.items():
-        m = im.measurements[name]
-        row = rows[name]
-        row.update(latency_fields(m), settings=p.settings, max_abs_error_vs_eager=p.max_abs_error,
-                   status="ok", error="", rounds=im.rounds)
-        v = spec.variant(name)
-        row["paper_speed_vs_baseline"] = spec.paper_speed_ratio(v, unit.scale, unit.channels)
-        if base_counts.get("mem_access") and row.get("mem_access"):
-            row["mac_predicted_speed_vs_baseline"] = base_counts["mem_access"] / row["mem_access"]
-        if base_counts.get("mult_adds") and row.get("mult_adds"):
-            row["flops_predicted_speed_vs_baseline"] = base_counts["mult_adds"] / row["mult_adds"]
-            row["mult_adds_vs_baseline"] = row["mult_adds"] / base_counts["mult_adds"]
+    for v in spec.variants:
+        row = by_name[v.name]
+        if row.get("status") != "ok":
+            continue
+        row["paper_speed_vs_baseline"] = spec.paper_speed_ratio(v, sweep_unit.scale, sweep_unit.channels)
+        if base and base.get("mem_access") and row.get("mem_access"):
+            row["mac_predicted_speed_vs_baseline"] = base["mem_access"] / row["mem_access"]
+        if base and base.get("mult_adds") and row.get("mult_adds"):
+            row["flops_predicted_speed_vs_baseline"] = base["mult_adds"] / row["mult_adds"]
+            row["mult_adds_vs_baseline"] = row["mult_adds"] / base["mult_adds"]
+        row["equivalence_margin"] = margin
         if not have_baseline:
             row.update(speed_vs_baseline=None, speed_vs_baseline_ci_low=None, speed_vs_baseline_ci_high=None,
                        variant_outcome=None)
             continue
-        r = im.ratios[name]
+        r = pooled_speed_ratio(base_groups, sample_groups(row), row.get("ci_confidence") or 0.95)
         row.update(speed_vs_baseline=r.ratio, speed_vs_baseline_ci_low=r.ci_low, speed_vs_baseline_ci_high=r.ci_high)
         if v.expect is None:
             row["variant_outcome"] = None
             continue
         outcome = variant_outcome(
             v.expect, Interval(r.ci_low, r.ci_high),
-            Interval(base_m.stats.ci_low_ms, base_m.stats.ci_high_ms), Interval(m.stats.ci_low_ms, m.stats.ci_high_ms),
+            Interval(base["latency_ci_low_ms"], base["latency_ci_high_ms"]),
+            Interval(row["latency_ci_low_ms"], row["latency_ci_high_ms"]), margin,
         )
         row["variant_outcome"] = outcome
         outcomes.append(outcome)
-    complete = have_baseline and all(rows[v.name].get("status") == "ok" for v in spec.variants)
+    complete = have_baseline and all(by_name[v.name].get("status") == "ok" for v in spec.variants)
     verdict = guideline_verdict(outcomes) if complete else INCONCLUSIVE
-    for row in rows.values():
+    for row in rows:
         row["verdict"] = verdict
+    return rows
+
+
+def undecided_width(rows: list[dict[str, Any]]) -> float | None:
+    """For the adaptive passes: the widest ratio CI of an inconclusive unit that measured fine; None when decided
+    (or broken: more processes do not repair an error row)."""
+    if not rows or rows[0].get("verdict") != INCONCLUSIVE or any(r.get("status") != "ok" for r in rows):
+        return None
+    widths = [r["speed_vs_baseline_ci_high"] - r["speed_vs_baseline_ci_low"] for r in rows
+              if r.get("speed_vs_baseline_ci_low") is not None and r.get("variant_outcome") not in (None, "confirms")]
+    return max(widths) if widths else None
 
 
 def flops_constancy(rows: Sequence[dict[str, Any]], tolerance: float = FLOPS_TOLERANCE) -> list[str]:
@@ -263,37 +322,31 @@ def flops_constancy(rows: Sequence[dict[str, Any]], tolerance: float = FLOPS_TOL
     return out
 
 
+def sweep_plan(request: SweepRequest, units: list[SweepUnit] | None = None) -> Plan:
+    processes = request.run.processes or 1
+    units = units if units is not None else plan_units(request)
+    return Plan([engine_unit(u, request, processes) for u in units], finish_sweep_unit, processes,
+                undecided=undecided_width, budget_s=request.adaptive_budget())
+
+
 def run_sweep(
     request: SweepRequest,
-    on_unit: Callable[[int, int, SweepUnit, list[dict[str, Any]] | None], None] | None = None,
+    on_unit: Callable[[int, int, Unit, list[dict[str, Any]] | None], None] | None = None,
 ) -> SweepOutcome:
     """Run every planned unit; each unit's rows are stored as soon as it finishes (Ctrl-C keeps them)."""
-    units = plan_units(request)
-    out_dir, store = open_store(request.out)
-    done = store.keys() if request.resume else set()
+    plan = sweep_plan(request)
+    out_dir, store = open_output(request.out, request.resume, request.run.append)
+    request.out = out_dir
     env = record_environment(store)
     outcome = SweepOutcome(out_dir, store.path)
     existing = read_results(store.path, quiet=True).other if request.resume else []
+    from latprof.profile import record_peaks
+
+    units = [u.extra["sweep_unit"] for u in plan.units]
     outcome.notes = record_peaks(store, [(u.backend, u.threads) for u in units], env["hardware_id"], request.pin,
-                                 request.ort_opt, existing)
-    for i, unit in enumerate(units):
-        keys = {row_key(r) for r in unit_rows_template(unit)}
-        if request.resume and keys <= done:
-            outcome.units_skipped += 1
-            if on_unit:
-                on_unit(i, len(units), unit, None)
-            continue
-        rows = run_unit(unit, request, env["hardware_id"])
-        store.append_many(rows)
-        outcome.rows += rows
-        outcome.units_run += 1
-        if on_unit:
-            on_unit(i, len(units), unit, rows)
+                                 request.ort_opt, existing, request.run)
+    result = execute(plan, store, env, request.run, request.resume, on_unit)
+    outcome.rows, outcome.units_run, outcome.units_skipped = result.rows, result.units_run, result.units_skipped
+    outcome.extra_processes, outcome.wall_s = result.extra_processes, result.wall_s
     outcome.flops_warnings = flops_constancy(outcome.rows)
     return outcome
-
-
-def log_unit(i: int, n: int, unit: SweepUnit, rows: list[dict[str, Any]] | None) -> None:
-    """Plain progress line (used when stderr is not a terminal, e.g. in CI logs)."""
-    state = "skipped (already in results, --resume)" if rows is None else (rows[0].get("verdict") or rows[0].get("error"))
-    print(f"[{i + 1}/{n}] {unit.label}: {state}", file=sys.stderr, flush=True)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from latprof.measure.counters import ProcessCounters, snapshot
 from latprof.measure.stats import LatencyStats, RatioEstimate, speed_ratio, summarize
 
 BatchTimer = Callable[[int], float]
@@ -61,6 +62,8 @@ class Measurement:
     warmup_stable: bool
     stop_reason: str
     wall_s: float
+    # getrusage deltas around the timed samples only (warm-up and calibration excluded)
+    counters: ProcessCounters = field(default_factory=ProcessCounters)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -70,6 +73,8 @@ class Measurement:
             "warmup_stable": self.warmup_stable,
             "stop_reason": self.stop_reason,
             "measure_wall_s": self.wall_s,
+            **self.counters.as_fields(),
+            "counters_raw": self.counters.raw(),
         }
 
 
@@ -100,6 +105,14 @@ def wall_clock_timer(fn: Callable[[], object], clock: Clock = time.perf_counter)
                 gc.enable()
 
     return run
+
+
+def timed_sample(timer: BatchTimer, n: int, counters: ProcessCounters) -> float:
+    """One sample of ``n`` calls (ms per call), with the process counters read around it."""
+    before = snapshot()
+    seconds = timer(n)
+    counters.add(before, snapshot(), n)
+    return seconds / n * 1e3
 
 
 def calibrate(timer: BatchTimer, min_sample_time_s: float, max_calls: int = 1_000_000) -> int:
@@ -160,10 +173,11 @@ def measure(timer: BatchTimer, config: MeasureConfig = MeasureConfig(), clock: C
     warm, warm_s, stable = warm_up(timer, n, config, clock)
     n = _recalibrated(n, warm, config.min_sample_time_s)
     samples: list[float] = []
+    counters = ProcessCounters()
     reason = "max_samples"
     sampling_start = clock()
     while len(samples) < config.max_samples:
-        samples.append(timer(n) / n * 1e3)
+        samples.append(timed_sample(timer, n, counters))
         if len(samples) >= config.min_samples:
             now = clock()
             long_enough = now - sampling_start >= config.min_time_s
@@ -173,7 +187,8 @@ def measure(timer: BatchTimer, config: MeasureConfig = MeasureConfig(), clock: C
             if now - t0 >= config.max_time_s:
                 reason = "max_time"
                 break
-    return Measurement(samples, n, summarize(samples, config.confidence), len(warm), warm_s, stable, reason, clock() - t0)
+    return Measurement(samples, n, summarize(samples, config.confidence), len(warm), warm_s, stable, reason,
+                       clock() - t0, counters)
 
 
 def measure_interleaved(
@@ -203,6 +218,7 @@ def measure_interleaved(
         calls[name] = _recalibrated(n, warm[name][0], config.min_sample_time_s)
     rng = random.Random(seed)
     samples: dict[str, list[float]] = {name: [] for name in names}
+    counters = {name: ProcessCounters() for name in names}
     order = list(names)
     reason = "max_samples"
     rounds = 0
@@ -210,7 +226,7 @@ def measure_interleaved(
     while rounds < config.max_samples:
         rng.shuffle(order)
         for name in order:
-            samples[name].append(timers[name](calls[name]) / calls[name] * 1e3)
+            samples[name].append(timed_sample(timers[name], calls[name], counters[name]))
         rounds += 1
         if rounds >= config.min_samples:
             now = clock()
@@ -233,6 +249,7 @@ def measure_interleaved(
             warm[name][2],
             reason,
             wall,
+            counters[name],
         )
         for name in names
     }

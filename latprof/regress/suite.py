@@ -11,7 +11,7 @@ import time
 import tomllib
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,8 @@ from latprof.errors import LatprofError, one_line, unknown_choice
 from latprof.measure.protocol import BatchTimer, MeasureConfig, measure_interleaved
 from latprof.regress.compare import GROUP_FIELD, REFERENCE_FIELD
 from latprof.results import ResultStore, base_row, error_row, latency_fields
+from latprof.run.engine import Plan, RunOptions, execute
+from latprof.run.units import Unit
 from latprof.shapes import Shape, format_shape, parse_shape
 from latprof.workloads import create_workload
 
@@ -182,51 +184,77 @@ def _identity(suite: Suite, entry: SuiteEntry, shape: Shape, is_reference: bool,
     }
 
 
-def run_suite(suite: Suite, store: ResultStore, hardware_id: str) -> list[dict[str, Any]]:
-    """Measure every entry interleaved with the reference; append one row per entry (and reference) to ``store``."""
-    rows: list[dict[str, Any]] = []
+def suite_to_dict(suite: Suite) -> dict[str, Any]:
+    """A suite as plain JSON for a worker (suites may be built in code, not only read from a file)."""
+    return asdict(suite)
+
+
+def suite_from_dict(data: dict[str, Any]) -> Suite:
+    def entry(e: dict[str, Any]) -> SuiteEntry:
+        return SuiteEntry(**{**e, "input_shape": tuple(e["input_shape"]) if e.get("input_shape") else None})
+
+    return Suite(**{**data, "entries": tuple(entry(e) for e in data["entries"]), "reference": entry(data["reference"]),
+                    "config": MeasureConfig(**data["config"])})
+
+
+def suite_plan(suite: Suite) -> Plan:
+    """One unit per (backend, threads) group: its entries and the reference, interleaved in one worker process."""
+    units = []
     for (backend_name, threads), entries in _groups(suite).items():
         backend_class(backend_name)
         validate_threads(threads)
         group = uuid.uuid4().hex[:12]
-        options = BackendOptions(threads=threads, batch=suite.batch)
         ref = replace(suite.reference, backend=backend_name, threads=threads)
-        prepared: dict[str, PreparedRun] = {}
-        idents: dict[str, dict[str, Any]] = {}
-        try:
-            for entry in [ref, *entries]:
-                workload = create_workload(entry.workload, input_shape=entry.input_shape, batch=suite.batch, **entry.kwargs)
-                ident = _identity(suite, entry, workload.input_shape, entry is ref, group)
-                try:
-                    prepared[entry.name] = create_backend(backend_name, options).prepare(workload)
-                    idents[entry.name] = ident
-                except BackendError as exc:
-                    if entry is ref:
-                        raise LatprofError(f"reference workload {ref.name!r} failed on {backend_name}: {one_line(exc)}") from None
-                    row = error_row(one_line(exc), **ident, hardware_id=hardware_id)
-                    store.append(row)
-                    rows.append(row)
-            wrap = thread_cpu_timer if suite.clock == "thread_cpu" else (lambda t: t)
-            timers = {n: wrap(p.timer) for n, p in prepared.items()}
-            m = measure_interleaved(timers, baseline=ref.name, config=suite.config)
-        finally:
-            for p in prepared.values():
-                p.close()
-        for name, meas in m.measurements.items():
-            settings = dict(prepared[name].settings)
-            if suite.clock == "thread_cpu":
-                settings["timing"] = "CPU time of the calling thread (time.thread_time), GC paused"
-            row = base_row(
-                **idents[name],
-                **latency_fields(meas),
-                rounds=m.rounds,
-                clock=suite.clock,
-                settings=settings,
-                max_abs_error_vs_eager=prepared[name].max_abs_error,
-                status="ok",
-                error="",
-                hardware_id=hardware_id,
-            )
-            store.append(row)
-            rows.append(row)
+        templates = []
+        for entry in [ref, *entries]:
+            workload = create_workload(entry.workload, input_shape=entry.input_shape, batch=suite.batch, **entry.kwargs)
+            templates.append(base_row(**_identity(suite, entry, workload.input_shape, entry is ref, group)))
+        payload = {"suite": suite_to_dict(suite.only(e.name for e in entries)), "backend": backend_name,
+                   "threads": threads, "group": group}
+        units.append(Unit("suite", f"{suite.name} {backend_name} {threads} thread(s)", payload, templates,
+                          time_s=suite.config.max_time_s + 10.0 * (len(entries) + 1)))
+    return Plan(units, processes=1)
+
+
+def measure_suite_unit(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """In the worker: measure one group's entries interleaved with its copy of the reference."""
+    suite = suite_from_dict(payload["suite"])
+    backend_name, threads, group = payload["backend"], payload["threads"], payload["group"]
+    hardware_id = payload.get("hardware_id", "")
+    entries = [e for e in suite.entries if (e.backend, e.threads) == (backend_name, threads)]
+    options = BackendOptions(threads=threads, batch=suite.batch)
+    ref = replace(suite.reference, backend=backend_name, threads=threads)
+    prepared: dict[str, PreparedRun] = {}
+    idents: dict[str, dict[str, Any]] = {}
+    rows: list[dict[str, Any]] = []
+    try:
+        for entry in [ref, *entries]:
+            workload = create_workload(entry.workload, input_shape=entry.input_shape, batch=suite.batch, **entry.kwargs)
+            ident = _identity(suite, entry, workload.input_shape, entry is ref, group)
+            try:
+                prepared[entry.name] = create_backend(backend_name, options).prepare(workload)
+                idents[entry.name] = ident
+            except BackendError as exc:
+                if entry is ref:
+                    raise LatprofError(f"reference workload {ref.name!r} failed on {backend_name}: {one_line(exc)}") from None
+                rows.append(error_row(one_line(exc), **ident, hardware_id=hardware_id))
+        wrap = thread_cpu_timer if suite.clock == "thread_cpu" else (lambda t: t)
+        timers = {n: wrap(p.timer) for n, p in prepared.items()}
+        m = measure_interleaved(timers, baseline=ref.name, config=suite.config)
+    finally:
+        for p in prepared.values():
+            p.close()
+    for name, meas in m.measurements.items():
+        settings = dict(prepared[name].settings)
+        if suite.clock == "thread_cpu":
+            settings["timing"] = "CPU time of the calling thread (time.thread_time), GC paused"
+        rows.append(base_row(
+            **idents[name], **latency_fields(meas), rounds=m.rounds, clock=suite.clock, settings=settings,
+            max_abs_error_vs_eager=prepared[name].max_abs_error, status="ok", error="", hardware_id=hardware_id,
+        ))
     return rows
+
+
+def run_suite(suite: Suite, store: ResultStore, env: dict[str, Any], run: RunOptions | None = None) -> list[dict[str, Any]]:
+    """Measure every entry interleaved with the reference (one worker per group); rows are appended to ``store``."""
+    return execute(suite_plan(suite), store, env, run or RunOptions()).rows

@@ -1,0 +1,210 @@
+"""The run engine: every command is a plan of units handed here; execute each, pool, finish, store, write outputs.
+
+    plan (units + how to finish a unit's rows) -> executor (worker processes or in-process) -> pooled rows
+        -> results.jsonl (append-only, the parent the only writer) -> results.csv / summary.csv / report.html
+
+``profile``, ``profile --per-block``, ``sweep`` and ``ci`` differ only in the plan they build.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from latprof.errors import LatprofError, one_line
+from latprof.measure import environment
+from latprof.results import ResultStore, read_results, row_key
+from latprof.run.executors import WorkerFailed, failed_unit_rows, make_executor
+from latprof.run.pool import pool_rows
+from latprof.run.units import Unit
+
+Finisher = Callable[[Unit, list[dict[str, Any]]], list[dict[str, Any]]]
+
+
+@dataclass
+class RunOptions:
+    """Process conditions of a run (the same flags on every command)."""
+
+    in_process: bool = False
+    allocator: str | None = None  # None: the default (steady) for workers; recorded as found in-process
+    processes: int | None = None  # None: the plan's default
+    worker_timeout_s: float | None = None
+    append: bool = False  # add to a folder that already holds results (without --resume's skipping)
+
+
+@dataclass
+class Plan:
+    """Units in order, and the kind-specific step that turns pooled rows into final rows (ratios, verdicts...)."""
+
+    units: list[Unit]
+    finish: Finisher = lambda unit, rows: rows
+    processes: int = 1
+    # Adaptive passes (sweeps): extra processes for units whose answer is still undecided, within a time budget.
+    undecided: Callable[[list[dict[str, Any]]], float | None] | None = None
+    budget_s: float | None = None
+    max_processes: int = 8
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    results_path: Path
+    environment: dict[str, Any]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    units_run: int = 0
+    units_skipped: int = 0
+    extra_processes: int = 0
+    wall_s: float = 0.0
+    allocator: str = ""
+    isolation: str = ""
+
+
+def default_out_dir(prefix: str = "") -> Path:
+    """A new folder per run: ``reports/<date>-<time>-<host>/`` (runs never mix silently)."""
+    stamp = datetime.now().strftime("%Y-%m-%d-%H%M%S")
+    return Path("reports") / f"{prefix}{stamp}-{socket.gethostname()}"
+
+
+def open_output(out: Path | None, resume: bool, append: bool) -> tuple[Path, ResultStore]:
+    """The output folder and its store. A folder that already holds results needs ``--resume`` or ``--append``."""
+    if out is None:
+        out = default_out_dir()
+        while (out / "results.jsonl").exists():  # two runs within one second
+            time.sleep(1.0)
+            out = default_out_dir()
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise LatprofError(f"--out {out} exists and is not a directory")
+    results = out / "results.jsonl"
+    if results.exists() and results.stat().st_size and not (resume or append):
+        raise LatprofError(f"--out {out} already holds results; add --resume to complete that run, --append to add "
+                           "to it, or choose a new folder")
+    return out, ResultStore(results)
+
+
+def record_environment(store: ResultStore) -> dict[str, Any]:
+    env = environment.collect().as_dict()
+    store.append({"record": "environment", **env})
+    return env
+
+
+def execute(
+    plan: Plan,
+    store: ResultStore,
+    env: dict[str, Any],
+    options: RunOptions,
+    resume: bool = False,
+    on_unit: Callable[[int, int, Unit, list[dict[str, Any]] | None], None] | None = None,
+    result: RunResult | None = None,
+) -> RunResult:
+    """Run every unit (skipping finished ones with ``resume``); each unit's rows are stored as soon as it finishes."""
+    executor = make_executor(options.in_process, options.allocator, options.worker_timeout_s)
+    processes = options.processes or plan.processes
+    if processes < 1:
+        raise LatprofError(f"--processes must be a positive integer, got {processes}")
+    if options.in_process and processes > 1:
+        raise LatprofError("--processes > 1 needs worker processes; drop --in-process")
+    result = result or RunResult(store.path.parent, store.path, env)
+    result.allocator, result.isolation = executor.allocator, executor.isolation
+    hardware_id = env.get("hardware_id", "")
+    for unit in plan.units:
+        for t in unit.templates:
+            t.update(allocator=executor.allocator, hardware_id=hardware_id)
+        unit.payload["hardware_id"] = hardware_id
+    done = store.keys() if resume else set()
+    start = time.monotonic()
+    per_unit: list[tuple[Unit, list[list[dict[str, Any]]], list[dict[str, Any]]]] = []
+    for i, unit in enumerate(plan.units):
+        if resume and unit.keys() <= done:
+            result.units_skipped += 1
+            if on_unit:
+                on_unit(i, len(plan.units), unit, None)
+            continue
+        raw = [_run_once(executor, unit) for _ in range(processes)]
+        rows = _finish(plan, unit, raw)
+        store.append_many(rows)
+        result.rows += _results_only(rows)
+        result.units_run += 1
+        per_unit.append((unit, raw, rows))
+        if on_unit:
+            on_unit(i, len(plan.units), unit, rows)
+    if plan.undecided is not None and plan.budget_s and not options.in_process:
+        _adaptive_passes(plan, executor, store, result, per_unit, start)
+    result.wall_s = time.monotonic() - start
+    return result
+
+
+def _run_once(executor: Any, unit: Unit) -> list[dict[str, Any]]:
+    try:
+        rows = executor.run(unit)
+    except WorkerFailed as exc:
+        return failed_unit_rows(unit, one_line(exc))
+    hid = unit.payload.get("hardware_id", "")
+    for r in rows:
+        r.setdefault("hardware_id", hid)
+        if not r.get("hardware_id"):
+            r["hardware_id"] = hid
+    return rows
+
+
+def _finish(plan: Plan, unit: Unit, raw: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    rows = pool_rows(raw)
+    return plan.finish(unit, rows)
+
+
+def _adaptive_passes(plan: Plan, executor: Any, store: ResultStore, result: RunResult,
+                     per_unit: list[tuple[Unit, list[list[dict[str, Any]]], list[dict[str, Any]]]], start: float) -> None:
+    """Spend what is left of the budget where the answer is least decided: one more process for the unit whose
+    undecided CI is widest, re-pooled and stored again (the newer rows supersede the older)."""
+    assert plan.undecided is not None and plan.budget_s is not None
+    state = {id(u): [u, raw, rows] for u, raw, rows in per_unit}
+    while True:
+        elapsed = time.monotonic() - start
+        candidates = []
+        for u, raw, rows in state.values():
+            width = plan.undecided(rows)
+            if width is not None and len(raw) < plan.max_processes:
+                candidates.append((width, u))
+        if not candidates:
+            return
+        width, unit = max(candidates, key=lambda c: c[0])
+        entry = state[id(unit)]
+        # Only start a process that is expected to finish within the budget.
+        per_process = max(entry[2][0].get("measure_wall_s") or unit.time_s, 1.0) / max(len(entry[1]), 1) + 3.0
+        if elapsed + per_process > plan.budget_s:
+            return
+        entry[1].append(_run_once(executor, unit))
+        entry[2] = _finish(plan, unit, entry[1])
+        store.append_many(entry[2])
+        result.extra_processes += 1
+        replaced = {row_key(r) for r in entry[2]}
+        result.rows = [r for r in result.rows if row_key(r) not in replaced] + _results_only(entry[2])
+
+
+def _results_only(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in rows if r.get("record", "result") == "result"]
+
+
+def log_unit(i: int, n: int, unit: Unit, rows: list[dict[str, Any]] | None) -> None:
+    """Plain progress line (when stderr is not a terminal, e.g. CI logs)."""
+    if rows is None:
+        state = "skipped (already in results, --resume)"
+    else:
+        state = rows[0].get("verdict") or ("ok" if all(r.get("status") == "ok" for r in rows) else rows[0].get("error"))
+    print(f"[{i + 1}/{n}] {unit.label}: {state}", file=sys.stderr, flush=True)
+
+
+def write_outputs(out_dir: Path) -> dict[str, Path]:
+    from latprof.experiments.outputs import write_outputs as _write
+
+    return _write(out_dir)
+
+
+def stored_rows(path: Path) -> list[dict[str, Any]]:
+    return read_results(path, quiet=True).results

@@ -1,0 +1,144 @@
+"""Executors: where a unit runs. ``WorkerExecutor`` (default) starts a fresh worker process per unit and process;
+``InProcessExecutor`` measures in this process (debugging, and tests that need it).
+
+pyperf's lesson: process state (the allocator's, thread pools', whatever ran before) changes readings, so every
+reading comes from a process that ran nothing else. The worker is spawned (never forked) in its own session, so a
+Ctrl-C at the terminal reaches the parent alone, which stops the worker and keeps every finished row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from latprof.errors import LatprofError, one_line
+from latprof.results import error_row, json_text
+from latprof.run.allocators import allocator_env, allocator_in_force, validate_allocator
+from latprof.run.units import Unit
+from latprof.run.worker import THREAD_VARIABLES, run_unit_here
+
+# Only these pass from the parent's environment into a worker (pyperf keeps a similar short list); the allocator
+# and thread variables are then set explicitly. OPENBLAS_CORETYPE/L2_SIZE protect OpenBLAS on some processors.
+INHERITED = ("PATH", "PYTHONPATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TEMP", "TMP", "SYSTEMROOT",
+             "LATPROF_CACHE", "LATPROF_JEMALLOC", "LATPROF_TCMALLOC", "CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH",
+             "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "VIRTUAL_ENV")
+
+
+class WorkerFailed(Exception):
+    """A worker died, hung or wrote no rows: the unit becomes error rows naming why."""
+
+
+@dataclass
+class InProcessExecutor:
+    """Measure in this process, as it is: its allocator is whatever the process got (recorded, not chosen)."""
+
+    isolation = "in-process"
+
+    @property
+    def allocator(self) -> str:
+        return str(allocator_in_force()["allocator"])
+
+    def run(self, unit: Unit) -> list[dict[str, Any]]:
+        return run_unit_here(unit.as_message(), self.isolation)
+
+
+@dataclass
+class WorkerExecutor:
+    """A fresh ``python -m latprof.run.worker`` per call, with a clean environment, declared allocator and threads."""
+
+    allocator: str = "steady"
+    timeout_s: float | None = None
+    isolation = "worker"
+
+    def __post_init__(self) -> None:
+        validate_allocator(self.allocator)
+
+    def environment(self, threads: int | None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k in INHERITED or k.startswith("LC_")}
+        # The worker must import the same latprof as the parent (a source checkout or an install).
+        root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+        if threads:
+            for k in THREAD_VARIABLES:
+                env[k] = str(threads)
+        env["LATPROF_WORKER"] = "1"
+        return allocator_env(self.allocator, env)
+
+    def run(self, unit: Unit) -> list[dict[str, Any]]:
+        timeout = self.timeout_s or max(120.0, 4 * unit.time_s + 120.0)
+        with tempfile.TemporaryDirectory(prefix="latprof-worker-") as tmp:
+            unit_path, rows_path, err_path = (Path(tmp) / n for n in ("unit.json", "rows.json", "stderr.txt"))
+            unit_path.write_text(json_text(unit.as_message()))
+            with err_path.open("w") as err:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "latprof.run.worker", str(unit_path), str(rows_path)],
+                    env=self.environment(unit.payload.get("threads")), stdin=subprocess.DEVNULL,
+                    stdout=err, stderr=err, start_new_session=True, cwd=os.getcwd(),
+                )
+                try:
+                    code = proc.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    _stop(proc)
+                    raise WorkerFailed(f"worker timed out after {timeout:.0f} s and was killed") from None
+                except BaseException:  # Ctrl-C in the parent: stop the worker, keep what is finished
+                    _stop(proc)
+                    raise
+            if code != 0:
+                raise WorkerFailed(_exit_reason(code, err_path))
+            if not rows_path.exists():
+                raise WorkerFailed("worker exited without writing rows")
+            try:
+                return json.loads(rows_path.read_text())["rows"]
+            except (ValueError, KeyError) as exc:
+                raise WorkerFailed(f"worker wrote unreadable rows: {one_line(exc)}") from None
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=5)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
+def _exit_reason(code: int, err_path: Path) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        reason = f"worker killed by {name}"
+    else:
+        reason = f"worker exited with status {code}"
+    tail = [line for line in err_path.read_text(errors="replace").splitlines() if line.strip()]
+    last = next((line for line in reversed(tail) if not line.startswith(" ")), None)
+    return f"{reason}: {last.strip()}" if last else reason
+
+
+def failed_unit_rows(unit: Unit, message: str) -> list[dict[str, Any]]:
+    """One error row per row the unit would have produced."""
+    return [error_row(message, **t) for t in unit.templates]
+
+
+def make_executor(in_process: bool, allocator: str | None, timeout_s: float | None = None) -> Any:
+    from latprof.run.allocators import DEFAULT_ALLOCATOR
+
+    if in_process:
+        if allocator is not None:
+            raise LatprofError("--allocator applies to worker processes; --in-process measures in this process as it "
+                               "is (its allocator is recorded, not chosen)")
+        return InProcessExecutor()
+    return WorkerExecutor(allocator or DEFAULT_ALLOCATOR, timeout_s)

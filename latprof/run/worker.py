@@ -1,0 +1,58 @@
+"""The worker process: ``python -m latprof.run.worker UNIT.json ROWS.json``.
+
+Started fresh for every unit (spawned, never forked) with a clean environment whose allocator and thread variables
+the parent set *before* this interpreter imported anything: no runtime starts a pool it was not told about, and no
+allocator state carries over from what ran before. It measures the unit and writes its rows as JSON; the parent
+alone writes the results file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def process_conditions(isolation: str) -> dict[str, Any]:
+    """What this process measured under: allocator, thread variables in force, isolation, pid."""
+    from latprof.run.allocators import allocator_in_force
+
+    return {
+        **allocator_in_force(),
+        "isolation": isolation,
+        "thread_env": {k: os.environ.get(k) for k in THREAD_VARIABLES},
+        "worker_pid": os.getpid(),
+    }
+
+
+def run_unit_here(message: dict[str, Any], isolation: str) -> list[dict[str, Any]]:
+    """Measure one unit in this process; every row gets the process conditions."""
+    from latprof.run.units import measure_function
+
+    rows = measure_function(message["kind"])(message["payload"])
+    conditions = process_conditions(isolation)
+    for r in rows:
+        r.update(allocator=conditions["allocator"])
+        r.setdefault("process_conditions", conditions)
+    return rows
+
+
+def main(argv: list[str]) -> int:
+    unit_path, rows_path = argv
+    with open(unit_path) as f:
+        message = json.load(f)
+    from latprof.results import json_text
+
+    rows = run_unit_here(message, "worker")
+    tmp = rows_path + ".part"
+    with open(tmp, "w") as f:
+        f.write(json_text({"rows": rows}))
+    os.replace(tmp, rows_path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
