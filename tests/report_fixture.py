@@ -52,24 +52,56 @@ def counts(mult_adds: float, mem_access: float) -> dict[str, Any]:
             "arithmetic_intensity": 2 * mult_adds / (4 * mem_access)}
 
 
+# Verdict per (guideline, backend, scale) where it is not the default (g3 inconclusive, the others holds): one
+# "does not hold" and one "no effect" cell, so the matrix shows every decided verdict.
+VERDICT_OVERRIDES = {("g2", "torch-cpu", 2): "does not hold", ("g4", "ort-mobile", 2): "no effect"}
+
+# Process conditions of the new measurement engine, on torch-cpu rows only (ort-mobile rows stand for an older file
+# that lacks the columns). Defaults are quiet; these rows cross a threshold, or sit exactly on one (not flagged).
+QUIET = {"minor_faults_per_call": 0.01, "major_faults_per_call": 0.0, "voluntary_ctx_switches_per_call": 0.3,
+         "involuntary_ctx_switches_per_call": 0.001, "cpu_util": 1.9}
+CONDITIONS = {
+    ("g1", 1, "1:12"): {"minor_faults_per_call": 0.4, "major_faults_per_call": 0.2},  # 0.6 > 0.5: allocator-bound
+    ("g2", 2, "g=4"): {"minor_faults_per_call": 0.5, "major_faults_per_call": 0.0},  # 0.5, not above: quiet
+    ("g3", 1, "1-fragment"): {"involuntary_ctx_switches_per_call": 0.2},  # contention
+    ("g4", 2, "relu"): {"involuntary_ctx_switches_per_call": 0.05},  # on the threshold: quiet
+    ("g4", 1, "none"): {"minor_faults_per_call": 3.0, "involuntary_ctx_switches_per_call": 0.1},  # both flags
+}
+ALLOCATOR_BOUND_ROWS = {("g1", 1, "1:12"), ("g4", 1, "none")}
+CONTENTION_ROWS = {("g3", 1, "1-fragment"), ("g4", 1, "none")}
+
+
 def guideline_rows(backend: str, settings: dict[str, Any]) -> list[dict[str, Any]]:
     rng = np.random.default_rng(1)
     rows = []
     for gid, (title, variants) in GUIDELINES.items():
         for scale in (1, 2):
             base_lat = 2.0 * scale
+            verdict = VERDICT_OVERRIDES.get((gid, backend, scale), "holds" if gid != "g3" else "inconclusive")
             for i, v in enumerate(variants):
                 mac = 1e6 * scale * (1 + 0.3 * i)
                 lat = base_lat * (1 + 0.1 * i + rng.normal(0, 0.01))
                 speed = base_lat / lat
-                rows.append(result(
+                outcome = "" if i == 0 else {"holds": "confirms", "no effect": "no effect", "does not hold": "contradicts"}.get(verdict, "unclear")
+                row = result(
                     experiment=gid, guideline_title=title, workload=f"{gid}_block", variant=v, baseline_variant=variants[0],
                     backend=backend, scale=scale, channels="arm", input_shape=f"1x32x56x56", settings=settings,
                     latency_median_ms=lat, **counts(5e7 * scale * scale, mac),
                     speed_vs_baseline=speed, speed_vs_baseline_ci_low=speed * 0.98, speed_vs_baseline_ci_high=speed * 1.02,
                     paper_speed_vs_baseline=1 - 0.08 * i, mac_predicted_speed_vs_baseline=1 / (1 + 0.3 * i),
-                    verdict="holds" if gid != "g3" else "inconclusive"))
+                    variant_outcome=outcome, verdict=verdict)
+                if backend == "torch-cpu":
+                    row.update(allocator="steady", processes=2, process_spread=1.01,
+                               **{**QUIET, **CONDITIONS.get((gid, scale, v), {})})
+                rows.append(row)
     return rows
+
+
+def allocator_rows() -> list[dict[str, Any]]:
+    """One workload measured under three allocators in the same file (the allocator-effect table)."""
+    return [result(workload="alloc_probe", backend="torch-cpu", input_shape="1x3x64x64", allocator=a, processes=1,
+                   latency_median_ms=ms, **QUIET)
+            for a, ms in (("system", 4.0), ("jemalloc", 3.0), ("tcmalloc", 3.2))]
 
 
 def profile_rows() -> list[dict[str, Any]]:
@@ -85,7 +117,7 @@ def profile_rows() -> list[dict[str, Any]]:
     for j, b in enumerate(blocks):
         rows.append(result(experiment="blocks:resnet18", workload="resnet18", variant=b, block_index=j, backend="torch-cpu",
                            input_shape="1x64x56x56", latency_median_ms=1 + j * 0.5, **counts(2e8, 1e6 * (j + 1))))
-    rows.append(result(experiment="blocks:resnet18", workload="resnet18", variant="resnet18", block_index=-1, backend="torch-cpu",
+    rows.append(result(experiment="blocks:resnet18", workload="resnet18", variant="network", block_index=-1, backend="torch-cpu",
                        input_shape="1x3x224x224", latency_median_ms=12.0, **counts(1.8e9, 2.1e7)))
     return rows
 
@@ -118,11 +150,26 @@ def full_fixture(tmp_path: Path) -> Path:
     records += guideline_rows("torch-cpu", {"device": "cpu", "intra_op_threads": 4, "pinned_cores": None})
     records += guideline_rows("ort-mobile", {"intra_op_threads": 1, "inter_op_threads": 1, "pinned_cores": [0],
                                              "graph_optimization_level": "ORT_ENABLE_ALL", "onnx_exporter": "dynamo"})
-    for r in records[-len(GUIDELINES) * 10:]:
-        pass
     for r in records:
         if r.get("backend") == "ort-mobile":
             r["threads"] = 1
     records += profile_rows()
+    records += allocator_rows()
     records += [per_op_record(), peaks_record("torch-cpu", 4), peaks_record("ort-mobile", 1)]
     return write_jsonl(tmp_path / "results.jsonl", records)
+
+
+_BUILT: dict[str, Path] = {}
+
+
+def built_full_report(factory: Any) -> Path:
+    """The full fixture's report.html (with summary.csv beside it), built once per test session and shared by the
+    report test modules; ``factory`` is pytest's ``tmp_path_factory``."""
+    if "html" not in _BUILT:
+        from latprof.report import build_report
+
+        d = factory.mktemp("full_report")
+        out = d / "out" / "report.html"
+        build_report([full_fixture(d)], out, csv_path=d / "out" / "summary.csv", title=f"Fixture {XSS}")
+        _BUILT["html"] = out
+    return _BUILT["html"]

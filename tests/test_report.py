@@ -20,16 +20,13 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    d = tmp_path_factory.mktemp("report")
-    src = fx.full_fixture(d)
-    out = d / "out" / "report.html"
-    build_report([src], out, csv_path=d / "out" / "summary.csv", title=f"Fixture {fx.XSS}")
+    out = fx.built_full_report(tmp_path_factory)
     return out, out.read_text()
 
 
 def test_every_section_present(built: tuple[Path, str]) -> None:
     _, html = built
-    for key in ("environment", "guidelines", "guideline_g1", "guideline_g2", "guideline_g3", "guideline_g4",
+    for key in ("summary", "process_conditions", "environment", "guidelines", "guideline_g1", "guideline_g2", "guideline_g3", "guideline_g4",
                 "fits", "roofline", "per_op", "blocks", "results", "errors"):
         assert f'id="{key}"' in html, key
     assert "fixturehw0001" in html and "Fixture CPU 3000" in html
@@ -68,7 +65,7 @@ def test_user_names_are_escaped(built: tuple[Path, str]) -> None:
 def test_csv_files_beside_html(built: tuple[Path, str]) -> None:
     out, html = built
     names = {p.name for p in out.parent.glob("report_*.csv")}
-    for name in ("report_guideline_g1.csv", "report_fits.csv", "report_roofline.csv", "report_per_op.csv",
+    for name in ("report_summary_matrix.csv", "report_allocator_effect.csv", "report_guideline_g1.csv", "report_fits.csv", "report_roofline.csv", "report_per_op.csv",
                  "report_blocks.csv", "report_errors.csv", "report_settings.csv", "report_results.csv"):
         assert name in names
         assert f'href="{name}"' in html
@@ -129,3 +126,27 @@ def test_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], c
     err = capsys.readouterr().err.strip()
     assert err.startswith("latprof: error:") and "\n" not in err
     assert not (tmp_path / "r.html").exists()
+
+
+def test_single_scale_guideline_legend_fits(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The legend of a one-panel guideline chart (``sweep --quick``) lies inside the saved image, not clipped."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from latprof.report import figures
+    from latprof.report.data import load
+    from latprof.report.sections import guideline_frame
+
+    rows = [r for b in ("torch-cpu", "ort-cpu", "ort-mobile") for r in fx.guideline_rows(b, {})
+            if r["experiment"] == "g1" and r["scale"] == 1]
+    g = guideline_frame(load([fx.write_jsonl(tmp_path / "q.jsonl", rows)]))
+    captured = []
+    real = figures.png_data_uri
+    monkeypatch.setattr(figures, "png_data_uri", lambda fig: captured.append(fig) or real(fig))
+    uri = figures.guideline_figure(g, list(dict.fromkeys(g["variant"])), "G1: equal channel width minimizes memory access cost")
+    fig = captured[0]
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    legend = fig.legends[0].get_window_extent(renderer)
+    assert legend.x0 >= 0 and legend.x1 <= fig.bbox.x1  # within the figure's width: nothing cut at either side
+    assert len(fig.legends[0].get_texts()) == 3 + 2  # three runs, the paper, MAC-predicted
+    assert base64.b64decode(uri.split(",", 1)[1]).startswith(PNG_SIGNATURE)

@@ -50,3 +50,27 @@ def test_measure_peaks_record_on_torch_cpu() -> None:
     assert rec["peak_gflops"] == pytest.approx(2 * 32 * 32 * 8 * 8 / (rec["gemm_latency_ms"] / 1e3) / 1e9)
     assert rec["peak_gbytes_per_s"] == pytest.approx(2 * 4096 * 4 / (rec["copy_latency_ms"] / 1e3) / 1e9)
     assert "1x1 conv 32->32" in rec["method"]
+
+
+def test_per_block_fits_leave_out_the_whole_network(tmp_path) -> None:
+    """A per-block run's whole-network row (block_index -1) sits far beyond its blocks; it stays out of the fits."""
+    import pandas as pd
+
+    from latprof.report import build_report
+    from tests import report_fixture as fx
+
+    rows = [r for r in fx.profile_rows() if str(r.get("experiment", "")).startswith("blocks:")]
+    assert [r["block_index"] for r in rows if r["variant"] == "network"] == [-1]
+    out = build_report([fx.write_jsonl(tmp_path / "blocks.jsonl", rows)], tmp_path / "report.html")
+    fits = pd.read_csv(tmp_path / "report_fits.csv")
+    points = pd.read_csv(tmp_path / "report_fit_points.csv")
+    blocks = [r for r in rows if r["block_index"] >= 0]
+    assert "network" not in set(points["variant"]) and len(points) == len(blocks)
+    for predictor in ("mult_adds", "mem_access"):
+        expected = fit_latency(predictor, [r[predictor] for r in blocks], [r["latency_median_ms"] for r in blocks])
+        got = fits[fits["predictor"] == predictor].iloc[0]
+        if expected is None:
+            assert pd.isna(got.get("n"))
+        else:
+            assert got["n"] == len(blocks) and got["r2"] == pytest.approx(expected.r2)
+    assert "1 whole-network row(s) of block-by-block runs are left out of the fits" in out.read_text()

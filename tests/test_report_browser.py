@@ -43,4 +43,6 @@ def test_report_renders_in_chromium(tmp_path: Path) -> None:
     decoded, total, errors = map(int, m.groups())
     assert total >= 8 and decoded == total
     assert errors == 0
+    dom = done.stdout
+    assert dom.index('class="matrix"') < dom.index('id="environment"')  # the verdict matrix leads the page
     assert not re.search(r"CONSOLE.*(Uncaught|Error)", done.stderr)

@@ -4,6 +4,10 @@ Peak compute is timed on a large 1x1 convolution (a GEMM, run through the same c
 peak bandwidth on a large element-wise scale ``y = 1.5 * x`` (STREAM "scale": one read and one write per element,
 arrays far larger than the caches). Both run through the backend's own ``prepare`` and the ``latprof.measure``
 protocol, so threads, pinning and optimisation level are those of the rows they are set against.
+
+Peaks are measured by ``latprof sweep`` (for every backend and thread count it runs) and by
+``latprof profile --roofline``; plain ``profile`` does not measure them. Either writes a ``record: "peaks"`` line into
+results.jsonl, which the report's roofline reads.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from latprof.report.sections import (
     per_op_section,
     results_section,
     roofline_section,
+    summary_section,
 )
 from latprof.report.summary import write_summary
 from latprof.results import ResultsFile
@@ -39,10 +40,15 @@ def _environment() -> jinja2.Environment:
 
 
 def sections(data: ReportData) -> list[Section]:
-    """The page's sections in reading order; absent data leaves its section out or explains why."""
+    """The page's sections in reading order; absent data leaves its section out or explains why.
+
+    The first screen answers "which guidelines hold here?" (the verdict matrix); the guideline details follow, then
+    the machines and run settings they were measured with, then the analyses.
+    """
     candidates = [
-        environment_section(data),
+        summary_section(data),
         guideline_sections(data),
+        environment_section(data),
         fits_section(data),
         roofline_section(data),
         per_op_section(data),

@@ -92,8 +92,14 @@ NUMERIC = (
     "speed_vs_baseline_ci_low", "speed_vs_baseline_ci_high", "paper_speed_vs_baseline",
     "mac_predicted_speed_vs_baseline", "block_index",
 )
+# Process conditions from the measurement engine (rows of older files lack them: they read as NaN / "").
+PROCESS_NUMERIC = (
+    "processes", "process_spread", "minor_faults_per_call", "major_faults_per_call",
+    "voluntary_ctx_switches_per_call", "involuntary_ctx_switches_per_call", "cpu_util",
+)
+PROCESS_TEXT = ("allocator",)
 TEXT = ("experiment", "workload", "variant", "backend", "input_shape", "status", "error", "hardware_id",
-        "guideline_title", "baseline_variant", "channels", "verdict")
+        "guideline_title", "baseline_variant", "channels", "verdict", "variant_outcome")
 
 
 def from_results_files(files: Sequence[ResultsFile]) -> ReportData:
@@ -103,7 +109,9 @@ def from_results_files(files: Sequence[ResultsFile]) -> ReportData:
     per_op: list[dict[str, Any]] = []
     peaks: list[dict[str, Any]] = []
     sources = []
+    source_of: list[str] = []
     for f in files:
+        source_of += [str(f.path)] * len(f.results)
         sources.append({
             "path": str(f.path),
             "results": len(f.results),
@@ -120,9 +128,9 @@ def from_results_files(files: Sequence[ResultsFile]) -> ReportData:
             elif kind == "peaks":
                 peaks.append(rec)
     df = _frame(rows)
-    for col in NUMERIC:
+    for col in NUMERIC + PROCESS_NUMERIC:
         df[col] = pd.to_numeric(df[col], errors="coerce") if col in df.columns else math.nan
-    for col in TEXT:
+    for col in TEXT + PROCESS_TEXT:
         if col not in df.columns:
             df[col] = ""
         df[col] = df[col].fillna("").astype(str)
@@ -132,6 +140,7 @@ def from_results_files(files: Sequence[ResultsFile]) -> ReportData:
     df.loc[missing, "status"] = ["ok" if pd.notna(v) else "error" for v in df.loc[missing, "latency_median_ms"]]
     df["_guideline"] = [is_guideline_row(r) for r in rows]
     df["_blocks"] = [is_block_row(r) for r in rows]
+    df["_source"] = source_of
     return ReportData(sources, environments, df, per_op, peaks)
 
 

@@ -31,7 +31,8 @@ CATEGORY_COLORS = dict(zip(CATEGORIES, ("#4c72b0", "#dd8452", "#55a868", "#c44e5
 
 def png_data_uri(fig: Figure) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    # "tight": whatever sits outside the axes (legends below or beside them) is kept whole, never clipped.
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None}, bbox_inches="tight", pad_inches=0.08)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -67,7 +68,7 @@ def guideline_figure(df: pd.DataFrame, variants: Sequence[str], title: str) -> s
     channels = sorted(c for c in df["channels"].unique())
     n_series = len(configs) + len(channels)
     width = 0.8 / max(n_series, 1)
-    fig = Figure(figsize=(min(4.2 * len(scales), 13), 4.0), layout="constrained")
+    fig = Figure(figsize=(min(max(4.2 * len(scales), 6.4), 13), 4.0), layout="constrained")
     axes = fig.subplots(1, len(scales), squeeze=False)[0]
     x = np.arange(len(variants))
     for ax, scale in zip(axes, scales):
@@ -92,8 +93,22 @@ def guideline_figure(df: pd.DataFrame, variants: Sequence[str], title: str) -> s
         ax.set_ylabel("speed vs baseline (×)" if ax is axes[0] else "")
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(title, fontsize=10)
-    fig.legend(loc="outside lower center", ncol=min(4, n_series * 2), fontsize=7, frameon=False)
+    _legend_below(fig, axes[0], fontsize=7)
     return png_data_uri(fig)
+
+
+def _legend_below(fig: Figure, ax: object, fontsize: float) -> None:
+    """The figure's legend below the panels, in as many columns as fit the figure's width (long run labels wrap
+    into more rows instead of running off both sides)."""
+    handles, labels = ax.get_legend_handles_labels()  # type: ignore[attr-defined]
+    if not labels:
+        return
+    order = sorted(range(len(labels)), key=lambda i: labels[i].startswith("MAC-predicted"))  # measured, paper, MAC
+    handles, labels = [handles[i] for i in order], [labels[i] for i in order]
+    char_in = 0.55 * fontsize / 72  # average glyph width
+    entry_in = max(len(t) for t in labels) * char_in + 0.55  # text + handle + spacing
+    ncol = max(1, min(len(labels), int(fig.get_figwidth() // entry_in)))
+    fig.legend(handles, labels, loc="outside lower center", ncol=ncol, fontsize=fontsize, frameon=False)
 
 
 def fit_figure(groups: Sequence[tuple[str, pd.DataFrame, dict[str, LatencyFit | None]]]) -> str:

@@ -11,8 +11,8 @@ import pandas as pd
 
 from latprof.analysis.fits import PREDICTORS, better_predictor, fit_latency
 from latprof.analysis.roofline import attained
-from latprof.report import figures
-from latprof.report.data import BLOCKS_PREFIX, ReportData, settings_text
+from latprof.report import figures, overview
+from latprof.report.data import BLOCKS_PREFIX, PROCESS_NUMERIC, PROCESS_TEXT, ReportData, settings_text
 from latprof.report.paper import CATEGORIES, FIGURE2_PERCENT, SOURCE
 from latprof.report.tables import fmt, table, with_ci
 
@@ -31,22 +31,74 @@ class Section:
     csv: dict[str, pd.DataFrame] = field(default_factory=dict)
     links: list[str] = field(default_factory=list)  # filled when the CSVs are written
     blocks: list["Section"] = field(default_factory=list)  # sub-sections (one per guideline, network)
+    matrix: dict[str, Any] | None = None  # the verdict matrix (summary section only), drawn before the notes
+
+
+def _varies(df: pd.DataFrame, col: str) -> bool:
+    return col in df.columns and df[col].replace("", np.nan).dropna().nunique() > 1
+
+
+def processes_text(value: Any) -> str:
+    """The process count, or "—" where none is recorded (older rows) or none measured (0: a row failed in all)."""
+    try:
+        n = float(value)
+    except (TypeError, ValueError):
+        return "—"
+    return fmt(n) if n > 0 else "—"
 
 
 def add_config(df: pd.DataFrame, multi_machine: bool) -> pd.DataFrame:
-    """A readable label per run configuration: backend, threads, batch (and machine when several)."""
+    """A readable label per run configuration: backend, threads, batch (and machine, allocator and process count
+    when the rows differ in them)."""
     df = df.copy()
     if df.empty:
         df["config"] = []
         return df
+    alloc = _varies(df, "allocator")
+    procs = "processes" in df.columns and df["processes"].where(df["processes"] > 0).nunique() > 1
     labels = []
-    for r in df.itertuples(index=False):
-        text = f"{r.backend} · {fmt(r.threads)} thr · batch {fmt(r.batch)}"
-        if multi_machine and r.hardware_id:
-            text += f" · {r.hardware_id[:8]}"
+    for r in df.to_dict("records"):
+        text = f"{r['backend']} · {fmt(r['threads'])} thr · batch {fmt(r['batch'])}"
+        if multi_machine and r["hardware_id"]:
+            text += f" · {r['hardware_id'][:8]}"
+        if alloc and r.get("allocator"):
+            text += f" · {r['allocator']}"
+        if procs and processes_text(r.get("processes")) != "—":
+            text += f" · {processes_text(r.get('processes'))} proc"
         labels.append(text)
     df["config"] = labels
     return df
+
+
+# ------------------------------------------------------------------ summary (first screen)
+def summary_section(data: ReportData) -> Section | None:
+    """Which guidelines hold here: the verdict matrix, a one-line answer, the share of decided cells, and the
+    process conditions (allocator-bound and contended rows, the allocator effect)."""
+    multi = data.multiple_machines()
+    m = overview.matrix_frame(data, lambda rows: add_config(rows, multi))
+    if m.empty:
+        return None
+    machines = len({h for h in data.rows["hardware_id"] if h}) or 1
+    sec = Section("summary", "Which guidelines hold on this machine?" if machines <= 1 else "Which guidelines hold on these machines?")
+    sec.matrix = overview.matrix_view(m)
+    sec.notes.append(overview.answer_line(m, machines))
+    sec.notes.append(overview.share_line(m))
+    sec.notes.append("Each cell: the verdict for that guideline, run and scale, and the key ratio — speed of the "
+                     "guideline's most extreme variant (the last variant of the experiment, named beside the guideline) "
+                     "relative to its baseline, median with 95% CI (> 1× is faster) — beside the paper's ratio. "
+                     "The verdict weighs every variant, so it can differ from what the key ratio alone suggests. "
+                     "No effect: the ratio's CI lies within the equivalence margin around 1. In the line above a run "
+                     "counts as holding when every decided scale on it holds (inconclusive scales do not count against "
+                     "it), and as mixed when its decided scales disagree.")
+    sec.csv["summary_matrix"] = m
+    cond = Section("process_conditions", "Process conditions")
+    cond.notes += overview.condition_notes(add_config(data.ok, multi))
+    effect = overview.allocator_effect(data.ok)
+    if not effect.empty:
+        cond.tables.append(overview.allocator_table(effect))
+        cond.csv["allocator_effect"] = effect.drop(columns=["_source"], errors="ignore")
+    sec.blocks.append(cond)
+    return sec
 
 
 def row_kind(experiment: str) -> str:
@@ -108,6 +160,7 @@ def environment_section(data: ReportData) -> Section:
         exp = {k: s.pop(k) for k in list(s) if any(t in k for t in EXPORT_KEYS)}
         runs.append({
             "machine": r.hardware_id, "backend": r.backend, "threads": r.threads, "batch": r.batch,
+            "allocator": getattr(r, "allocator", "") or "—", "processes": processes_text(getattr(r, "processes", math.nan)),
             "pinned cores": "no" if pinned is None else ",".join(map(str, pinned)) if isinstance(pinned, list) else str(pinned),
             "optimisation": settings_text(opt) or "—", "exporter": settings_text(exp) or "—",
             "other settings": settings_text(s) or "—", "experiment": r.experiment or "profile",
@@ -173,10 +226,13 @@ def guideline_sections(data: ReportData) -> Section | None:
             "latency ms [95% CI]": [with_ci(*v) for v in zip(d["latency_median_ms"], d["latency_ci_low_ms"], d["latency_ci_high_ms"])],
             "speed vs baseline [95% CI]": [with_ci(*v) for v in zip(d["speed_vs_baseline"], d["speed_vs_baseline_ci_low"], d["speed_vs_baseline_ci_high"])],
             "paper": d["paper_speed_vs_baseline"], "MAC-predicted": d["mac_predicted_speed_vs_baseline"],
+            "outcome": [o or ("baseline" if v == b else "—") for o, v, b in zip(d["variant_outcome"], d["variant"], d["baseline_variant"])],
             "verdict": d["verdict"],
+            "conditions": overview.flags_column(d),
         })
         sub.tables.append({"title": "Numbers", **table(detail)})
-        sub.csv[f"guideline_{gid}"] = d.reindex(columns=GUIDELINE_COLUMNS + ["channels", "baseline_variant", "hardware_id", "guideline_title"])
+        sub.csv[f"guideline_{gid}"] = d.reindex(columns=GUIDELINE_COLUMNS + ["channels", "baseline_variant", "hardware_id", "guideline_title",
+                                                                              "variant_outcome", *PROCESS_TEXT, *PROCESS_NUMERIC])
         sec.blocks.append(sub)
     return sec
 
@@ -196,6 +252,11 @@ def fits_section(data: ReportData) -> Section:
     if d.empty:
         sec.notes.append("No successful result rows.")
         return sec
+    whole = d["_blocks"] & (d["block_index"] == -1)
+    if whole.any():
+        sec.notes.append(f"{int(whole.sum())} whole-network row(s) of block-by-block runs are left out of the fits: the "
+                         "network is the sum of its blocks, and one point far beyond them would decide the line alone.")
+        d = d[~whole]
     usable = d.dropna(subset=["mult_adds", "mem_access", "latency_median_ms"])
     skipped = len(d) - len(usable)
     if skipped:
@@ -238,7 +299,8 @@ def roofline_section(data: ReportData) -> Section:
     d = counted(data)
     if not data.peaks:
         sec.notes.append("No peaks records in the results: the roofline needs measured peak compute and bandwidth "
-                         "(latprof.analysis.roofline.measure_peaks, run by sweep and profile).")
+                         "(latprof.analysis.roofline.measure_peaks; measured by `latprof sweep` and by "
+                         "`latprof profile --roofline`).")
         return sec
     if d.empty:
         sec.notes.append("No successful result rows.")

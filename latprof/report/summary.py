@@ -12,9 +12,13 @@ from latprof.report.sections import GUIDELINE_COLUMNS, RESULT_COLUMNS
 
 # The sweep's own columns beyond the guideline table: channel set, how FLOPs compare, each variant's outcome.
 SWEEP_COLUMNS = ["channels", "input_shape", "flops_predicted_speed_vs_baseline", "mult_adds_vs_baseline", "variant_outcome"]
+# The measurement engine's process conditions (empty for rows of older files), after every earlier column.
+PROCESS_COLUMNS = ["allocator", "processes", "process_spread", "minor_faults_per_call", "major_faults_per_call",
+                   "voluntary_ctx_switches_per_call", "involuntary_ctx_switches_per_call", "cpu_util"]
 SUMMARY_COLUMNS = (
     GUIDELINE_COLUMNS + SWEEP_COLUMNS
     + [c for c in RESULT_COLUMNS if c not in GUIDELINE_COLUMNS + SWEEP_COLUMNS] + ["status", "error"]
+    + PROCESS_COLUMNS
 )
 
 
