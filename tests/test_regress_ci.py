@@ -158,9 +158,9 @@ def fake_runs(monkeypatch: pytest.MonkeyPatch, plans: list[dict[str, float]]) ->
     calls: list[list[str]] = []
     plan_iter: Iterator[dict[str, float]] = iter(plans)
 
-    def run_suite(suite: Suite, store: ResultStore, hardware_id: str) -> list[dict[str, Any]]:
+    def run_suite(suite: Suite, store: ResultStore, env: dict[str, Any], run: Any = None) -> list[dict[str, Any]]:
         calls.append([e.name for e in suite.entries])
-        return _write(store, suite, hardware_id, next(plan_iter), seed=len(calls) + 10)
+        return _write(store, suite, env["hardware_id"], next(plan_iter), seed=len(calls) + 10)
 
     monkeypatch.setattr(ci_mod, "run_suite", run_suite)
     return calls

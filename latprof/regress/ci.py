@@ -23,8 +23,8 @@ from latprof.measure import environment
 from latprof.regress.compare import CompareOptions, CompareReport, RowComparison, compare_files, environment_record, label
 from latprof.regress.render import markdown
 from latprof.regress.suite import Suite, load_suite, run_suite
-from latprof.results import ResultStore
-from latprof.run.engine import RunOptions, read_results
+from latprof.results import ResultStore, read_results
+from latprof.run.engine import RunOptions
 
 
 @dataclass(frozen=True)

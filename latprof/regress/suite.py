@@ -186,7 +186,13 @@ def _identity(suite: Suite, entry: SuiteEntry, shape: Shape, is_reference: bool,
 
 def suite_to_dict(suite: Suite) -> dict[str, Any]:
     """A suite as plain JSON for a worker (suites may be built in code, not only read from a file)."""
-    return asdict(suite)
+    data = asdict(replace(suite, entries=tuple(_plain(e) for e in suite.entries), reference=_plain(suite.reference)))
+    return data
+
+
+def _plain(entry: SuiteEntry) -> SuiteEntry:
+    """Shapes as plain tuples (a parsed shape also remembers the text it came from)."""
+    return replace(entry, input_shape=tuple(int(x) for x in entry.input_shape) if entry.input_shape else None)
 
 
 def suite_from_dict(data: dict[str, Any]) -> Suite:

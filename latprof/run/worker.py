@@ -46,7 +46,13 @@ def main(argv: list[str]) -> int:
         message = json.load(f)
     from latprof.results import json_text
 
-    rows = run_unit_here(message, "worker")
+    from latprof.errors import LatprofError, one_line
+
+    try:
+        rows = run_unit_here(message, "worker")
+    except LatprofError as exc:  # a bad unit: one line for the parent's error row, no traceback
+        print(f"latprof: error: {one_line(exc)}", file=sys.stderr)
+        return 2
     tmp = rows_path + ".part"
     with open(tmp, "w") as f:
         f.write(json_text({"rows": rows}))

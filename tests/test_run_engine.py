@@ -1,0 +1,170 @@
+"""The run engine: isolated workers, declared allocators, process counters, pooling over processes, crash rows,
+output folders that never mix runs, one batch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from latprof.errors import LatprofError
+from latprof.measure.counters import ProcessCounters
+from latprof.measure.protocol import MeasureConfig, timed_sample
+from latprof.measure.stats import pooled_median_ci, pooled_speed_ratio, process_spread, speed_ratio, summarize
+from latprof.profile import ProfileRequest, run_profile
+from latprof.results import read_results
+from latprof.run import allocators
+from latprof.run.engine import RunOptions, open_output
+from latprof.run.pool import pool_rows, sample_groups
+
+KILLER = str(Path(__file__).parent / "data" / "killer_model.py") + ":build"
+FAST = MeasureConfig(target_ci=0.2, max_time_s=0.6, min_time_s=0.05, warmup_min_s=0.02, warmup_max_s=0.1)
+COUNTER_COLUMNS = ("minor_faults_per_call", "major_faults_per_call", "voluntary_ctx_switches_per_call",
+                   "involuntary_ctx_switches_per_call", "cpu_util")
+
+
+def _profile(tmp_path: Path, models: list[str], **kw) -> list[dict]:
+    req = ProfileRequest(models=models, threads=1, config=FAST, out=tmp_path, **kw)
+    run_profile(req)
+    return read_results(tmp_path).results
+
+
+def test_worker_rows_carry_allocator_counters_and_thread_env(tmp_path: Path) -> None:
+    (row,) = _profile(tmp_path, ["conv_bn_relu"])
+    assert row["status"] == "ok", row.get("error")
+    assert row["allocator"] == "steady" and row["processes"] == 1 and row["process_spread"] is None
+    for c in COUNTER_COLUMNS:
+        assert row[c] is not None and row[c] >= 0, c
+    cond = row["process_conditions"]
+    assert cond["isolation"] == "worker"
+    assert cond["thread_env"]["OMP_NUM_THREADS"] == "1"
+    assert cond["allocator_settings"] == allocators.STEADY_ENV
+    header = (tmp_path / "results.csv").read_text().splitlines()[0].split(",")
+    for col in (*COUNTER_COLUMNS, "processes", "process_spread", "allocator"):
+        assert col in header
+
+
+def test_system_allocator_and_several_processes_pool(tmp_path: Path) -> None:
+    (row,) = _profile(tmp_path, ["conv_bn_relu"], run=RunOptions(allocator="system", processes=2))
+    assert row["status"] == "ok", row.get("error")
+    assert row["allocator"] == "system" and row["process_conditions"]["allocator_settings"] == {}
+    assert row["processes"] == 2 and len(row["process_sample_counts"]) == 2
+    assert sum(row["process_sample_counts"]) == row["n_samples"] == len(row["samples_ms"])
+    assert row["process_spread"] >= 1.0
+    assert row["latency_ci_low_ms"] <= row["latency_median_ms"] <= row["latency_ci_high_ms"]
+
+
+def test_a_killed_worker_is_an_error_row_and_the_run_goes_on(tmp_path: Path) -> None:
+    rows = {r["workload"]: r for r in _profile(tmp_path, [KILLER, "conv_bn_relu"])}
+    assert len(rows) == 2
+    killed = next(r for name, r in rows.items() if name != "conv_bn_relu")
+    assert killed["status"] == "error" and "SIGKILL" in killed["error"]
+    assert rows["conv_bn_relu"]["status"] == "ok"
+
+
+def test_in_process_records_the_allocator_it_found(tmp_path: Path) -> None:
+    (row,) = _profile(tmp_path, ["conv_bn_relu"], run=RunOptions(in_process=True))
+    assert row["process_conditions"]["isolation"] == "in-process"
+    assert row["allocator"] == allocators.allocator_in_force()["allocator"]
+    with pytest.raises(LatprofError, match="--allocator applies to worker processes"):
+        _profile(tmp_path / "b", ["conv_bn_relu"], run=RunOptions(in_process=True, allocator="steady"))
+
+
+def test_allocator_environment() -> None:
+    base = {"PATH": "/bin", "LD_PRELOAD": "/x.so", "MALLOC_MMAP_THRESHOLD_": "1"}
+    steady = allocators.allocator_env("steady", base)
+    assert "LD_PRELOAD" not in steady and steady["MALLOC_MMAP_THRESHOLD_"] == str(64 * 1024 * 1024)
+    assert allocators.allocator_in_force(steady)["allocator"] == "steady"
+    system = allocators.allocator_env("system", base)
+    assert system == {"PATH": "/bin"} and allocators.allocator_in_force(system)["allocator"] == "system"
+    assert allocators.allocator_in_force({"LD_PRELOAD": "/usr/lib/libjemalloc.so.2"})["allocator"] == "jemalloc"
+    with pytest.raises(LatprofError, match="unknown --allocator"):
+        allocators.allocator_env("mimalloc", base)
+
+
+def test_missing_allocator_library_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(allocators, "find_library", lambda name: None)
+    with pytest.raises(LatprofError, match="jemalloc library is not found.*available: steady, system"):
+        allocators.validate_allocator("jemalloc")
+
+
+def test_counters_see_page_faults_of_fresh_mappings() -> None:
+    def timer(n: int) -> float:
+        for _ in range(n):
+            buf = bytearray(64 * 1024 * 1024)  # above glibc's largest dynamic mmap threshold: mapped, touched
+            del buf
+        return 1e-3
+
+    counters = ProcessCounters()
+    timed_sample(timer, 2, counters)
+    fields = counters.as_fields()
+    assert counters.calls == 2
+    assert fields["minor_faults_per_call"] > 1000  # 64 MiB of zeroed pages, 4 KiB each
+
+
+def test_pooled_ci_widens_with_process_spread() -> None:
+    rng = np.random.default_rng(0)
+    same = [list(1.0 + 0.01 * rng.standard_normal(200)) for _ in range(3)]
+    apart = [list(m + 0.01 * rng.standard_normal(200)) for m in (1.0, 1.2, 1.4)]
+    _, lo_same, hi_same = pooled_median_ci(same)
+    _, lo_apart, hi_apart = pooled_median_ci(apart)
+    assert hi_apart - lo_apart > 5 * (hi_same - lo_same)
+    assert process_spread(apart) == pytest.approx(1.4, rel=0.02)
+    single = pooled_median_ci(same[:1])
+    s = summarize(same[0])
+    assert single == (s.median_ms, s.ci_low_ms, s.ci_high_ms)  # one process: the order-statistic CI
+
+
+def test_pooled_ratio_is_paired_within_processes() -> None:
+    rng = np.random.default_rng(1)
+    drift = [np.linspace(1, 2, 100), np.linspace(2, 1, 100)]
+    base = [list(d * (1 + 0.005 * rng.standard_normal(100))) for d in drift]
+    var = [list(1.25 * d * (1 + 0.005 * rng.standard_normal(100))) for d in drift]
+    r = pooled_speed_ratio(base, var)
+    assert r.ci_low < 0.8 < r.ci_high and r.ci_high - r.ci_low < 0.02  # drift shared by both cancels
+    one = pooled_speed_ratio(base[:1], var[:1])
+    assert one == speed_ratio(base[0], var[0], paired=True)
+
+
+def test_pool_rows_keeps_groups_and_marks_partial_failures() -> None:
+    def row(samples, status="ok"):
+        return {"record": "result", "workload": "w", "backend": "b", "status": status, "error": "boom" if status != "ok" else "",
+                "samples_ms": samples, "counters_raw": {"calls": 10, "minor_faults": 5, "major_faults": 0, "voluntary": 1,
+                                                        "involuntary": 0, "cpu_s": 0.01, "wall_s": 0.01}}
+
+    (pooled,) = pool_rows([[row([1.0, 1.1])], [row([2.0, 2.1, 2.2])], [row([], "error")]])
+    assert sample_groups(pooled) == [[1.0, 1.1], [2.0, 2.1, 2.2]]
+    assert pooled["processes"] == 2 and pooled["process_errors"] == ["boom"]
+    assert pooled["minor_faults_per_call"] == pytest.approx(0.5)
+    (again,) = pool_rows([[pooled], [row([3.0])]])  # a later pass adds a process to a pooled row
+    assert again["processes"] == 3 and again["process_sample_counts"] == [2, 3, 1]
+
+
+def test_output_folder_never_mixes_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out, store = open_output(tmp_path / "o", False, False)
+    store.append({"record": "result", "workload": "x"})
+    with pytest.raises(LatprofError, match="already holds results; add --resume .* --append"):
+        open_output(out, False, False)
+    open_output(out, True, False)
+    open_output(out, False, True)
+    monkeypatch.chdir(tmp_path)
+    first, s1 = open_output(None, False, False)
+    s1.append({"record": "result", "workload": "x"})
+    second, _ = open_output(None, False, False)
+    assert first != second and first.parent == second.parent == Path("reports")
+
+
+def test_leading_dimension_of_input_is_the_batch(tmp_path: Path) -> None:
+    (row,) = _profile(tmp_path, ["conv_bn_relu"], input_shape=(8, 32, 28, 28), run=RunOptions(in_process=True))
+    assert row["batch"] == 8 and row["input_shape"] == "8x32x28x28"
+    with pytest.raises(LatprofError, match="--batch 4 disagrees with --input 8x32x28x28"):
+        _profile(tmp_path / "b", ["conv_bn_relu"], input_shape=(8, 32, 28, 28), batch=4)
+
+
+def test_worker_unit_message_is_plain_json(tmp_path: Path) -> None:
+    from latprof.profile import profile_plan
+
+    plan = profile_plan(ProfileRequest(models=["conv_bn_relu"], threads=1, config=FAST))
+    json.dumps(plan.units[0].as_message())  # what crosses the process boundary is data, not pickles
