@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import math
 import sys
+import shutil
 from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-# Wide enough for result tables when output goes to a file or a CI log (no terminal to ask).
-_WIDTH = None if sys.stdout.isatty() else 160
+# Tables fit 120 columns (cells wrap; the CSVs keep every column), narrower when the terminal is.
+_WIDTH = min(shutil.get_terminal_size((120, 40)).columns, 120) if sys.stdout.isatty() else 120
 stdout = Console(soft_wrap=True, width=_WIDTH)
 stderr = Console(stderr=True, soft_wrap=True, width=_WIDTH)
 

@@ -35,8 +35,8 @@ def _ci(row: dict[str, Any]) -> str:
 def verdict_table(rows: Sequence[dict[str, Any]]) -> Table:
     """Per guideline × backend × scale: each variant's speed vs the baseline with CI, the paper's and MAC's ratio."""
     t = Table(title="Guideline verdicts (speed relative to the baseline variant; > 1 is faster)", title_justify="left")
-    for c in ("guideline", "backend", "scale", "variant", "speed vs baseline [95% CI]", "paper", "MAC predicts",
-              "mult_adds vs base", "outcome", "verdict"):
+    for c in ("guideline", "backend", "scale", "variant", "speed [95% CI]", "paper", "MAC", "FLOPs ratio",
+              "outcome", "verdict"):
         t.add_column(c)
     last = None
     for r in sorted((r for r in rows if is_guideline_row(r)),
