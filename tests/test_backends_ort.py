@@ -98,12 +98,35 @@ def test_export_cache_hits_and_hash_covers_shape_and_state():
     first = export_workload(w, "torchscript")
     second = export_workload(w, "torchscript")
     assert not first.cached and second.cached and first.path == second.path
-    base = workload_hash(w.module, (1, 3, 16, 16), "torchscript", 18)
-    assert workload_hash(w.module, (1, 3, 32, 32), "torchscript", 18) != base
-    assert workload_hash(w.module, (1, 3, 16, 16), "dynamo", 18) != base
+    base = workload_hash(w, "torchscript", 18)
+    assert workload_hash(tiny_workload(), "torchscript", 18) == base  # a fresh build of the same model: same key
+    assert workload_hash(Workload(w.name, w.module, (1, 3, 32, 32)), "torchscript", 18) != base
+    assert workload_hash(w, "dynamo", 18) != base
+    assert workload_hash(w, "torchscript", 17) != base
     with torch.no_grad():
         w.module.fc.bias.add_(1.0)
-    assert workload_hash(w.module, (1, 3, 16, 16), "torchscript", 18) != base
+    assert workload_hash(w, "torchscript", 18) != base
+
+
+def test_per_op_profilers_print_nothing_of_their_own(capfd):
+    """Kineto writes ``USDT: ... profiler_start`` / ``profiler_stop`` to fd 2; latprof silences it (issue 12)."""
+    from latprof.backends.op_profiling import native_output_silenced, profile_torch
+
+    w = tiny_workload()
+    (x,) = w.make_inputs()
+    profile = profile_torch(lambda: w.module(x), runs=2, warmup=1)
+    assert profile.ops
+    run = create_backend("ort-cpu", BackendOptions(threads=1, extra=FAST))
+    assert run.profile_ops(w, 3).ops
+    captured = capfd.readouterr()
+    assert "USDT" not in captured.err + captured.out
+    assert "profiler_start" not in captured.err + captured.out
+    with native_output_silenced():
+        os.write(2, b"hidden native line\n")
+    print("after", flush=True)
+    os.write(2, b"visible native line\n")
+    captured = capfd.readouterr()
+    assert "hidden" not in captured.err and "visible native line" in captured.err and "after" in captured.out
 
 
 def test_dynamo_exporter_is_the_default():
@@ -131,8 +154,12 @@ def test_exporter_failure_is_error_row(tmp_path):
 
     if "_test_unexportable" not in _REGISTRY:
         register_workload(kind="block", default_input=(1, 1, 4, 4), name="_test_unexportable")(lambda: Eigvals())
+    from latprof.run.engine import RunOptions
+
+    # in process: the model is registered by this test, so a fresh worker process would not know its name
     files = run_profile(ProfileRequest(models=["_test_unexportable"], backends=["ort-cpu"], threads=1,
-                                       config=MeasureConfig(max_time_s=0.2), out=tmp_path / "out"))
+                                       config=MeasureConfig(max_time_s=0.2), out=tmp_path / "out",
+                                       run=RunOptions(in_process=True)))
     (row,) = files.rows
     assert row["status"] == "error"
     assert "ONNX export failed" in row["error"]

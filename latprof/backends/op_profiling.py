@@ -3,15 +3,24 @@
 These timings come from instrumented runs and are never mixed into latency rows (the profiler adds overhead).
 Fused nodes are mapped back through the optimised model that ONNX Runtime saves (``optimized_model_filepath``):
 its node names match the trace, and its attributes say what was fused (e.g. a Conv with ``activation=Relu``).
+
+The profilers' native code writes its own lines straight to file descriptors 1 and 2 (Kineto's
+``USDT: ... profiler_start`` / ``profiler_stop`` on every ``torch.profiler`` start and stop); ``native_output_silenced``
+points those descriptors at ``/dev/null`` around the profilers' start and stop only, so the terminal shows
+latprof's own output and nothing of the runs in between is hidden.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
+import os
+import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +55,45 @@ class OpProfile:
     method: str
 
 
+def _flush_native() -> None:
+    """Flush Python's and C's stdio buffers, so nothing buffered before (or during) a redirect lands on the wrong fd."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None).fflush(None)
+
+
+@contextlib.contextmanager
+def native_output_silenced() -> Iterator[None]:
+    """Point fds 1 and 2 at ``/dev/null`` (OS level, so native writes are caught too) and restore them after.
+
+    Where the descriptors cannot be duplicated (no real fd 1/2), it does nothing.
+    """
+    _flush_native()
+    saved: list[tuple[int, int]] = []
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        yield
+        return
+    try:
+        for fd in (1, 2):
+            try:
+                saved.append((fd, os.dup(fd)))
+                os.dup2(devnull, fd)
+            except OSError:
+                continue
+        yield
+    finally:
+        _flush_native()
+        for fd, copy in saved:
+            with contextlib.suppress(OSError):
+                os.dup2(copy, fd)
+            os.close(copy)
+        os.close(devnull)
+
+
 # ------------------------------------------------------------------ ONNX Runtime
 def profile_ort(
     make_options: Callable[[], Any],
@@ -66,14 +114,16 @@ def profile_ort(
             if save_optimized:
                 so.optimized_model_filepath = str(root / "optimized.onnx")
             try:
-                session = make_session(so)
+                with native_output_silenced():  # the profiler starts with the session
+                    session = make_session(so)
                 break
             except Exception:  # the second attempt re-raises
                 if not save_optimized:
                     raise
         for _ in range(warmup + runs):
             session.run(None, feeds)
-        trace_path = Path(session.end_profiling())
+        with native_output_silenced():
+            trace_path = Path(session.end_profiling())
         events = json.loads(trace_path.read_text())
         nodes = optimized_nodes(root / "optimized.onnx")
     return parse_ort_trace(events, nodes, warmup)
@@ -213,13 +263,19 @@ def profile_torch(fn: Callable[[], Any], runs: int = 20, cuda: bool = False, war
             fn()
         if cuda:
             torch.cuda.synchronize()
-        with profile(activities=activities, record_shapes=True) as prof:
+        prof = profile(activities=activities, record_shapes=True)
+        with native_output_silenced():  # Kineto prints "USDT: ... profiler_start" / "profiler_stop"
+            prof.__enter__()
+        try:
             t0 = time.perf_counter()
             for _ in range(runs):
                 fn()
             if cuda:
                 torch.cuda.synchronize()
             wall = time.perf_counter() - t0
+        finally:
+            with native_output_silenced():
+                prof.__exit__(None, None, None)
     ops = []
     for e in prof.key_averages(group_by_input_shape=True):
         if e.device_type != DeviceType.CPU or e.key.startswith(("ProfilerStep", "[memory]")):

@@ -5,6 +5,10 @@ The callable may return an ``nn.Module`` or ``(module, input_shape)``. The input
 (``--input``), else from the callable, the package's default config or the ONNX graph; when none of these knows it,
 the error says to pass ``--input``. ``weights_file=PATH`` loads a state dict with ``torch.load(weights_only=True)``.
 Nothing is downloaded: torchvision and timm models are built without pretrained weights.
+
+``--arg`` values are typed by the callable's signature when it can be inspected (``registry.coerce_kwargs``);
+parameters it does not describe (``**kwargs``) read the text as a Python literal. ``Workload.origin`` records what
+identifies the code (the file's content hash, the package version) for the ONNX export cache key.
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ import torch
 from torch import nn
 
 from latprof.errors import LatprofError, one_line, unknown_choice
-from latprof.shapes import Shape, format_shape, parse_shape, with_batch
-from latprof.workloads.registry import Workload
+from latprof.shapes import Shape, check_rank, parse_shape, shape_text, with_batch
+from latprof.workloads.registry import Workload, coerce_kwargs
 
 IMAGE_INPUT: Shape = (1, 3, 224, 224)
 
@@ -30,6 +34,7 @@ IMAGE_INPUT: Shape = (1, 3, 224, 224)
 def load_user_model(name: str, input_shape: Shape | None = None, batch: int | None = None, **kwargs: Any) -> Workload:
     """Build the workload a user reference names (see the module docstring for the accepted forms)."""
     weights_file = kwargs.pop("weights_file", None)
+    weights_file = str(weights_file) if weights_file is not None else None
     if name.endswith(".onnx"):
         if kwargs or weights_file:
             raise LatprofError(f"{name}: an ONNX file takes no --arg (got {', '.join(sorted(kwargs) or ['weights_file'])})")
@@ -40,23 +45,67 @@ def load_user_model(name: str, input_shape: Shape | None = None, batch: int | No
             f"malformed model reference {name!r}; expected package.module:callable, path/to/file.py:callable, "
             "torchvision:NAME, timm:NAME or file.onnx"
         )
+    origin: dict[str, Any] = {}
     if prefix == "torchvision":
+        kwargs = _typed(name, _torchvision_builder(target), kwargs)
         module, shape, source = *_torchvision_model(target, kwargs), "torchvision"
+        origin = {"package": "torchvision", "version": _version("torchvision")}
     elif prefix == "timm":
+        kwargs = _typed(name, None, kwargs)
         module, shape, source = *_timm_model(target, kwargs), "timm"
+        origin = {"package": "timm", "version": _version("timm")}
     else:
         factory = _callable_from_file(prefix, target) if _is_path(prefix) else _callable_from_module(prefix, target)
+        kwargs = _typed(name, factory, kwargs)
         module, shape = _call_factory(name, factory, kwargs)
         source = "user"
+        origin = _code_origin(factory, prefix, target)
     if weights_file:
         load_weights(module, weights_file)
+        origin["weights_file"] = str(Path(weights_file).expanduser().resolve())
     module.eval()
+    if input_shape and shape:
+        check_rank(input_shape, shape, name)
     shape = input_shape or shape
     if shape is None:
         raise LatprofError(f"{name}: input shape unknown; pass --input NxCxHxW (e.g. --input 1x3x224x224)")
     doc = (type(module).__doc__ or "").strip().splitlines()
-    return Workload(name, module, with_batch(tuple(shape), batch), "network", dict(kwargs), source, None,
-                    doc[0] if doc else f"user model {name}")
+    recorded = {**kwargs, **({"weights_file": weights_file} if weights_file else {})}  # rebuilds the same model
+    return Workload(name, module, with_batch(tuple(shape), batch), "network", recorded, source, None,
+                    doc[0] if doc else f"user model {name}",
+                    input_text=shape_text(input_shape) if input_shape else None, origin=origin)
+
+
+def _typed(name: str, factory: Callable[..., Any] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``--arg`` values typed by the callable's signature; without one (or for ``**kwargs``), Python literals."""
+    return coerce_kwargs(name, factory if factory is not None else (lambda **kw: None), kwargs)
+
+
+def _version(package: str) -> str | None:
+    try:
+        return str(importlib.import_module(package).__version__)
+    except Exception:  # not installed or no version attribute: the key still names the package
+        return None
+
+
+def _file_digest(path: str | Path | None) -> str | None:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else None
+    except OSError:
+        return None
+
+
+def _code_origin(factory: Callable[..., Any], prefix: str, target: str) -> dict[str, Any]:
+    """What identifies a user callable's code: the callable's name and its module file's content hash."""
+    mod = sys.modules.get(getattr(factory, "__module__", "") or "")
+    path = getattr(mod, "__file__", None) if mod is not None else None
+    if _is_path(prefix):
+        path = str(Path(prefix).expanduser().resolve())
+    return {
+        "callable": f"{getattr(factory, '__module__', prefix)}.{getattr(factory, '__qualname__', target)}",
+        "file": str(path) if path else None,
+        "file_sha256": _file_digest(path),
+    }
 
 
 def _is_path(prefix: str) -> bool:
@@ -145,6 +194,14 @@ def _require(package: str, ref: str) -> Any:
         raise LatprofError(f"install {package} to use {package}:{ref} (pip install {package})") from None
 
 
+def _torchvision_builder(model: str) -> Callable[..., Any] | None:
+    """The torchvision builder function (typed keywords like ``num_classes`` reach the model through it)."""
+    try:
+        return importlib.import_module("torchvision").models.get_model_builder(model)
+    except Exception:  # unknown model or no torchvision: _torchvision_model reports it
+        return None
+
+
 def _torchvision_model(model: str, kwargs: dict[str, Any]) -> tuple[nn.Module, Shape]:
     tv = _require("torchvision", model)
     names = tv.models.list_models()
@@ -227,8 +284,11 @@ def load_onnx(path_text: str, input_shape: Shape | None = None, batch: int | Non
         first = dims[0] if isinstance(dims[0], int) else 1
         input_shape = (first, *[int(d) for d in dims[1:]])
     elif len(input_shape) != len(dims) and dims:
+        shown = "x".join(str(d) for d in dims)
         raise LatprofError(
-            f"--input {format_shape(input_shape)} has rank {len(input_shape)}, but {path} expects rank {len(dims)}"
+            f"--input {shape_text(input_shape)} has rank {len(input_shape)}, but {path} expects rank {len(dims)} "
+            f"({shown})"
         )
     return Workload(str(path_text), None, with_batch(tuple(input_shape), batch), "network", {}, "onnx", str(path),
-                    f"ONNX model {path.name}")
+                    f"ONNX model {path.name}",
+                    input_text=shape_text(input_shape) if input_shape is not None and dims else None)
