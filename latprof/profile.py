@@ -16,7 +16,7 @@ from latprof.measure.protocol import MeasureConfig, measure
 from latprof.results import ResultStore, base_row, error_row, latency_fields, read_results
 from latprof.run.engine import Plan, RunOptions, default_out_dir, execute, open_output, record_environment
 from latprof.run.units import Unit
-from latprof.shapes import Shape, format_shape
+from latprof.shapes import Shape, format_shape, shape_text
 from latprof.workloads import Workload, create_workload
 
 __all__ = ["ProfileRequest", "RunFiles", "default_out_dir", "run_profile", "resolve_batch"]
@@ -67,10 +67,10 @@ def resolve_batch(input_shape: Shape | None, batch: int | None, backend_cls: typ
     if input_shape is not None:
         lead = int(input_shape[0])
         if batch is not None and batch != lead:
-            raise LatprofError(f"--batch {batch} disagrees with --input {format_shape(input_shape)} (its leading "
+            raise LatprofError(f"--batch {batch} disagrees with --input {shape_text(input_shape)} (its leading "
                                f"dimension, {lead}, is the batch); give one of them")
         if fixed is not None and lead != fixed:
-            raise LatprofError(f"{backend_cls.name} runs batch {fixed} only; --input {format_shape(input_shape)} "
+            raise LatprofError(f"{backend_cls.name} runs batch {fixed} only; --input {shape_text(input_shape)} "
                                f"asks for batch {lead}")
         return lead
     if fixed is not None:

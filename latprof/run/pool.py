@@ -14,7 +14,7 @@ import numpy as np
 
 from latprof.measure.counters import ProcessCounters
 from latprof.measure.stats import pooled_median_ci, process_spread, summarize
-from latprof.results import row_key
+from latprof.results import now_iso, row_key
 
 
 def sample_groups(row: dict[str, Any]) -> list[list[float]]:
@@ -72,7 +72,7 @@ def pool_identity(rows: list[dict[str, Any]], confidence: float = 0.95) -> dict[
         process_medians_ms=[float(np.median(g)) for g in groups],
         measure_wall_s=sum(float(r.get("measure_wall_s") or 0) for r in ok),
         stop_reason=",".join(sorted({str(r.get("stop_reason")) for r in ok})),
-        counters_raw=counters.raw(), **counters.as_fields(),
+        counters_raw=counters.raw(), **counters.as_fields(), timestamp=now_iso(),
     )
     if failed:
         row["process_errors"] = [str(r.get("error")) for r in failed]
