@@ -147,6 +147,8 @@ def _run_once(executor: Any, unit: Unit) -> list[dict[str, Any]]:
         return failed_unit_rows(unit, one_line(exc))
     hid = unit.payload.get("hardware_id", "")
     for r in rows:
+        if r.get("record", "result") == "result":
+            r["kind"] = unit.kind  # what produced the row: profile, blocks, sweep, suite (the report dispatches on it)
         r.setdefault("hardware_id", hid)
         if not r.get("hardware_id"):
             r["hardware_id"] = hid

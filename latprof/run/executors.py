@@ -130,7 +130,7 @@ def _exit_reason(code: int, err_path: Path) -> str:
 
 def failed_unit_rows(unit: Unit, message: str) -> list[dict[str, Any]]:
     """One error row per row the unit would have produced."""
-    return [error_row(message, **t) for t in unit.templates]
+    return [error_row(message, **t, kind=unit.kind) for t in unit.templates]
 
 
 def make_executor(in_process: bool, allocator: str | None, timeout_s: float | None = None) -> Any:
