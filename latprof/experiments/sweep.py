@@ -61,6 +61,7 @@ class SweepRequest:
     shard: tuple[int, int] | None = None
     equivalence_margin: float = DEFAULT_EQUIVALENCE_MARGIN
     budget_s: float | None = None  # adaptive passes; default QUICK_BUDGET_S with --quick, none otherwise
+    roofline: bool = True  # measure each backend's peaks for the report's roofline (a few seconds per backend)
     run: RunOptions = field(default_factory=RunOptions)
 
     def measure_config(self, processes: int = 1) -> MeasureConfig:
@@ -343,8 +344,9 @@ def run_sweep(
     from latprof.profile import record_peaks
 
     units = [u.extra["sweep_unit"] for u in plan.units]
-    outcome.notes = record_peaks(store, [(u.backend, u.threads) for u in units], env["hardware_id"], request.pin,
-                                 request.ort_opt, existing, request.run)
+    if request.roofline:
+        outcome.notes = record_peaks(store, [(u.backend, u.threads) for u in units], env["hardware_id"], request.pin,
+                                     request.ort_opt, existing, request.run)
     result = execute(plan, store, env, request.run, request.resume, on_unit)
     outcome.rows, outcome.units_run, outcome.units_skipped = result.rows, result.units_run, result.units_skipped
     outcome.extra_processes, outcome.wall_s = result.extra_processes, result.wall_s
