@@ -162,31 +162,31 @@ def _finish(plan: Plan, unit: Unit, raw: list[list[dict[str, Any]]]) -> list[dic
 
 def _adaptive_passes(plan: Plan, executor: Any, store: ResultStore, result: RunResult,
                      per_unit: list[tuple[Unit, list[list[dict[str, Any]]], list[dict[str, Any]]]], start: float) -> None:
-    """Spend what is left of the budget where the answer is least decided: one more process for the unit whose
-    undecided CI is widest, re-pooled and stored again (the newer rows supersede the older)."""
+    """Spend what is left of the budget on undecided units, in rounds: each round gives every undecided unit one
+    more worker process, widest CI first, re-pools it and stores the rows again (the newer rows supersede the
+    older). Rounds rather than "always the widest" so one unit whose processes disagree cannot eat the budget."""
     assert plan.undecided is not None and plan.budget_s is not None
-    state = {id(u): [u, raw, rows] for u, raw, rows in per_unit}
+    state = [[u, raw, rows] for u, raw, rows in per_unit]
     while True:
-        elapsed = time.monotonic() - start
-        candidates = []
-        for u, raw, rows in state.values():
-            width = plan.undecided(rows)
-            if width is not None and len(raw) < plan.max_processes:
-                candidates.append((width, u))
-        if not candidates:
+        ranked = sorted(((plan.undecided(e[2]), i) for i, e in enumerate(state)
+                         if len(e[1]) < plan.max_processes), key=lambda c: -(c[0] or 0.0))
+        round_ = [i for width, i in ranked if width is not None]
+        if not round_:
             return
-        width, unit = max(candidates, key=lambda c: c[0])
-        entry = state[id(unit)]
-        # Only start a process that is expected to finish within the budget.
-        per_process = max(entry[2][0].get("measure_wall_s") or unit.time_s, 1.0) / max(len(entry[1]), 1) + 3.0
-        if elapsed + per_process > plan.budget_s:
-            return
-        entry[1].append(_run_once(executor, unit))
-        entry[2] = _finish(plan, unit, entry[1])
-        store.append_many(entry[2])
-        result.extra_processes += 1
-        replaced = {row_key(r) for r in entry[2]}
-        result.rows = [r for r in result.rows if row_key(r) not in replaced] + _results_only(entry[2])
+        for i in round_:
+            unit, raw, rows = state[i]
+            if plan.undecided(rows) is None:
+                continue
+            # Only start a process that is expected to finish within the budget.
+            per_process = float(rows[0].get("measure_wall_s") or unit.time_s) / max(len(raw), 1) + 3.0
+            if time.monotonic() - start + per_process > plan.budget_s:
+                return
+            raw.append(_run_once(executor, unit))
+            state[i][2] = rows = _finish(plan, unit, raw)
+            store.append_many(rows)
+            result.extra_processes += 1
+            replaced = {row_key(r) for r in rows}
+            result.rows = [r for r in result.rows if row_key(r) not in replaced] + _results_only(rows)
 
 
 def _results_only(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
