@@ -94,7 +94,7 @@ def record_peaks(
     from latprof.run.executors import WorkerFailed, make_executor
 
     run = run or RunOptions()
-    executor = make_executor(run.in_process, run.allocator, run.worker_timeout_s)
+    executor = make_executor(run.in_process, run.allocator, run.worker_timeout_s, run.bind_threads)
     have = {(p.get("backend"), p.get("threads"), p.get("hardware_id")) for p in existing if p.get("record") == "peaks"}
     notes = []
     for backend, threads in dict.fromkeys(configs):

@@ -40,6 +40,7 @@ def test_worker_rows_carry_allocator_counters_and_thread_env(tmp_path: Path) -> 
     cond = row["process_conditions"]
     assert cond["isolation"] == "worker"
     assert cond["thread_env"]["OMP_NUM_THREADS"] == "1"
+    assert cond["thread_env"]["OMP_PROC_BIND"] == "true" and cond["thread_env"]["OMP_PLACES"] == "cores"
     assert cond["allocator_settings"] == allocators.STEADY_ENV
     header = (tmp_path / "results.csv").read_text().splitlines()[0].split(",")
     for col in (*COUNTER_COLUMNS, "processes", "process_spread", "allocator"):

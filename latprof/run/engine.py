@@ -36,6 +36,7 @@ class RunOptions:
     processes: int | None = None  # None: the plan's default
     worker_timeout_s: float | None = None
     append: bool = False  # add to a folder that already holds results (without --resume's skipping)
+    bind_threads: bool = True  # OMP_PROC_BIND=true, OMP_PLACES=cores in workers (latprof/run/worker.py says why)
 
 
 @dataclass
@@ -104,7 +105,7 @@ def execute(
     result: RunResult | None = None,
 ) -> RunResult:
     """Run every unit (skipping finished ones with ``resume``); each unit's rows are stored as soon as it finishes."""
-    executor = make_executor(options.in_process, options.allocator, options.worker_timeout_s)
+    executor = make_executor(options.in_process, options.allocator, options.worker_timeout_s, options.bind_threads)
     processes = options.processes or plan.processes
     if processes < 1:
         raise LatprofError(f"--processes must be a positive integer, got {processes}")

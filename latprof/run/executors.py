@@ -22,10 +22,10 @@ from latprof.errors import LatprofError, one_line
 from latprof.results import error_row, json_text
 from latprof.run.allocators import allocator_env, allocator_in_force, validate_allocator
 from latprof.run.units import Unit
-from latprof.run.worker import THREAD_VARIABLES, run_unit_here
+from latprof.run.worker import BINDING_VARIABLES, THREAD_VARIABLES, run_unit_here
 
-# Only these pass from the parent's environment into a worker (pyperf keeps a similar short list); the allocator
-# and thread variables are then set explicitly. OPENBLAS_CORETYPE/L2_SIZE protect OpenBLAS on some processors.
+# Only these pass from the parent's environment into a worker (pyperf keeps a similar short list); the allocator,
+# thread-count and thread-binding variables are then set explicitly (OMP_* from the parent never leak in). OPENBLAS_CORETYPE/L2_SIZE protect OpenBLAS on some processors.
 INHERITED = ("PATH", "PYTHONPATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TEMP", "TMP", "SYSTEMROOT",
              "LATPROF_CACHE", "LATPROF_JEMALLOC", "LATPROF_TCMALLOC", "CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH",
              "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "VIRTUAL_ENV")
@@ -55,6 +55,7 @@ class WorkerExecutor:
 
     allocator: str = "steady"
     timeout_s: float | None = None
+    bind_threads: bool = True
     isolation = "worker"
 
     def __post_init__(self) -> None:
@@ -68,6 +69,8 @@ class WorkerExecutor:
         if threads:
             for k in THREAD_VARIABLES:
                 env[k] = str(threads)
+        if self.bind_threads:
+            env.update(BINDING_VARIABLES)
         env["LATPROF_WORKER"] = "1"
         return allocator_env(self.allocator, env)
 
@@ -133,7 +136,8 @@ def failed_unit_rows(unit: Unit, message: str) -> list[dict[str, Any]]:
     return [error_row(message, **t, kind=unit.kind) for t in unit.templates]
 
 
-def make_executor(in_process: bool, allocator: str | None, timeout_s: float | None = None) -> Any:
+def make_executor(in_process: bool, allocator: str | None, timeout_s: float | None = None,
+                  bind_threads: bool = True) -> Any:
     from latprof.run.allocators import DEFAULT_ALLOCATOR
 
     if in_process:
@@ -141,4 +145,4 @@ def make_executor(in_process: bool, allocator: str | None, timeout_s: float | No
             raise LatprofError("--allocator applies to worker processes; --in-process measures in this process as it "
                                "is (its allocator is recorded, not chosen)")
         return InProcessExecutor()
-    return WorkerExecutor(allocator or DEFAULT_ALLOCATOR, timeout_s)
+    return WorkerExecutor(allocator or DEFAULT_ALLOCATOR, timeout_s, bind_threads)
