@@ -31,6 +31,13 @@ INHERITED = ("PATH", "PYTHONPATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR
              "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "VIRTUAL_ENV")
 
 
+# The worker imports exactly the latprof this parent runs (an install or a source checkout), whatever the current
+# folder holds; the current folder stays importable after it, for users' own model modules.
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+WORKER_BOOT = (f"import sys; sys.path.insert(0, {PACKAGE_ROOT!r}); "
+               "from latprof.run.worker import main; raise SystemExit(main(sys.argv[1:]))")
+
+
 class WorkerFailed(Exception):
     """A worker died, hung or wrote no rows: the unit becomes error rows naming why."""
 
@@ -63,9 +70,6 @@ class WorkerExecutor:
 
     def environment(self, threads: int | None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k in INHERITED or k.startswith("LC_")}
-        # The worker must import the same latprof as the parent (a source checkout or an install).
-        root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
         if threads:
             for k in THREAD_VARIABLES:
                 env[k] = str(threads)
@@ -81,7 +85,7 @@ class WorkerExecutor:
             unit_path.write_text(json_text(unit.as_message()))
             with err_path.open("w") as err:
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "latprof.run.worker", str(unit_path), str(rows_path)],
+                    [sys.executable, "-c", WORKER_BOOT, str(unit_path), str(rows_path)],
                     env=self.environment(unit.payload.get("threads")), stdin=subprocess.DEVNULL,
                     stdout=err, stderr=err, start_new_session=True, cwd=os.getcwd(),
                 )
