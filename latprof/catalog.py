@@ -7,6 +7,7 @@ from typing import Any
 from latprof.errors import unknown_choice
 
 TOPICS = ("models", "blocks", "networks", "guidelines", "backends")
+DEFAULT_TOPIC = "models"
 
 
 def list_topic(topic: str) -> list[dict[str, Any]]:

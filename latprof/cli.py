@@ -1,4 +1,8 @@
-"""Command-line interface. Parsing only: every command calls a Python API function and prints its result."""
+"""Command-line interface. Parsing only: every command calls a Python API function and prints its result.
+
+Defaults are never written here: each flag's default and its help text come from the constant or dataclass that owns
+it (``MeasureConfig``, ``latprof.backends.base``, ``latprof.catalog``, the sweep and compare modules), pyperf style.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +30,17 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not v > 0:
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return v
+
+
+def _fraction(text: str) -> float:
+    """A number strictly between 0 and 1 (a CI target, a threshold, a margin), checked when the line is parsed."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1 (e.g. 0.05), got {text!r}")
     return v
 
 
@@ -64,12 +79,12 @@ def _run_env(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- list
-LIST_TOPICS = ("models", "blocks", "networks", "guidelines", "backends")
-
-
 def _add_list(sub: Any) -> None:
-    p = sub.add_parser("list", help="list models, blocks, networks, guidelines or backends")
-    p.add_argument("topic", nargs="?", default="models", help=f"one of: {', '.join(LIST_TOPICS)} (default models)")
+    from latprof.catalog import DEFAULT_TOPIC, TOPICS
+
+    p = sub.add_parser("list", help=f"list {', '.join(TOPICS[:-1])} or {TOPICS[-1]}")
+    p.add_argument("topic", nargs="?", default=DEFAULT_TOPIC,
+                   help=f"one of: {', '.join(TOPICS)} (default {DEFAULT_TOPIC})")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -116,21 +131,42 @@ def _run_options(args: argparse.Namespace) -> Any:
                       worker_timeout_s=args.worker_timeout, append=args.append)
 
 
+# ---------------------------------------------------------------- flags shared by the measuring commands
+def _measure_defaults() -> Any:
+    """``MeasureConfig()``: the one source of the protocol's defaults (CI target, time cap, minimum time)."""
+    from latprof.measure.protocol import MeasureConfig
+
+    return MeasureConfig()
+
+
+def _add_threads_flags(p: argparse.ArgumentParser, pin_help: str) -> None:
+    from latprof.backends.registry import default_threads_text
+
+    p.add_argument("--threads", type=_int, help=f"intra-op threads (default: {default_threads_text()})")
+    p.add_argument("--pin", action="store_true", help=pin_help)
+
+
+def _add_ort_opt(p: argparse.ArgumentParser) -> None:
+    from latprof.backends.base import DEFAULT_ORT_OPT, ORT_OPT_LEVELS
+
+    p.add_argument("--ort-opt", choices=ORT_OPT_LEVELS, default=DEFAULT_ORT_OPT,
+                   help=f"ONNX Runtime graph optimisation level (default {DEFAULT_ORT_OPT})")
+
+
 # ---------------------------------------------------------------- profile
 def _add_measure_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=_int, help="intra-op threads (default: all logical cores; 1 on ort-mobile)")
-    p.add_argument("--pin", action="store_true", help="pin the process to as many cores as threads (psutil)")
+    d = _measure_defaults()
+    _add_threads_flags(p, "pin the process to as many cores as threads (psutil)")
     p.add_argument("--batch", type=_int,
                    help="batch size (default: --input's leading dimension, else 1 on CPU, 8 on CUDA)")
-    p.add_argument("--target-ci", type=_positive_float, default=0.02,
-                   help="stop when the 95%% CI of the median is within ±this fraction (default 0.02)")
-    p.add_argument("--max-time", type=_positive_float, default=10.0, metavar="SECONDS",
-                   help="time cap per measurement, warm-up included (default 10)")
-    p.add_argument("--min-time", type=_positive_float, default=0.5, metavar="SECONDS",
-                   help="sample at least this long even when the CI target is met sooner (default 0.5); "
+    p.add_argument("--target-ci", type=_fraction, default=d.target_ci, metavar="FRACTION",
+                   help=f"stop when the 95%% CI of the median is within ±this fraction (default {d.target_ci:g})")
+    p.add_argument("--max-time", type=_positive_float, default=d.max_time_s, metavar="SECONDS",
+                   help=f"time cap per measurement, warm-up included (default {d.max_time_s:g})")
+    p.add_argument("--min-time", type=_positive_float, default=d.min_time_s, metavar="SECONDS",
+                   help=f"sample at least this long even when the CI target is met sooner (default {d.min_time_s:g}); "
                         "longer gives more repeatable medians on a noisy machine")
-    p.add_argument("--ort-opt", choices=("none", "basic", "extended", "all"), default="all",
-                   help="ONNX Runtime graph optimisation level (default all)")
+    _add_ort_opt(p)
     p.add_argument("--out", type=Path, help="output folder (default: a new reports/<date>-<time>-<hostname>/)")
     p.add_argument("--resume", action="store_true", help="skip rows already in the output's results.jsonl")
     p.add_argument("--json", action="store_true", help="print result rows as JSON")
@@ -203,7 +239,7 @@ def _run_profile(args: argparse.Namespace) -> int:
         if files.skipped:
             stdout.print(f"{files.skipped} row(s) already present, skipped (--resume)")
         if files.per_op:
-            from latprof.analysis.breakdown import print_breakdowns
+            from latprof.render_breakdown import print_breakdowns
 
             print_breakdowns(files.per_op)
         stdout.print(f"results: {files.results_path}  csv: {files.csv_path}  report: {files.report_path}")
@@ -293,7 +329,9 @@ def _run_per_block(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- sweep
 def _add_sweep(sub: Any) -> None:
     from latprof.analysis.verdicts import DEFAULT_EQUIVALENCE_MARGIN
-    from latprof.experiments.sweep import QUICK_BUDGET_S
+    from latprof.experiments.sweep import DEFAULT_UNIT_MAX_TIME_S, QUICK_BUDGET_S, QUICK_MAX_TIME_S, QUICK_TARGET_CI
+
+    d = _measure_defaults()
 
     p = sub.add_parser("sweep", help="re-run ShuffleNet V2's guideline experiments (g1..g4) and give verdicts")
     p.add_argument("--guideline", type=_csv_list, action="extend", default=[], metavar="g1,..|all",
@@ -303,22 +341,27 @@ def _add_sweep(sub: Any) -> None:
     p.add_argument("--scale", type=lambda t: [_int(x) for x in _csv_list(t)], help="channel-width multipliers, e.g. 1,2,4 (default: the spec's)")
     p.add_argument("--channels", choices=("auto", "gpu", "arm"), default="auto",
                    help="the paper's channel numbers: auto = ARM on CPU/mobile backends, GPU on CUDA (default auto)")
-    p.add_argument("--quick", action="store_true", help="scale x1 only, looser CI target (0.05), 6 s per unit: a smoke run")
-    p.add_argument("--threads", type=_int, help="intra-op threads (default: all logical cores; 1 on ort-mobile)")
-    p.add_argument("--pin", action="store_true", help="pin to as many cores as threads")
-    p.add_argument("--target-ci", type=_positive_float, help="CI target of each median (default 0.02; 0.05 with --quick)")
+    p.add_argument("--quick", action="store_true",
+                   help=f"scale x1 only, looser CI target ({QUICK_TARGET_CI:g}), {QUICK_MAX_TIME_S:g} s per unit: "
+                        "a smoke run")
+    _add_threads_flags(p, "pin to as many cores as threads")
+    p.add_argument("--target-ci", type=_fraction, metavar="FRACTION",
+                   help=f"CI target of each median (default {d.target_ci:g}; {QUICK_TARGET_CI:g} with --quick)")
     p.add_argument("--max-time", type=_positive_float, metavar="SECONDS",
-                   help="time cap per unit (all variants of one guideline x backend x scale; default 30, 6 with --quick)")
-    p.add_argument("--min-time", type=_positive_float, default=0.5, metavar="SECONDS",
-                   help="sample each unit at least this long even when the CI targets are met sooner (default 0.5)")
-    p.add_argument("--ort-opt", choices=("none", "basic", "extended", "all"), default="all",
-                   help="ONNX Runtime graph optimisation level (default all)")
+                   help="time cap per unit (all variants of one guideline x backend x scale; "
+                        f"default {DEFAULT_UNIT_MAX_TIME_S:g}, {QUICK_MAX_TIME_S:g} with --quick)")
+    p.add_argument("--min-time", type=_positive_float, default=d.min_time_s, metavar="SECONDS",
+                   help="sample each unit at least this long even when the CI targets are met sooner "
+                        f"(default {d.min_time_s:g})")
+    _add_ort_opt(p)
     p.add_argument("--out", type=Path, help="output folder (default: a new reports/<date>-<time>-<hostname>/)")
     p.add_argument("--resume", action="store_true", help="skip units whose rows are already in the output")
     p.add_argument("--shard", help="run only part i of n of the units (i/n); join parts with 'latprof merge'")
     p.add_argument("--equivalence-margin", type=_fraction, default=DEFAULT_EQUIVALENCE_MARGIN, metavar="FRACTION",
                    help="a variant whose speed-ratio CI lies within 1 +- this shows 'no effect' "
                         f"(default {DEFAULT_EQUIVALENCE_MARGIN})")
+    p.add_argument("--no-roofline", action="store_true",
+                   help="do not measure each backend's peak compute and bandwidth (the report then has no roofline)")
     p.add_argument("--budget", type=_positive_float, metavar="SECONDS",
                    help="after one pass, add worker processes to inconclusive units until this much time is spent "
                         f"(default {QUICK_BUDGET_S:.0f} with --quick, off otherwise)")
@@ -337,7 +380,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
         scales=args.scale, channels=args.channels, quick=args.quick, target_ci=args.target_ci,
         max_time_s=args.max_time, min_time_s=args.min_time, ort_opt=args.ort_opt, out=args.out, resume=args.resume,
         shard=parse_shard(args.shard) if args.shard else None, equivalence_margin=args.equivalence_margin,
-        budget_s=args.budget, run=_run_options(args),
+        budget_s=args.budget, roofline=not args.no_roofline, run=_run_options(args),
     )
     if request.out is None:
         request.out = default_out_dir()
@@ -398,20 +441,17 @@ def _run_merge(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- compare
-def _fraction(text: str) -> float:
-    v = _positive_float(text)
-    if not v < 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1 (e.g. 0.05), got {text!r}")
-    return v
-
-
 def _add_compare(sub: Any) -> None:
+    from latprof.regress.compare import CompareOptions
+
+    d = CompareOptions()
     p = sub.add_parser("compare", help="compare two results files row by row; exit 1 if any workload regressed")
     p.add_argument("baseline", type=Path, help="baseline results.jsonl (or its folder)")
     p.add_argument("current", type=Path, help="current results.jsonl (or its folder)")
-    p.add_argument("--threshold", type=_fraction, default=0.05,
-                   help="smallest change that counts, as a fraction of the baseline (default 0.05)")
-    p.add_argument("--alpha", type=_fraction, default=0.01, help="significance level of the tests (default 0.01)")
+    p.add_argument("--threshold", type=_fraction, default=d.threshold,
+                   help=f"smallest change that counts, as a fraction of the baseline (default {d.threshold:g})")
+    p.add_argument("--alpha", type=_fraction, default=d.alpha,
+                   help=f"significance level of the tests (default {d.alpha:g})")
     p.add_argument("--normalize", action="store_true",
                    help="compare latency relative to the reference workload measured in the same rounds")
     p.add_argument("--allow-hardware-mismatch", action="store_true",
@@ -425,7 +465,8 @@ def _run_compare(args: argparse.Namespace) -> int:
     from latprof.regress import CompareOptions, compare_files
     from latprof.regress.render import markdown, rich_table
 
-    options = CompareOptions(args.threshold, args.alpha, args.normalize, args.allow_hardware_mismatch)
+    options = CompareOptions(threshold=args.threshold, alpha=args.alpha, normalize=args.normalize,
+                             allow_hardware_mismatch=args.allow_hardware_mismatch)
     report = compare_files(args.baseline, args.current, options)
     if args.json:
         print_json(report.as_dict())

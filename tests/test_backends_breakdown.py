@@ -9,11 +9,10 @@ from latprof.analysis.breakdown import (
     PAPER_FIGURE2,
     breakdown_record,
     onnx_category,
-    per_op_breakdown,
     torch_category,
 )
 from latprof.backends import BackendOptions, create_backend
-from latprof.backends.op_profiling import OpProfile, OpTime, parse_ort_trace
+from latprof.backends.op_profiling import OpProfile, OpTime, parse_ort_trace, per_op_breakdown
 from tests.backend_models import tiny_workload
 
 

@@ -66,13 +66,19 @@ def describe_backends_by_name() -> dict[str, tuple[bool, str | None]]:
 
 @needs_cuda
 def test_torch_cuda_runs_with_events_and_fingerprint():
-    run = create_backend("torch-cuda", BackendOptions()).prepare(tiny_workload(batch=8))
+    benchmark_before = torch.backends.cudnn.benchmark
+    workload = tiny_workload(batch=8)
+    run = create_backend("torch-cuda", BackendOptions()).prepare(workload)
     try:
         s = run.settings
-        assert s["cudnn_benchmark"] is True and "tf32_cudnn" in s and s["cuda_version"]
+        assert s["cudnn_benchmark"] is True and torch.backends.cudnn.benchmark is True
+        assert "tf32_cudnn" in s and s["cuda_version"]
+        assert next(workload.module.parameters()).is_cuda
         assert run.timer(5) > 0 and len(run.host_wall_per_call_s) == 1
     finally:
         run.close()
+    assert torch.backends.cudnn.benchmark is benchmark_before  # global state restored on close
+    assert not next(workload.module.parameters()).is_cuda
     from latprof.measure.environment import collect
 
     gpus = collect().as_dict()["hardware"]["gpus"]
@@ -113,8 +119,10 @@ def test_compiled_output_mismatch_is_backend_error(monkeypatch):
             return self.inner(x) * 2 + 1
 
     monkeypatch.setattr(torch, "compile", lambda module, **kw: Wrong(module))
+    before = torch.get_num_threads()
     with pytest.raises(BackendError, match="differs from PyTorch eager"):
         create_backend("torch-compile", BackendOptions(threads=1)).prepare(tiny_workload())
+    assert torch.get_num_threads() == before  # a failed prepare leaves nothing changed
 
 
 def test_compile_failure_is_backend_error(monkeypatch):
@@ -136,7 +144,8 @@ def test_real_inductor_compile():
     assert run.settings["compile_time_s"] > 0 and run.max_abs_error is not None
 
 
-def test_torch_cpu_threads_in_force():
-    run = create_backend("torch-cpu", BackendOptions(threads=1)).prepare(tiny_workload())
-    run.close()
-    assert run.settings["intra_op_threads"] == torch.get_num_threads() == 1
+def test_torch_cpu_threads_in_force_then_restored():
+    before = torch.get_num_threads()
+    with create_backend("torch-cpu", BackendOptions(threads=1)).prepare(tiny_workload()) as run:
+        assert run.settings["intra_op_threads"] == torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before

@@ -140,3 +140,12 @@ def test_config_validation():
         MeasureConfig(target_ci=0)
     with pytest.raises(ValueError):
         MeasureConfig(max_time_s=-1)
+
+
+def test_defaults_are_the_module_constants():
+    from latprof.measure.protocol import DEFAULT_MAX_TIME_S, DEFAULT_MIN_TIME_S, DEFAULT_TARGET_CI
+
+    d = MeasureConfig()
+    assert (d.target_ci, d.max_time_s, d.min_time_s) == (DEFAULT_TARGET_CI, DEFAULT_MAX_TIME_S, DEFAULT_MIN_TIME_S)
+    with pytest.raises(ValueError, match="min_time_s"):
+        MeasureConfig(min_time_s=-1)

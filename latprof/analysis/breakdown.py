@@ -12,13 +12,17 @@ Mapping (documented in docs/backends.md; ONNX op types and aten op names, ``aten
 
 A fused node (e.g. Conv with ``activation=Relu``) counts where its main op counts: Conv. Depthwise convolution stays
 in Conv and is *also* reported as ``depthwise_ms``, because the paper argues it behaves like an element-wise op.
+
+Pure: it takes a profile (``latprof.backends.op_profiling``, which runs the profilers: ``per_op_breakdown``) and
+returns records and table rows; printing them is ``latprof.render_breakdown``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from latprof.backends.op_profiling import OpProfile, OpTime
+if TYPE_CHECKING:  # the profiles' types only: analysis never imports the backends (nor torch)
+    from latprof.backends.op_profiling import OpProfile, OpTime
 
 CATEGORIES = ("Conv", "Elemwise", "Data", "Shuffle", "Other")
 
@@ -106,7 +110,8 @@ def reconciliation(profiled_total_ms: float, profiled_run_ms: float | None, end_
 
 
 def breakdown_record(profile: OpProfile, end_to_end_ms: float | None, /, **ident: Any) -> dict[str, Any]:
-    """A ``record: "per_op"`` line (HELPERS.md contract); ``ident`` supplies workload, backend, threads, batch, ..."""
+    """A ``record: "per_op"`` line (docs/backends.md, "Per-operator breakdown"); ``ident`` supplies workload, backend,
+    threads, batch, ..."""
     cats = dict.fromkeys(CATEGORIES, 0.0)
     ops = []
     for op in profile.ops:
@@ -160,31 +165,11 @@ def category_columns() -> list[str]:
     return ["category", "ms", "%", *[f"paper {k} %" for k in PAPER_FIGURE2]]
 
 
-def per_op_breakdown(backend: Any, workload: Any, end_to_end_ms: float | None, /, runs: int = 20,
-                     **ident: Any) -> dict[str, Any]:
-    """Profile ``workload`` on ``backend`` (a ``Backend`` with ``profile_ops``) and build its per_op record."""
-    from latprof.backends.base import BackendError
+def __getattr__(name: str) -> Any:
+    """``per_op_breakdown`` runs a profiler, so it moved to ``latprof.backends.op_profiling``; the old path still
+    resolves (lazily) until its last callers move."""
+    if name == "per_op_breakdown":
+        from latprof.backends.op_profiling import per_op_breakdown
 
-    profile_ops = getattr(backend, "profile_ops", None)
-    if profile_ops is None:
-        raise BackendError(f"{backend.name}: per-op profiling is not supported on this backend")
-    try:
-        profile = profile_ops(workload, runs)
-    except (ValueError, OSError, RuntimeError) as exc:  # unreadable trace, profiler failure → error record
-        raise BackendError(f"{backend.name}: per-op profiling failed: {exc}") from None
-    return breakdown_record(profile, end_to_end_ms, **ident)
-
-
-def print_breakdowns(records: list[dict[str, Any]]) -> None:
-    """Print each backend's category table beside the paper's Figure 2 shares, and its reconciliation line."""
-    from latprof.console import stdout, table
-
-    for rec in records:
-        title = f"Per-op breakdown: {rec.get('workload')} on {rec.get('backend')} ({rec.get('threads')} threads)"
-        if rec.get("status") == "error":
-            stdout.print(f"{title}: error: {rec.get('error')}")
-            continue
-        stdout.print(table(title, category_columns(), category_rows(rec)))
-        stdout.print(f"  {rec['reconciliation']}")
-    if records:
-        stdout.print("  paper columns: ShuffleNet V2 Figure 2 (GTX 1080Ti / Snapdragon 810), for reference only")
+        return per_op_breakdown
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

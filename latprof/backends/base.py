@@ -1,7 +1,9 @@
 """The backend interface: turn a workload into a timed callable on one runtime, with every setting explicit.
 
 A backend checks its output against PyTorch eager before anything is timed, and reports the settings actually
-in force (read back from the runtime, not echoed from the request).
+in force (read back from the runtime, not echoed from the request). Whatever a backend changes in the process for
+a run (threads, affinity, cuDNN mode, a module moved to the GPU) is entered on the run's ``ExitStack`` and undone by
+``PreparedRun.close()``: workers are fresh processes, but ``--in-process`` runs and the tests share one.
 """
 
 from __future__ import annotations
@@ -10,9 +12,9 @@ import contextlib
 import itertools
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import psutil
 import torch
@@ -20,6 +22,13 @@ import torch
 from latprof.errors import LatprofError
 from latprof.measure.protocol import BatchTimer
 from latprof.workloads.registry import Workload
+
+# ONNX Runtime graph optimisation levels by their ``--ort-opt`` names (``onnxruntime_backends.opt_level`` maps them),
+# and the default of every command.
+ORT_OPT_LEVELS = ("none", "basic", "extended", "all")
+DEFAULT_ORT_OPT = "all"
+# Intra-op threads of the mobile-like backends when --threads is not given (one core of a phone's cluster).
+MOBILE_THREADS = 1
 
 
 class BackendError(Exception):
@@ -34,7 +43,7 @@ class BackendOptions:
     interop_threads: int | None = None
     pin: bool = False
     batch: int | None = None
-    ort_opt: str = "all"
+    ort_opt: str = DEFAULT_ORT_OPT
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -43,7 +52,11 @@ class BackendOptions:
 
 @dataclass
 class PreparedRun:
-    """A workload ready to time on one backend: the batch timer, the checked output and the settings in force."""
+    """A workload ready to time on one backend: the batch timer, the checked output and the settings in force.
+
+    ``stack`` holds what the backend changed for this run (``stack.enter_context(...)``, ``stack.callback(...)``);
+    ``close()`` (or leaving a ``with`` block) undoes it, newest first.
+    """
 
     timer: BatchTimer
     output: torch.Tensor | None
@@ -51,11 +64,55 @@ class PreparedRun:
     max_abs_error: float | None = None
     # CUDA backends: host wall time per call of each timed batch, to set beside the device-event time
     host_wall_per_call_s: list[float] | None = None
-    _cleanup: list[Any] = field(default_factory=list, repr=False)
+    stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, repr=False, compare=False)
 
     def close(self) -> None:
-        while self._cleanup:
-            self._cleanup.pop()()
+        self.stack.close()
+
+    def __enter__(self) -> PreparedRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+T = TypeVar("T")
+
+
+class SharedSetting(Generic[T]):
+    """A process-wide setting that several prepared runs may hold at once and release in any order.
+
+    A sweep holds several prepared runs at once and closes them first-in first-out, so "put back what was there
+    before me" would leave the value of a run already closed. Instead the value from before the first hold is kept
+    once, the newest open hold is in force, and the original comes back when the last hold is released.
+    """
+
+    def __init__(self, read: Callable[[], T], write: Callable[[T], None]) -> None:
+        self._read, self._write = read, write
+        self._original: T | None = None
+        self._held: list[tuple[int, T]] = []
+        self._ids = itertools.count()
+
+    def original(self) -> T:
+        """The value from before any hold (the current value when none is open)."""
+        return self._original if self._held else self._read()  # type: ignore[return-value]
+
+    @contextlib.contextmanager
+    def held(self, value: T) -> Iterator[T]:
+        if not self._held:
+            self._original = self._read()
+        token = (next(self._ids), value)
+        self._held.append(token)
+        try:
+            self._write(value)
+            yield value
+        finally:
+            self._held.remove(token)
+            if self._held:
+                self._write(self._held[-1][1])
+            else:
+                self._write(self._original)  # type: ignore[arg-type]
+                self._original = None
 
 
 # Output tolerance by dtype: |actual - reference| <= atol + rtol * max|reference|.
@@ -114,6 +171,12 @@ def logical_cores() -> int:
     return psutil.cpu_count(logical=True) or 1
 
 
+def default_threads(backend_cls: type[Backend]) -> int:
+    """Intra-op threads when ``--threads`` is not given, the same for every command: ``MOBILE_THREADS`` on the
+    mobile-like backends (``device_class == "mobile"``: ort-mobile), every logical core elsewhere."""
+    return MOBILE_THREADS if backend_cls.device_class == "mobile" else logical_cores()
+
+
 def validate_threads(threads: int | None) -> None:
     if threads is None:
         return
@@ -122,45 +185,13 @@ def validate_threads(threads: int | None) -> None:
         raise LatprofError(f"--threads must be between 1 and {n} (logical cores here), got {threads}")
 
 
-# Pinning contexts may overlap and close in any order (a sweep holds several prepared runs at once and closes them
-# first-in first-out). So the affinity from before the first pin is kept once, the newest open pin is in force, and
-# the original comes back only when the last one closes.
-_PIN_ORIGINAL: list[int] | None = None
-_PIN_ACTIVE: list[tuple[int, list[int]]] = []
-_PIN_IDS = itertools.count()
+def _read_affinity() -> list[int]:
+    return sorted(psutil.Process().cpu_affinity())
 
 
-@contextlib.contextmanager
-def pinned(cores: list[int] | None) -> Iterator[list[int] | None]:
-    """Pin this process and all its threads to ``cores`` for the duration (psutil), then restore (see above)."""
-    global _PIN_ORIGINAL
-    if not cores:
-        yield None
-        return
-    proc = psutil.Process()
-    try:
-        before = proc.cpu_affinity()
-    except (AttributeError, psutil.Error):
-        yield None  # pinning unsupported here (e.g. macOS); recorded as None
-        return
-    if not _PIN_ACTIVE:
-        _PIN_ORIGINAL = before
-    token = (next(_PIN_IDS), list(cores))
-    _PIN_ACTIVE.append(token)
-    _set_affinity(proc, cores)
-    try:
-        yield sorted(proc.cpu_affinity())
-    finally:
-        _PIN_ACTIVE.remove(token)
-        if _PIN_ACTIVE:
-            _set_affinity(proc, _PIN_ACTIVE[-1][1])
-        elif _PIN_ORIGINAL is not None:
-            _set_affinity(proc, _PIN_ORIGINAL)
-            _PIN_ORIGINAL = None
-
-
-def _set_affinity(proc: psutil.Process, cores: list[int]) -> None:
+def _set_affinity(cores: list[int]) -> None:
     """Process and every existing thread (a runtime's pool): on Linux the process call moves only one thread."""
+    proc = psutil.Process()
     proc.cpu_affinity(cores)
     if not hasattr(os, "sched_setaffinity"):
         return
@@ -171,20 +202,35 @@ def _set_affinity(proc: psutil.Process, cores: list[int]) -> None:
             continue
 
 
+# Pinning contexts may overlap and close in any order (``SharedSetting``).
+AFFINITY: SharedSetting[list[int]] = SharedSetting(_read_affinity, _set_affinity)
+
+
+@contextlib.contextmanager
+def pinned(cores: list[int] | None) -> Iterator[list[int] | None]:
+    """Pin this process and all its threads to ``cores`` for the duration (psutil), then restore; yields the
+    affinity in force (None when ``cores`` is empty or pinning is unsupported here, e.g. macOS)."""
+    if not cores:
+        yield None
+        return
+    try:
+        psutil.Process().cpu_affinity()
+    except (AttributeError, psutil.Error):
+        yield None
+        return
+    with AFFINITY.held(list(cores)):
+        yield _read_affinity()
+
+
 def pin_cores(count: int) -> list[int]:
     """The first ``count`` cores this process may run on (before any pinning of latprof's own)."""
     try:
-        allowed = sorted(_PIN_ORIGINAL if _PIN_ACTIVE and _PIN_ORIGINAL else psutil.Process().cpu_affinity())
+        allowed = sorted(AFFINITY.original())
     except (AttributeError, psutil.Error):
         allowed = list(range(logical_cores()))
     return allowed[: max(1, count)]
 
 
-def apply_pinning(run: PreparedRun, pin: bool, threads: int) -> None:
-    """Pin for the lifetime of ``run`` (released by ``run.close()``); records the affinity in force."""
-    if not pin:
-        run.settings["pinned_cores"] = None
-        return
-    ctx = pinned(pin_cores(threads))
-    run.settings["pinned_cores"] = ctx.__enter__()
-    run._cleanup.append(lambda: ctx.__exit__(None, None, None))
+def pinning(pin: bool, threads: int) -> contextlib.AbstractContextManager[list[int] | None]:
+    """``pinned`` to ``threads`` cores when ``pin``, else a no-op yielding None (recorded as ``pinned_cores``)."""
+    return pinned(pin_cores(threads)) if pin else contextlib.nullcontext(None)

@@ -6,14 +6,24 @@ Compile time is measured on its own (the first call, which compiles and runs onc
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
 import torch
 
-from latprof.backends.base import Backend, BackendError, PreparedRun, apply_pinning, check_output, logical_cores
+from latprof.backends.base import Backend, BackendError, PreparedRun, check_output, pinning
 from latprof.backends.registry import register_backend
-from latprof.backends.torch_backends import TorchCUDA, _require_module, cuda_event_timer, cuda_settings, set_torch_threads
+from latprof.backends.torch_backends import (
+    CUDNN_BENCHMARK,
+    TorchCUDA,
+    _require_module,
+    cuda_event_timer,
+    cuda_settings,
+    on_cuda,
+    thread_counts,
+    torch_threads,
+)
 from latprof.errors import one_line
 from latprof.measure.protocol import wall_clock_timer
 from latprof.workloads.registry import Workload, first_tensor
@@ -71,34 +81,34 @@ class TorchCompileCPU(Backend):
 
     def prepare(self, workload: Workload) -> PreparedRun:
         module = _require_module(workload, self.name).eval()
-        threads = self.options.threads or logical_cores()
-        settings: dict[str, Any] = {"device": "cpu", **set_torch_threads(threads, self.options.interop_threads or 1),
-                                    **_inductor_settings()}
-        reference = workload.reference_output()
-        inputs = workload.make_inputs()
-        compiled, output, compile_s = compile_module(module, inputs, self.name)
-        settings["compile_time_s"] = compile_s
-        settings["compile_time_note"] = "first call: compilation plus one run; never part of the latency samples"
-        settings["timing"] = "wall clock (time.perf_counter), GC paused"
-        err = check_output(self.name, output, reference)
+        intra, inter = thread_counts(self)
+        with contextlib.ExitStack() as stack:
+            settings: dict[str, Any] = {"device": "cpu", **stack.enter_context(torch_threads(intra, inter)),
+                                        **_inductor_settings()}
+            reference = workload.reference_output()
+            inputs = workload.make_inputs()
+            compiled, output, compile_s = compile_module(module, inputs, self.name)
+            settings["compile_time_s"] = compile_s
+            settings["compile_time_note"] = "first call: compilation plus one run; never part of the latency samples"
+            settings["timing"] = "wall clock (time.perf_counter), GC paused"
+            err = check_output(self.name, output, reference)
 
-        def call() -> Any:
-            with torch.inference_mode():
-                return compiled(*inputs)
+            def call() -> Any:
+                with torch.inference_mode():
+                    return compiled(*inputs)
 
-        run = PreparedRun(wall_clock_timer(call), output, settings, err)
-        apply_pinning(run, self.options.pin, threads)
-        return run
+            settings["pinned_cores"] = stack.enter_context(pinning(self.options.pin, intra))
+            return PreparedRun(wall_clock_timer(call), output, settings, err, stack=stack.pop_all())
 
     def profile_ops(self, workload: Workload, runs: int) -> Any:
         """torch.profiler over the compiled module: extern kernels by aten name, fused C++ kernels as one region."""
         from latprof.backends.op_profiling import profile_torch
 
         module = _require_module(workload, self.name).eval()
-        set_torch_threads(self.options.threads or logical_cores(), self.options.interop_threads or 1)
-        inputs = workload.make_inputs()
-        compiled, _, _ = compile_module(module, inputs, self.name)
-        return profile_torch(lambda: compiled(*inputs), runs)
+        with torch_threads(*thread_counts(self)):
+            inputs = workload.make_inputs()
+            compiled, _, _ = compile_module(module, inputs, self.name)
+            return profile_torch(lambda: compiled(*inputs), runs)
 
 
 @register_backend
@@ -124,34 +134,28 @@ class TorchCompileCUDA(Backend):
 
     def prepare(self, workload: Workload) -> PreparedRun:
         reference = workload.reference_output()
-        module = _require_module(workload, self.name).eval().to("cuda")
-        torch.backends.cudnn.benchmark = True
-        inputs = workload.make_inputs(device="cuda")
-        try:
+        with contextlib.ExitStack() as stack:
+            module = on_cuda(stack, _require_module(workload, self.name).eval())
+            stack.enter_context(CUDNN_BENCHMARK.held(True))
+            inputs = workload.make_inputs(device="cuda")
             compiled, output, compile_s = compile_module(module, inputs, self.name)
-        except BaseException:
-            module.to("cpu")
-            raise
-        settings: dict[str, Any] = {
-            **cuda_settings(), **_inductor_settings(),
-            "compile_time_s": compile_s,
-            "compile_time_note": "first call: compilation plus one run; never part of the latency samples",
-            "timing": "CUDA events around each batch of calls, then synchronize",
-        }
-        err = check_output(self.name, output.float().cpu(), reference)
-        host_wall: list[float] = []
-        run = PreparedRun(cuda_event_timer(lambda: compiled(*inputs), host_wall), output.cpu(), settings, err,
-                          host_wall_per_call_s=host_wall)
-        run._cleanup.append(lambda: module.to("cpu"))
-        return run
+            settings: dict[str, Any] = {
+                **cuda_settings(), **_inductor_settings(),
+                "compile_time_s": compile_s,
+                "compile_time_note": "first call: compilation plus one run; never part of the latency samples",
+                "timing": "CUDA events around each batch of calls, then synchronize",
+            }
+            err = check_output(self.name, output.float().cpu(), reference)
+            host_wall: list[float] = []
+            return PreparedRun(cuda_event_timer(lambda: compiled(*inputs), host_wall), output.cpu(), settings, err,
+                               host_wall_per_call_s=host_wall, stack=stack.pop_all())
 
     def profile_ops(self, workload: Workload, runs: int) -> Any:
         from latprof.backends.op_profiling import profile_torch
 
-        module = _require_module(workload, self.name).eval().to("cuda")
-        inputs = workload.make_inputs(device="cuda")
-        try:
+        with contextlib.ExitStack() as stack:
+            module = on_cuda(stack, _require_module(workload, self.name).eval())
+            stack.enter_context(CUDNN_BENCHMARK.held(True))
+            inputs = workload.make_inputs(device="cuda")
             compiled, _, _ = compile_module(module, inputs, self.name)
             return profile_torch(lambda: compiled(*inputs), runs, cuda=True)
-        finally:
-            module.to("cpu")

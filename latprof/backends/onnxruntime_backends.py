@@ -7,28 +7,27 @@ wall clock around n ``run_with_iobinding`` calls.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
 from latprof.backends.base import (
+    DEFAULT_ORT_OPT,
+    ORT_OPT_LEVELS,
     Backend,
     BackendError,
     PreparedRun,
     check_output,
-    logical_cores,
-    pin_cores,
-    pinned,
+    default_threads,
+    pinning,
 )
 from latprof.backends.onnx_export import DEFAULT_OPSET, ExportedModel, export_workload
 from latprof.backends.registry import register_backend
 from latprof.errors import one_line
 from latprof.measure.protocol import wall_clock_timer
 from latprof.workloads.registry import Workload
-
-OPT_LEVEL_NAMES = ("none", "basic", "extended", "all")
 
 MOBILE_CAVEAT = (
     "emulation of a single-thread mobile CPU on this host: x86 is not ARM (other caches, SIMD width, memory "
@@ -42,29 +41,23 @@ def _ort() -> Any:
     return onnxruntime
 
 
+def _levels() -> dict[str, Any]:
+    """``--ort-opt`` name (``ORT_OPT_LEVELS``, in that order) → ``GraphOptimizationLevel``."""
+    g = _ort().GraphOptimizationLevel
+    levels = (g.ORT_DISABLE_ALL, g.ORT_ENABLE_BASIC, g.ORT_ENABLE_EXTENDED, g.ORT_ENABLE_ALL)
+    return dict(zip(ORT_OPT_LEVELS, levels, strict=True))
+
+
 def opt_level(name: str) -> Any:
     """``--ort-opt`` name → ``GraphOptimizationLevel``."""
-    ort = _ort()
-    levels = {
-        "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }
+    levels = _levels()
     if name not in levels:
-        raise BackendError(f"--ort-opt {name!r} is not one of {', '.join(OPT_LEVEL_NAMES)}")
+        raise BackendError(f"--ort-opt {name!r} is not one of {', '.join(ORT_OPT_LEVELS)}")
     return levels[name]
 
 
 def _level_name(level: Any) -> str:
-    ort = _ort()
-    inverse = {
-        ort.GraphOptimizationLevel.ORT_DISABLE_ALL: "none",
-        ort.GraphOptimizationLevel.ORT_ENABLE_BASIC: "basic",
-        ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED: "extended",
-        ort.GraphOptimizationLevel.ORT_ENABLE_ALL: "all",
-    }
-    return inverse.get(level, str(level))
+    return next((name for name, value in _levels().items() if value == level), str(level))
 
 
 def _config_entry(so: Any, key: str) -> str | None:
@@ -111,7 +104,7 @@ class OrtBackend(Backend):
 
     # ---- what to ask for
     def intra_threads(self) -> int:
-        return self.options.threads or logical_cores()
+        return self.options.threads or default_threads(type(self))
 
     def inter_threads(self) -> int:
         return self.options.interop_threads or 1
@@ -173,13 +166,9 @@ class OrtBackend(Backend):
     # ---- the Backend interface
     def prepare(self, workload: Workload) -> PreparedRun:
         exported = self.export(workload)
-        cleanup: list[Callable[[], None]] = []
-        cores = None
-        if self.pin():
-            ctx = pinned(pin_cores(self.intra_threads()))
-            cores = ctx.__enter__()  # before the session exists, so its thread pool inherits the affinity
-            cleanup.append(lambda: ctx.__exit__(None, None, None))
-        try:
+        with contextlib.ExitStack() as stack:
+            # pinned before the session exists, so its thread pool inherits the affinity
+            cores = stack.enter_context(pinning(self.pin(), self.intra_threads()))
             session = self.create_session(exported.path, self.session_options())
             feeds = self.feeds(session, workload)
             binding = self._binding(session, feeds)
@@ -193,13 +182,8 @@ class OrtBackend(Backend):
                 "timing": "wall clock (time.perf_counter) around n run_with_iobinding calls, GC paused",
             }
             err = self._check(workload, output, settings)
-        except BaseException:
-            for fn in reversed(cleanup):
-                fn()
-            raise
-        run = PreparedRun(wall_clock_timer(lambda: session.run_with_iobinding(binding)), _tensor(output), settings, err)
-        run._cleanup.extend(cleanup)
-        return run
+            return PreparedRun(wall_clock_timer(lambda: session.run_with_iobinding(binding)), _tensor(output),
+                               settings, err, stack=stack.pop_all())
 
     def _check(self, workload: Workload, output: np.ndarray, settings: dict[str, Any]) -> float | None:
         if workload.module is None:
@@ -213,12 +197,11 @@ class OrtBackend(Backend):
         from latprof.backends.op_profiling import profile_ort
 
         exported = self.export(workload)
-        cores = pin_cores(self.intra_threads()) if self.pin() else None
 
         def session_factory(so: Any) -> Any:
             return self.create_session(exported.path, so)
 
-        with pinned(cores):
+        with pinning(self.pin(), self.intra_threads()):
             feeds = self.feeds(session_factory(self.session_options()), workload)
             return profile_ort(self.session_options, session_factory, feeds, runs)
 
@@ -241,7 +224,8 @@ class OrtCPU(OrtBackend):
 
 @register_backend
 class OrtMobile(OrtBackend):
-    """The mobile-like profile (DESIGN.md): 1 intra-op and 1 inter-op thread, sequential, no spinning, one core, batch 1.
+    """The mobile-like profile (docs/backends.md, "The mobile-like profile"): 1 intra-op thread (``default_threads``
+    of a mobile device class) and 1 inter-op thread, sequential, no spinning, one core, batch 1.
 
     ``--threads N`` emulates an N-core cluster: N intra-op threads pinned to N cores. This is an emulation.
     """
@@ -252,9 +236,6 @@ class OrtMobile(OrtBackend):
     default_batch = 1
     fixed_batch = 1
     default_spinning = False
-
-    def intra_threads(self) -> int:
-        return self.options.threads or 1
 
     def inter_threads(self) -> int:
         return 1

@@ -8,6 +8,9 @@ The profilers' native code writes its own lines straight to file descriptors 1 a
 ``USDT: ... profiler_start`` / ``profiler_stop`` on every ``torch.profiler`` start and stop); ``native_output_silenced``
 points those descriptors at ``/dev/null`` around the profilers' start and stop only, so the terminal shows
 latprof's own output and nothing of the runs in between is hidden.
+
+``per_op_breakdown`` profiles one workload on one backend (its ``profile_ops``) and hands the profile to
+``latprof.analysis.breakdown.breakdown_record``, which maps ops to the paper's Figure 2 categories.
 """
 
 from __future__ import annotations
@@ -295,3 +298,22 @@ def profile_torch(fn: Callable[[], Any], runs: int = 20, cuda: bool = False, war
     kind = "self CUDA time of each CPU-side op" if cuda else "self CPU time"
     method = f"torch.profiler, {runs} calls after {warmup} warm-up, {kind}, grouped by op and input shapes"
     return OpProfile(sorted(ops, key=lambda o: -o.time_ms), "torch", runs, wall / runs * 1e3, method)
+
+
+# ------------------------------------------------------------------ a backend's profile as a per_op record
+def per_op_breakdown(backend: Any, workload: Any, end_to_end_ms: float | None, /, runs: int = 20,
+                     **ident: Any) -> dict[str, Any]:
+    """Profile ``workload`` on ``backend`` (a ``Backend`` with ``profile_ops``) and build its ``per_op`` record
+    (``ident``: workload, backend, threads, batch, ...). A backend without a profiler, or a failed profile, raises
+    ``BackendError``."""
+    from latprof.analysis.breakdown import breakdown_record
+    from latprof.backends.base import BackendError
+
+    profile_ops = getattr(backend, "profile_ops", None)
+    if profile_ops is None:
+        raise BackendError(f"{backend.name}: per-op profiling is not supported on this backend")
+    try:
+        profile = profile_ops(workload, runs)
+    except (ValueError, OSError, RuntimeError) as exc:  # unreadable trace, profiler failure → error record
+        raise BackendError(f"{backend.name}: per-op profiling failed: {exc}") from None
+    return breakdown_record(profile, end_to_end_ms, **ident)

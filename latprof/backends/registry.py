@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from latprof.backends.base import Backend, BackendOptions
+from latprof.backends.base import MOBILE_THREADS, Backend, BackendOptions, logical_cores
 from latprof.errors import LatprofError, unknown_choice
 
 _BACKENDS: dict[str, type[Backend]] = {}
@@ -53,3 +53,10 @@ def describe_backends() -> list[dict[str, Any]]:
             "description": cls.description,
         })
     return out
+
+
+def default_threads_text() -> str:
+    """The ``--threads`` default for help texts: ``base.default_threads``'s rule with this machine's core count."""
+    mobile = [n for n, c in _BACKENDS.items() if c.device_class == "mobile"]
+    on_mobile = f"; {MOBILE_THREADS} on {', '.join(mobile)}" if mobile else ""
+    return f"all logical cores ({logical_cores()} here){on_mobile}"

@@ -1,32 +1,71 @@
-"""PyTorch eager backends: ``torch-cpu`` (wall clock) and ``torch-cuda`` (CUDA events)."""
+"""PyTorch eager backends: ``torch-cpu`` (wall clock) and ``torch-cuda`` (CUDA events).
+
+What they change in the process is held for the run and restored on ``PreparedRun.close()``: torch's intra-op
+threads (``torch_threads``) and ``cudnn.benchmark`` (``CUDNN_BENCHMARK``). Inter-op threads are the exception:
+torch accepts them once per process, before any parallel work, and never again; the note in the settings says so.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 
-from latprof.backends.base import Backend, BackendError, PreparedRun, apply_pinning, check_output, logical_cores
+from latprof.backends.base import (
+    Backend,
+    BackendError,
+    PreparedRun,
+    SharedSetting,
+    check_output,
+    default_threads,
+    pinning,
+)
 from latprof.backends.registry import register_backend
 from latprof.measure.protocol import wall_clock_timer
 from latprof.workloads.registry import Workload, first_tensor
 
+INTRA_OP_THREADS: SharedSetting[int] = SharedSetting(torch.get_num_threads, torch.set_num_threads)
 
-def set_torch_threads(intra: int | None, inter: int | None) -> dict[str, Any]:
-    """Set torch's intra/inter-op threads; return what is in force (inter-op can only be set before first use)."""
-    if intra is not None:
-        torch.set_num_threads(intra)
-    inter_note = None
-    if inter is not None and inter != torch.get_num_interop_threads():
-        try:
-            torch.set_num_interop_threads(inter)
-        except RuntimeError:
-            inter_note = "inter-op threads fixed once parallel work has started in this process"
-    out: dict[str, Any] = {"intra_op_threads": torch.get_num_threads(), "inter_op_threads": torch.get_num_interop_threads()}
-    if inter_note:
-        out["inter_op_note"] = inter_note
-    return out
+
+def _set_cudnn_benchmark(on: bool) -> None:
+    torch.backends.cudnn.benchmark = on
+
+
+CUDNN_BENCHMARK: SharedSetting[bool] = SharedSetting(lambda: bool(torch.backends.cudnn.benchmark), _set_cudnn_benchmark)
+
+INTEROP_NOTE = "inter-op threads fixed once parallel work has started in this process"
+
+
+def _interop(inter: int | None) -> str | None:
+    """Ask for ``inter`` inter-op threads; a note when torch no longer accepts it (once per process)."""
+    if inter is None or inter == torch.get_num_interop_threads():
+        return None
+    try:
+        torch.set_num_interop_threads(inter)
+    except RuntimeError:
+        return INTEROP_NOTE
+    return None
+
+
+@contextlib.contextmanager
+def torch_threads(intra: int | None, inter: int | None) -> Iterator[dict[str, Any]]:
+    """Hold torch's intra-op threads at ``intra`` for the block (restored after) and ask for ``inter`` inter-op
+    threads; yields what is in force."""
+    with INTRA_OP_THREADS.held(intra) if intra is not None else contextlib.nullcontext():
+        note = _interop(inter)
+        out: dict[str, Any] = {"intra_op_threads": torch.get_num_threads(),
+                               "inter_op_threads": torch.get_num_interop_threads()}
+        if note:
+            out["inter_op_note"] = note
+        yield out
+
+
+def thread_counts(backend: Backend) -> tuple[int, int]:
+    """(intra-op, inter-op) threads a torch backend asks for: ``--threads`` or ``default_threads``, and one inter-op."""
+    return backend.options.threads or default_threads(type(backend)), backend.options.interop_threads or 1
 
 
 def _require_module(workload: Workload, backend: str) -> torch.nn.Module:
@@ -46,34 +85,34 @@ class TorchCPU(Backend):
 
     def prepare(self, workload: Workload) -> PreparedRun:
         module = _require_module(workload, self.name).eval()
-        threads = self.options.threads or logical_cores()
-        settings: dict[str, Any] = {
-            "device": "cpu",
-            **set_torch_threads(threads, self.options.interop_threads or 1),
-            "mkldnn_enabled": torch.backends.mkldnn.enabled,
-            "timing": "wall clock (time.perf_counter), GC paused",
-        }
-        inputs = workload.make_inputs()
+        intra, inter = thread_counts(self)
+        with contextlib.ExitStack() as stack:
+            settings: dict[str, Any] = {
+                "device": "cpu",
+                **stack.enter_context(torch_threads(intra, inter)),
+                "mkldnn_enabled": torch.backends.mkldnn.enabled,
+                "timing": "wall clock (time.perf_counter), GC paused",
+            }
+            inputs = workload.make_inputs()
 
-        def call() -> Any:
+            def call() -> Any:
+                with torch.inference_mode():
+                    return module(*inputs)
+
             with torch.inference_mode():
-                return module(*inputs)
-
-        with torch.inference_mode():
-            output = first_tensor(module(*inputs)).detach()
-        err = check_output(self.name, output, workload.reference_output())
-        run = PreparedRun(wall_clock_timer(call), output, settings, err)
-        apply_pinning(run, self.options.pin, threads)
-        return run
+                output = first_tensor(module(*inputs)).detach()
+            err = check_output(self.name, output, workload.reference_output())
+            settings["pinned_cores"] = stack.enter_context(pinning(self.options.pin, intra))
+            return PreparedRun(wall_clock_timer(call), output, settings, err, stack=stack.pop_all())
 
     def profile_ops(self, workload: Workload, runs: int) -> Any:
         """Per-aten-op self CPU times from ``torch.profiler`` (``latprof.backends.op_profiling``)."""
         from latprof.backends.op_profiling import profile_torch
 
         module = _require_module(workload, self.name).eval()
-        set_torch_threads(self.options.threads or logical_cores(), self.options.interop_threads or 1)
-        inputs = workload.make_inputs()
-        return profile_torch(lambda: module(*inputs), runs)
+        with torch_threads(*thread_counts(self)):
+            inputs = workload.make_inputs()
+            return profile_torch(lambda: module(*inputs), runs)
 
 
 @register_backend
@@ -94,35 +133,38 @@ class TorchCUDA(Backend):
 
     def prepare(self, workload: Workload) -> PreparedRun:
         reference = workload.reference_output()  # on the CPU, before the module moves to the GPU
-        module = _require_module(workload, self.name).eval().to("cuda")
-        torch.backends.cudnn.benchmark = True
-        settings: dict[str, Any] = {
-            **cuda_settings(),
-            "timing": "CUDA events around each batch of calls, then synchronize",
-        }
-        inputs = workload.make_inputs(device="cuda")
-        with torch.inference_mode():
-            output = first_tensor(module(*inputs)).detach()
-        torch.cuda.synchronize()
-        err = check_output(self.name, output.float().cpu(), reference)
-        host_wall: list[float] = []
-        timer = cuda_event_timer(lambda: module(*inputs), host_wall)
-
-        run = PreparedRun(timer, output.cpu(), settings, err, host_wall_per_call_s=host_wall)
-        run._cleanup.append(lambda: module.to("cpu"))
-        return run
+        with contextlib.ExitStack() as stack:
+            module = on_cuda(stack, _require_module(workload, self.name).eval())
+            stack.enter_context(CUDNN_BENCHMARK.held(True))
+            settings: dict[str, Any] = {
+                **cuda_settings(),
+                "timing": "CUDA events around each batch of calls, then synchronize",
+            }
+            inputs = workload.make_inputs(device="cuda")
+            with torch.inference_mode():
+                output = first_tensor(module(*inputs)).detach()
+            torch.cuda.synchronize()
+            err = check_output(self.name, output.float().cpu(), reference)
+            host_wall: list[float] = []
+            timer = cuda_event_timer(lambda: module(*inputs), host_wall)
+            return PreparedRun(timer, output.cpu(), settings, err, host_wall_per_call_s=host_wall,
+                               stack=stack.pop_all())
 
     def profile_ops(self, workload: Workload, runs: int) -> Any:
         """Per-aten-op self CUDA times from ``torch.profiler``."""
         from latprof.backends.op_profiling import profile_torch
 
-        module = _require_module(workload, self.name).eval().to("cuda")
-        torch.backends.cudnn.benchmark = True
-        inputs = workload.make_inputs(device="cuda")
-        try:
+        with contextlib.ExitStack() as stack:
+            module = on_cuda(stack, _require_module(workload, self.name).eval())
+            stack.enter_context(CUDNN_BENCHMARK.held(True))
+            inputs = workload.make_inputs(device="cuda")
             return profile_torch(lambda: module(*inputs), runs, cuda=True)
-        finally:
-            module.to("cpu")
+
+
+def on_cuda(stack: contextlib.ExitStack, module: torch.nn.Module) -> torch.nn.Module:
+    """Move ``module`` to the GPU for as long as ``stack`` is open (it goes back to the CPU on close)."""
+    stack.callback(module.to, "cpu")
+    return module.to("cuda")
 
 
 def cuda_settings() -> dict[str, Any]:

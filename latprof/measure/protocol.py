@@ -21,18 +21,24 @@ from latprof.measure.stats import LatencyStats, RatioEstimate, speed_ratio, summ
 BatchTimer = Callable[[int], float]
 Clock = Callable[[], float]
 
+# The defaults of every command that measures; the CLI interpolates them into its help (README, "The protocol inside
+# a worker"): stop when the 95% CI of the median is within ±2%, or at the time cap, sampling at least min_time.
+DEFAULT_TARGET_CI = 0.02
+DEFAULT_MAX_TIME_S = 10.0
+DEFAULT_MIN_TIME_S = 0.5
+
 
 @dataclass(frozen=True)
 class MeasureConfig:
-    """Knobs of the protocol. Defaults follow DESIGN.md: ±2% CI of the median at 95% or a time cap."""
+    """Knobs of the protocol: a ±``target_ci`` CI of the median at ``confidence``, or the time cap."""
 
-    target_ci: float = 0.02
-    max_time_s: float = 10.0
+    target_ci: float = DEFAULT_TARGET_CI
+    max_time_s: float = DEFAULT_MAX_TIME_S
     min_samples: int = 10
     max_samples: int = 2000
     # Sampling lasts at least this long even when the CI target is met sooner: a CI from a fraction of a second of
     # one process says little about the next run (frequency, cache and allocator state drift on that time scale).
-    min_time_s: float = 0.5
+    min_time_s: float = DEFAULT_MIN_TIME_S
     min_sample_time_s: float = 0.002
     warmup_min_s: float = 0.2
     warmup_max_s: float = 2.0
@@ -46,6 +52,8 @@ class MeasureConfig:
             raise ValueError("target_ci must be in (0, 1)")
         if self.max_time_s <= 0:
             raise ValueError("max_time_s must be > 0")
+        if self.min_time_s < 0:
+            raise ValueError("min_time_s must be >= 0")
         if self.min_samples < 2:
             raise ValueError("min_samples must be >= 2")
 

@@ -8,7 +8,6 @@ same round; ``latprof compare --normalize`` divides round by round by the refere
 from __future__ import annotations
 
 import time
-import tomllib
 import uuid
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
@@ -25,6 +24,11 @@ from latprof.run.engine import Plan, RunOptions, execute
 from latprof.run.units import Unit
 from latprof.shapes import Shape, format_shape, parse_shape
 from latprof.workloads import create_workload
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the tomli backport (a dependency there, see pyproject.toml)
+    import tomli as tomllib  # type: ignore[no-redef]
 
 SUITE_KEYS = {
     "name", "backend", "threads", "batch", "target_ci", "max_time", "min_rounds", "min_sample_ms", "threshold", "alpha",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from latprof.errors import LatprofError
 from latprof.results import ResultsFile, read_results
 
 BLOCKS_PREFIX = "blocks:"
@@ -145,8 +147,19 @@ def from_results_files(files: Sequence[ResultsFile]) -> ReportData:
 
 
 def load(paths: Sequence[str | Path]) -> ReportData:
-    """Read and merge results files; a missing, unreadable or other-schema file raises ``LatprofError``."""
-    return from_results_files([read_results(p) for p in paths])
+    """Read and merge results files; a missing, unreadable or other-schema file raises ``LatprofError``, and so does
+    one that holds no result rows (e.g. nothing but a torn line): an empty report would hide the mistake."""
+    files = []
+    for p in paths:
+        f = read_results(p, quiet=True)
+        if not f.results:
+            torn = " (only a torn line, skipped)" if f.skipped_torn_line else ""
+            raise LatprofError(f"{f.path} holds no result rows{torn}; pass a results.jsonl written by latprof "
+                               "profile, sweep or ci, or its run folder")
+        if f.skipped_torn_line:
+            warnings.warn(f"{f.path}: skipped a torn last line (a run was interrupted mid-write)", stacklevel=2)
+        files.append(f)
+    return from_results_files(files)
 
 
 def settings_text(settings: dict[str, Any]) -> str:
