@@ -8,11 +8,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from latprof.workloads.layers import channels_input
 from latprof.workloads.registry import register_workload
-
-
-def _input(key: str, default: int) -> object:
-    return lambda kw: (1, int(kw.get(key, default)), 56, 56)
 
 
 class PointwisePair(nn.Module):
@@ -50,19 +47,19 @@ class FragmentBlock(nn.Module):
         return out
 
 
-@register_workload(kind="block", family="guideline", default_input=_input("c1", 32))
+@register_workload(kind="block", family="guideline", default_input=channels_input("c1", 32))
 def pointwise_pair(c1: int = 32, c2: int = 32) -> nn.Module:
     """G1 block: conv1x1 c1→c2 then conv1x1 c2→c1 (ShuffleNet V2, Table 1)."""
     return PointwisePair(c1, c2)
 
 
-@register_workload(kind="block", family="guideline", default_input=_input("channels", 64))
+@register_workload(kind="block", family="guideline", default_input=channels_input("channels", 64))
 def pointwise_group_conv(channels: int = 64, groups: int = 1) -> nn.Module:
     """G2 block: one pointwise group convolution c→c with ``groups`` groups (ShuffleNet V2, Table 2)."""
     return nn.Conv2d(channels, channels, 1, groups=groups, bias=False)
 
 
-@register_workload(kind="block", family="guideline", default_input=_input("channels", 64))
+@register_workload(kind="block", family="guideline", default_input=channels_input("channels", 64))
 def fragment_block(channels: int = 64, fragments: int = 1, arrangement: str = "series") -> nn.Module:
     """G3 block: 1-4 conv1x1 in series or in parallel (add-merged) (ShuffleNet V2, Table 3)."""
     return FragmentBlock(channels, fragments, arrangement)

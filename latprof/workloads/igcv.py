@@ -10,30 +10,16 @@ because each project group sees channels from every expand group. IGCV3-D is the
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
-from latprof.workloads.registry import register_workload
-from latprof.workloads.shuffle import ChannelShuffle
-from latprof.workloads.shufflenet import NUM_CLASSES, BlockChain, classifier_head
+from latprof.workloads.layers import (NUM_CLASSES, ChannelShuffle, ClassifierHead, SequentialNetwork, channels_input,
+                                      conv_norm_act)
+from latprof.workloads.registry import register_networks, register_workload
 
 # t (expansion), c (output channels), n (repeats), s (stride of the first) — IGCV3-D, 224×224
 IGCV3_D_CONFIG = ((1, 16, 1, 1), (6, 24, 4, 2), (6, 32, 6, 2), (6, 64, 8, 2), (6, 96, 6, 1), (6, 160, 6, 2),
                   (6, 320, 1, 1))
-
-
-def _channels_input(key: str, default: int, size: int = 56) -> Any:
-    return lambda kw: (1, int(kw.get(key, default)), size, size)
-
-
-def _conv_bn(cin: int, cout: int, k: int = 1, stride: int = 1, groups: int = 1, act: bool = False) -> nn.Sequential:
-    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False),
-                               nn.BatchNorm2d(cout)]
-    if act:
-        layers.append(nn.ReLU6(inplace=True))
-    return nn.Sequential(*layers)
 
 
 class IGCV1Block(nn.Module):
@@ -44,7 +30,7 @@ class IGCV1Block(nn.Module):
         if primary_groups < 1 or channels % primary_groups:
             raise ValueError(f"channels={channels} must split into primary_groups={primary_groups}")
         secondary_groups = channels // primary_groups
-        self.primary = _conv_bn(channels, channels, kernel_size, stride, groups=primary_groups)
+        self.primary = conv_norm_act(channels, channels, kernel_size, stride, groups=primary_groups, act=None)
         self.permute = ChannelShuffle(primary_groups)
         self.secondary = nn.Conv2d(channels, channels, 1, groups=secondary_groups, bias=False)
         self.unpermute = ChannelShuffle(secondary_groups)
@@ -66,10 +52,10 @@ class IGCV3Block(nn.Module):
         if in_channels % groups or hidden % groups or out_channels % groups:
             raise ValueError(f"channels {in_channels}→{hidden}→{out_channels} must all divide into groups={groups}")
         self.use_residual = residual and stride == 1 and in_channels == out_channels
-        self.expand = _conv_bn(in_channels, hidden, 1, groups=groups)
+        self.expand = conv_norm_act(in_channels, hidden, 1, groups=groups, act=None)
         self.permute = ChannelShuffle(groups)
-        self.depthwise = _conv_bn(hidden, hidden, kernel_size, stride, groups=hidden, act=True)
-        self.project = _conv_bn(hidden, out_channels, 1, groups=groups)
+        self.depthwise = conv_norm_act(hidden, hidden, kernel_size, stride, groups=hidden, act="relu6")
+        self.project = conv_norm_act(hidden, out_channels, 1, groups=groups, act=None)
         self.unpermute = ChannelShuffle(out_channels // groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -78,33 +64,32 @@ class IGCV3Block(nn.Module):
 
 
 def build_igcv3(config: tuple[tuple[int, int, int, int], ...] = IGCV3_D_CONFIG, stem: int = 32, last: int = 1280,
-                num_classes: int = NUM_CLASSES) -> BlockChain:
+                num_classes: int = NUM_CLASSES) -> SequentialNetwork:
     """IGCV3 network: 3×3 stem, IGCV3 blocks per ``config``, 1×1 conv to ``last``, pooling + FC."""
-    blocks: list[tuple[str, nn.Module]] = [("stem", _conv_bn(3, stem, 3, 2, act=True))]
+    blocks: list[tuple[str, nn.Module]] = [("stem", conv_norm_act(3, stem, 3, 2, act="relu6"))]
     cin = stem
     for s_idx, (t, c, n, s) in enumerate(config):
         for i in range(n):
             blocks.append((f"stage{s_idx}_{i}", IGCV3Block(cin, c, s if i == 0 else 1, t, residual=i > 0)))
             cin = c
-    blocks.append(("conv_last", _conv_bn(cin, last, 1, act=True)))
-    blocks.append(("head", classifier_head(last, num_classes)))
-    return BlockChain(blocks)
+    blocks.append(("conv_last", conv_norm_act(cin, last, 1, act="relu6")))
+    blocks.append(("head", ClassifierHead(last, num_classes)))
+    return SequentialNetwork(blocks)
 
 
-@register_workload(kind="block", family="igcv", default_input=_channels_input("in_channels", 64))
+@register_workload(kind="block", family="igcv", default_input=channels_input("in_channels", 64))
 def igcv1_block(in_channels: int = 64, primary_groups: int = 4, kernel_size: int = 3, stride: int = 1) -> nn.Module:
     """IGCV1: primary k×k group conv (L groups of M ch) → permutation → secondary 1×1 group conv (M groups)."""
     return IGCV1Block(in_channels, primary_groups, kernel_size, stride)
 
 
-@register_workload(kind="block", family="igcv", default_input=_channels_input("in_channels", 32))
+@register_workload(kind="block", family="igcv", default_input=channels_input("in_channels", 32))
 def igcv3_block(in_channels: int = 32, out_channels: int = 32, stride: int = 1, expansion: float = 6,
                 kernel_size: int = 3, groups: int = 2) -> nn.Module:
     """IGCV3: 1×1 group expand → permutation → dw k×k → 1×1 group project → permutation; residual when shapes match."""
     return IGCV3Block(in_channels, out_channels, stride, expansion, kernel_size, groups)
 
 
-@register_workload(kind="network", family="igcv", default_input=(1, 3, 224, 224))
-def igcv3_d_x1_0(num_classes: int = NUM_CLASSES) -> nn.Module:
-    """IGCV3-D 1.0× (official release; ShuffleNet V2 paper Table 8: 318M mult-adds, 3.5M params)."""
-    return build_igcv3(num_classes=num_classes)
+register_networks("igcv", build_igcv3, {
+    "igcv3_d_x1_0": ("IGCV3-D 1.0× (official release; ShuffleNet V2 paper Table 8: 318M mult-adds, 3.5M params).",),
+})

@@ -26,57 +26,66 @@ from typing import Any
 import torch
 from torch import nn
 
-from latprof.workloads.registry import register_workload
-from latprof.workloads.shuffle import ChannelShuffle
-from latprof.workloads.shufflenet import NUM_CLASSES, BlockChain
+from latprof.workloads.layers import (NUM_CLASSES, ChannelShuffle, SequentialNetwork, channels_input, conv_norm_act,
+                                      make_divisible)
+from latprof.workloads.registry import register_networks, register_workload
 
-# Official per-row config: stride, repeats, out, kernel, dw_expand (2), pw1_groups, shift_groups,
-# pw2_out (0 marks the last row), pw2_groups, pw2_shift_groups, dsm (J of the 3 activations; 0 = ReLU6 or none),
-# reduction multiplier. Values from liyunsheng13/micronet backbone/microconfig.py.
 Row = tuple[int, int, int, int, int, int, int, int, int, int, int, int, int, int, int]
+
+
+def _rows(*table: str) -> tuple[Row, ...]:
+    """Rows of the official config, each written as its 15 numbers separated by spaces."""
+    return tuple(tuple(int(v) for v in line.split()) for line in table)  # type: ignore[return-value]
+
+
+# Official per-row config, liyunsheng13/micronet backbone/microconfig.py, one row a string of 15 numbers:
+#   s n   c k e1 e2 g1 g2 c3 g3 g4 y1 y2 y3 r
+# s stride, n repeats, c out channels, k kernel, (e1, e2) dw_expand, g1 pw1_groups (0: a Micro-Block-A row),
+# g2 shift_groups, c3 pw2_out (0 marks the last row), g3 pw2_groups, g4 pw2_shift_groups, (y1, y2, y3) dsm
+# (J of the 3 activations; 0 = ReLU6 or none), r reduction multiplier.
 MICRONET_ROWS: dict[str, tuple[Row, ...]] = {
-    "m0": (
-        (2, 1, 8, 3, 2, 2, 0, 4, 8, 2, 2, 2, 0, 1, 1),
-        (2, 1, 12, 3, 2, 2, 0, 8, 12, 4, 4, 2, 2, 1, 1),
-        (2, 1, 16, 5, 2, 2, 0, 12, 16, 4, 4, 2, 2, 1, 1),
-        (1, 1, 32, 5, 1, 4, 4, 4, 32, 4, 4, 2, 2, 1, 1),
-        (2, 1, 64, 5, 1, 4, 8, 8, 64, 8, 8, 2, 2, 1, 1),
-        (1, 1, 96, 3, 1, 4, 8, 8, 96, 8, 8, 2, 2, 1, 2),
-        (1, 1, 384, 3, 1, 4, 12, 12, 0, 0, 0, 2, 2, 1, 2),
+    "m0": _rows(
+        "2 1   8 3 2 2  0  4   8  2  2 2 0 1 1",
+        "2 1  12 3 2 2  0  8  12  4  4 2 2 1 1",
+        "2 1  16 5 2 2  0 12  16  4  4 2 2 1 1",
+        "1 1  32 5 1 4  4  4  32  4  4 2 2 1 1",
+        "2 1  64 5 1 4  8  8  64  8  8 2 2 1 1",
+        "1 1  96 3 1 4  8  8  96  8  8 2 2 1 2",
+        "1 1 384 3 1 4 12 12   0  0  0 2 2 1 2",
     ),
-    "m1": (
-        (2, 1, 8, 3, 2, 2, 0, 6, 8, 2, 2, 2, 0, 1, 1),
-        (2, 1, 16, 3, 2, 2, 0, 8, 16, 4, 4, 2, 2, 1, 1),
-        (2, 1, 16, 5, 2, 2, 0, 16, 16, 4, 4, 2, 2, 1, 1),
-        (1, 1, 32, 5, 1, 6, 4, 4, 32, 4, 4, 2, 2, 1, 1),
-        (2, 1, 64, 5, 1, 6, 8, 8, 64, 8, 8, 2, 2, 1, 1),
-        (1, 1, 96, 3, 1, 6, 8, 8, 96, 8, 8, 2, 2, 1, 2),
-        (1, 1, 576, 3, 1, 6, 12, 12, 0, 0, 0, 2, 2, 1, 2),
+    "m1": _rows(
+        "2 1   8 3 2 2  0  6   8  2  2 2 0 1 1",
+        "2 1  16 3 2 2  0  8  16  4  4 2 2 1 1",
+        "2 1  16 5 2 2  0 16  16  4  4 2 2 1 1",
+        "1 1  32 5 1 6  4  4  32  4  4 2 2 1 1",
+        "2 1  64 5 1 6  8  8  64  8  8 2 2 1 1",
+        "1 1  96 3 1 6  8  8  96  8  8 2 2 1 2",
+        "1 1 576 3 1 6 12 12   0  0  0 2 2 1 2",
     ),
-    "m2": (
-        (2, 1, 12, 3, 2, 2, 0, 8, 12, 4, 4, 2, 0, 1, 1),
-        (2, 1, 16, 3, 2, 2, 0, 12, 16, 4, 4, 2, 2, 1, 1),
-        (1, 1, 24, 3, 2, 2, 0, 16, 24, 4, 4, 2, 2, 1, 1),
-        (2, 1, 32, 5, 1, 6, 6, 6, 32, 4, 4, 2, 2, 1, 1),
-        (1, 1, 32, 5, 1, 6, 8, 8, 32, 4, 4, 2, 2, 1, 2),
-        (1, 1, 64, 5, 1, 6, 8, 8, 64, 8, 8, 2, 2, 1, 2),
-        (2, 1, 96, 5, 1, 6, 8, 8, 96, 8, 8, 2, 2, 1, 2),
-        (1, 1, 128, 3, 1, 6, 12, 12, 128, 8, 8, 2, 2, 1, 2),
-        (1, 1, 768, 3, 1, 6, 16, 16, 0, 0, 0, 2, 2, 1, 2),
+    "m2": _rows(
+        "2 1  12 3 2 2  0  8  12  4  4 2 0 1 1",
+        "2 1  16 3 2 2  0 12  16  4  4 2 2 1 1",
+        "1 1  24 3 2 2  0 16  24  4  4 2 2 1 1",
+        "2 1  32 5 1 6  6  6  32  4  4 2 2 1 1",
+        "1 1  32 5 1 6  8  8  32  4  4 2 2 1 2",
+        "1 1  64 5 1 6  8  8  64  8  8 2 2 1 2",
+        "2 1  96 5 1 6  8  8  96  8  8 2 2 1 2",
+        "1 1 128 3 1 6 12 12 128  8  8 2 2 1 2",
+        "1 1 768 3 1 6 16 16   0  0  0 2 2 1 2",
     ),
-    "m3": (
-        (2, 1, 16, 3, 2, 2, 0, 12, 16, 4, 4, 0, 2, 0, 1),
-        (2, 1, 24, 3, 2, 2, 0, 16, 24, 4, 4, 0, 2, 0, 1),
-        (1, 1, 24, 3, 2, 2, 0, 24, 24, 4, 4, 0, 2, 0, 1),
-        (2, 1, 32, 5, 1, 6, 6, 6, 32, 4, 4, 0, 2, 0, 1),
-        (1, 1, 32, 5, 1, 6, 8, 8, 32, 4, 4, 0, 2, 0, 2),
-        (1, 1, 64, 5, 1, 6, 8, 8, 48, 8, 8, 0, 2, 0, 2),
-        (1, 1, 80, 5, 1, 6, 8, 8, 80, 8, 8, 0, 2, 0, 2),
-        (1, 1, 80, 5, 1, 6, 10, 10, 80, 8, 8, 0, 2, 0, 2),
-        (2, 1, 120, 5, 1, 6, 10, 10, 120, 10, 10, 0, 2, 0, 2),
-        (1, 1, 120, 5, 1, 6, 12, 12, 120, 10, 10, 0, 2, 0, 2),
-        (1, 1, 144, 3, 1, 6, 12, 12, 144, 12, 12, 0, 2, 0, 2),
-        (1, 1, 864, 3, 1, 6, 12, 12, 0, 0, 0, 0, 2, 0, 2),
+    "m3": _rows(
+        "2 1  16 3 2 2  0 12  16  4  4 0 2 0 1",
+        "2 1  24 3 2 2  0 16  24  4  4 0 2 0 1",
+        "1 1  24 3 2 2  0 24  24  4  4 0 2 0 1",
+        "2 1  32 5 1 6  6  6  32  4  4 0 2 0 1",
+        "1 1  32 5 1 6  8  8  32  4  4 0 2 0 2",
+        "1 1  64 5 1 6  8  8  48  8  8 0 2 0 2",
+        "1 1  80 5 1 6  8  8  80  8  8 0 2 0 2",
+        "1 1  80 5 1 6 10 10  80  8  8 0 2 0 2",
+        "2 1 120 5 1 6 10 10 120 10 10 0 2 0 2",
+        "1 1 120 5 1 6 12 12 120 10 10 0 2 0 2",
+        "1 1 144 3 1 6 12 12 144 12 12 0 2 0 2",
+        "1 1 864 3 1 6 12 12   0  0  0 0 2 0 2",
     ),
 }
 
@@ -92,15 +101,6 @@ BASE_REDUCTION = 8
 ACT_MAX = 2.0
 LAST_INIT_A = (1.0, 0.0)
 LAST_INIT_B = (0.0, 0.0)
-
-
-def _channels_input(key: str, default: int, size: int = 56) -> Any:
-    return lambda kw: (1, int(kw.get(key, default)), size, size)
-
-
-def _make_divisible(value: float, divisor: int) -> int:
-    new = max(divisor, int(value + divisor / 2) // divisor * divisor)
-    return new + divisor if new < 0.9 * value else new
 
 
 def micro_factorized_groups(channels: int, ratio: int) -> int:
@@ -137,7 +137,7 @@ class DynamicShiftMax(nn.Module):
             raise ValueError(f"Dynamic Shift-Max J must be 1 or 2, got {j}")
         self.channels, self.groups, self.j = channels, groups, j
         self.init_a, self.init_b, self.act_max = tuple(init_a), tuple(init_b), act_max
-        squeeze = max(4, _make_divisible(channels // reduction, 4))
+        squeeze = max(4, make_divisible(channels // reduction, 4))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Sequential(nn.Flatten(1), nn.Linear(channels, squeeze), nn.ReLU(inplace=True),
                                 nn.Linear(squeeze, channels * 2 * j), nn.Hardsigmoid())
@@ -166,7 +166,7 @@ class DynamicShiftMax(nn.Module):
 def _group_pointwise(cin: int, cout: int, groups: int) -> nn.Sequential:
     if cin % groups or cout % groups:
         raise ValueError(f"group 1×1 conv {cin}→{cout} channels does not divide into groups={groups}")
-    return nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False, groups=groups), nn.BatchNorm2d(cout))
+    return conv_norm_act(cin, cout, 1, groups=groups, act=None)
 
 
 class MicroDepthwise(nn.Module):
@@ -197,31 +197,50 @@ def _activation(channels: int, j: int, groups: int, reduction: int, init_a: tupl
     return DynamicShiftMax(channels, groups, j, reduction, init_a, init_b)
 
 
-class MicroStem(nn.Module):
+def _squeeze(hidden: int, out_channels: int, groups: tuple[int, int], dsm: int, reduction: int) -> list[nn.Module]:
+    """The end of Micro-Blocks A and C: group 1×1 squeeze (groups[0]) → [DSM(J=1)] → shuffle(groups[1]), then,
+    after a DSM, shuffle(out/2) when the channels are even (the official code's switches)."""
+    layers: list[nn.Module] = [_group_pointwise(hidden, out_channels, groups[0])]
+    if dsm:
+        layers.append(DynamicShiftMax(out_channels, groups[1], 1, reduction, LAST_INIT_A, LAST_INIT_B))
+    layers.append(ChannelShuffle(groups[1]))
+    if dsm and out_channels % 2 == 0:
+        layers.append(ChannelShuffle(out_channels // 2))
+    return layers
+
+
+class MicroUnit(nn.Module):
+    """A MicroNet unit: its ``layers`` in sequence, plus the input when ``identity`` (stride 1 and in == out)."""
+
+    def __init__(self, layers: list[nn.Module], identity: bool = False) -> None:
+        super().__init__()
+        self.identity = identity
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.layers(x)
+        return out + x if self.identity else out
+
+
+class MicroStem(MicroUnit):
     """Stem: 3×1 conv (stride 2 rows, g1 ch) → BN → 1×3 depthwise-like conv (×g2, stride 2 cols) → BN → shuffle → ReLU6."""
 
     def __init__(self, groups: tuple[int, int]) -> None:
-        super().__init__()
         g1, g2 = groups
-        self.layers = nn.Sequential(
+        super().__init__([
             nn.Conv2d(3, g1, (3, 1), (2, 1), (1, 0), bias=False), nn.BatchNorm2d(g1),
             nn.Conv2d(g1, g1 * g2, (1, 3), (1, 2), (0, 1), groups=g1, bias=False), nn.BatchNorm2d(g1 * g2),
             ChannelShuffle(g1), nn.ReLU6(inplace=True),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
+        ])
 
 
-class MicroBlockA(nn.Module):
+class MicroBlockA(MicroUnit):
     """Micro-Block-A: Micro-Factorized dw (expanding) → DSM → shuffle → group 1×1 squeeze → DSM(J=1) → shuffle."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
                  dw_expand: tuple[int, int] = (2, 2), shift_groups: int = 4, pw_groups: tuple[int, int] = (2, 2),
                  dsm: tuple[int, int] = (2, 1), reduction: int = 8, init_a: tuple[float, float] = (1.0, 1.0),
                  init_b: tuple[float, float] = (0.0, 0.0)) -> None:
-        super().__init__()
-        self.identity = stride == 1 and in_channels == out_channels
         dw = MicroDepthwise(in_channels, dw_expand, kernel_size, stride)
         hidden = dw.out_channels
         layers: list[nn.Module] = [
@@ -231,20 +250,11 @@ class MicroBlockA(nn.Module):
         ]
         if dsm[0]:
             layers.append(ChannelShuffle(hidden // 2))
-        layers.append(_group_pointwise(hidden, out_channels, pw_groups[0]))
-        if dsm[1]:
-            layers.append(DynamicShiftMax(out_channels, pw_groups[1], 1, reduction // 2, LAST_INIT_A, LAST_INIT_B))
-        layers.append(ChannelShuffle(pw_groups[1]))
-        if dsm[1] and out_channels % 2 == 0:
-            layers.append(ChannelShuffle(out_channels // 2))
-        self.layers = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.layers(x)
-        return out + x if self.identity else out
+        layers += _squeeze(hidden, out_channels, pw_groups, dsm[1], reduction // 2)
+        super().__init__(layers, stride == 1 and in_channels == out_channels)
 
 
-class MicroBlockC(nn.Module):
+class MicroBlockC(MicroUnit):
     """Micro-Block-C (official tiling): group 1×1 expand → DSM → shuffle → Micro-Factorized dw → DSM → shuffle →
     group 1×1 squeeze → DSM(J=1) → shuffle; identity shortcut when stride 1 and in == out."""
 
@@ -252,8 +262,6 @@ class MicroBlockC(nn.Module):
                  expansion: int = 4, pw1_groups: int = 4, shift_groups: int = 4, pw_groups: tuple[int, int] = (4, 4),
                  dsm: tuple[int, int, int] = (2, 2, 1), reduction: int = 8, init_a: tuple[float, float] = (1.0, 1.0),
                  init_b: tuple[float, float] = (0.0, 0.0)) -> None:
-        super().__init__()
-        self.identity = stride == 1 and in_channels == out_channels
         hidden = in_channels * expansion
         y1, y2, y3 = dsm
         dw_shift = hidden // shift_groups if shift_groups != 1 else 1
@@ -268,33 +276,22 @@ class MicroBlockC(nn.Module):
             layers.append(ChannelShuffle(hidden // 4))
         elif y1 or y2:
             layers.append(ChannelShuffle(hidden // 2))
-        layers.append(_group_pointwise(hidden, out_channels, pw_groups[0]))
-        if y3:
-            last_reduction = reduction // 2 if out_channels < hidden else reduction
-            layers.append(DynamicShiftMax(out_channels, pw_groups[1], 1, last_reduction, LAST_INIT_A, LAST_INIT_B))
-        layers.append(ChannelShuffle(pw_groups[1]))
-        if y3:
-            layers.append(ChannelShuffle(out_channels // 2))
-        self.layers = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.layers(x)
-        return out + x if self.identity else out
+        layers += _squeeze(hidden, out_channels, pw_groups, y3, reduction // 2 if out_channels < hidden else reduction)
+        super().__init__(layers, stride == 1 and in_channels == out_channels)
 
 
-class MicroBlockB(nn.Module):
+class MicroBlockB(MicroUnit):
     """Micro-Block-B (paper Fig. 3): Micro-Factorized dw (expanding) → DSM → full Micro-Factorized pointwise
     (group 1×1 squeeze → DSM(J=1) → shuffle → group 1×1 expand → DSM(J=1) → shuffle)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
                  dw_expand: tuple[int, int] = (1, 4), ratio: int = 4, j: int = 2, reduction: int = 8) -> None:
-        super().__init__()
         dw = MicroDepthwise(in_channels, dw_expand, kernel_size, stride)
         hidden = dw.out_channels
         squeezed = max(1, out_channels // ratio)
         g_in = micro_factorized_groups(hidden, max(1, hidden // squeezed))
         g_out = micro_factorized_groups(out_channels, ratio)
-        self.layers = nn.Sequential(
+        super().__init__([
             dw,
             DynamicShiftMax(hidden, g_in, j, reduction),
             ChannelShuffle(g_in),
@@ -304,25 +301,18 @@ class MicroBlockB(nn.Module):
             _group_pointwise(squeezed, out_channels, g_out),
             DynamicShiftMax(out_channels, g_out, 1, reduction, LAST_INIT_A, LAST_INIT_B),
             ChannelShuffle(g_out),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
+        ])
 
 
-class MicroPointwise(nn.Module):
+class MicroPointwise(MicroUnit):
     """Last unit of the official networks: group 1×1 expand → BN → DSM(J=1) (or nothing when the config says 0)."""
 
     def __init__(self, in_channels: int, out_channels: int, groups: int, shift_groups: int, dsm: int,
                  reduction: int) -> None:
-        super().__init__()
         layers: list[nn.Module] = [_group_pointwise(in_channels, out_channels, groups)]
         if dsm:
             layers.append(DynamicShiftMax(out_channels, shift_groups, 1, reduction, LAST_INIT_A, LAST_INIT_B))
-        self.layers = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
+        super().__init__(layers)
 
 
 class MicroHead(nn.Module):
@@ -341,7 +331,7 @@ class MicroHead(nn.Module):
         return self.classifier(self.pool(x))
 
 
-def build_micronet(variant: str, num_classes: int = NUM_CLASSES) -> BlockChain:
+def build_micronet(variant: str, num_classes: int = NUM_CLASSES) -> SequentialNetwork:
     """MicroNet M0–M3 as in the official release (exact parameter counts)."""
     if variant not in MICRONET_ROWS:
         raise ValueError(f"MicroNet variant must be one of {sorted(MICRONET_ROWS)}, got {variant!r}")
@@ -367,7 +357,7 @@ def build_micronet(variant: str, num_classes: int = NUM_CLASSES) -> BlockChain:
             blocks.append((f"{name}{i}_{rep}", unit))
             cin = c
     blocks.append(("head", MicroHead(cin, cfg["head"], num_classes, cfg["dropout"])))
-    return BlockChain(blocks)
+    return SequentialNetwork(blocks)
 
 
 def dsm_elementwise_counts(module: nn.Module, x: torch.Tensor) -> dict[str, int]:
@@ -393,7 +383,7 @@ def dsm_elementwise_counts(module: nn.Module, x: torch.Tensor) -> dict[str, int]
     return counts
 
 
-@register_workload(kind="block", family="micronet", default_input=_channels_input("in_channels", 8))
+@register_workload(kind="block", family="micronet", default_input=channels_input("in_channels", 8))
 def micronet_block_a(in_channels: int = 8, out_channels: int = 12, kernel_size: int = 3, stride: int = 1,
                      dw_expand: tuple[int, int] = (2, 2), shift_groups: int = 8, pw_groups: tuple[int, int] = (4, 4),
                      j: int = 2, reduction: int = 8) -> nn.Module:
@@ -402,14 +392,14 @@ def micronet_block_a(in_channels: int = 8, out_channels: int = 12, kernel_size: 
                        tuple(pw_groups), (j, 1), reduction)
 
 
-@register_workload(kind="block", family="micronet", default_input=_channels_input("in_channels", 16))
+@register_workload(kind="block", family="micronet", default_input=channels_input("in_channels", 16))
 def micronet_block_b(in_channels: int = 16, out_channels: int = 32, kernel_size: int = 5, stride: int = 1,
                      dw_expand: tuple[int, int] = (1, 4), ratio: int = 4, j: int = 2, reduction: int = 8) -> nn.Module:
     """MicroNet Micro-Block-B: dw expanding → DSM → full Micro-Factorized pointwise (squeeze, shuffle, expand)."""
     return MicroBlockB(in_channels, out_channels, kernel_size, stride, tuple(dw_expand), ratio, j, reduction)
 
 
-@register_workload(kind="block", family="micronet", default_input=_channels_input("in_channels", 32))
+@register_workload(kind="block", family="micronet", default_input=channels_input("in_channels", 32))
 def micronet_block_c(in_channels: int = 32, out_channels: int = 32, kernel_size: int = 5, stride: int = 1,
                      expansion: int = 4, groups: int = 8, j: int = 2, reduction: int = 8) -> nn.Module:
     """MicroNet Micro-Block-C: group 1×1 expand → DSM → shuffle → k×1,1×k dw → DSM → group 1×1 squeeze → DSM(J=1)."""
@@ -417,29 +407,9 @@ def micronet_block_c(in_channels: int = 32, out_channels: int = 32, kernel_size:
                        (j, j, 1), reduction)
 
 
-def _micronet(variant: str, num_classes: int) -> nn.Module:
-    return build_micronet(variant, num_classes)
-
-
-@register_workload(kind="network", family="micronet", default_input=(1, 3, 224, 224))
-def micronet_m0(num_classes: int = NUM_CLASSES) -> nn.Module:
-    """MicroNet-M0 (official: 1.020M params; 4M mult-adds incl. Dynamic Shift-Max)."""
-    return _micronet("m0", num_classes)
-
-
-@register_workload(kind="network", family="micronet", default_input=(1, 3, 224, 224))
-def micronet_m1(num_classes: int = NUM_CLASSES) -> nn.Module:
-    """MicroNet-M1 (official: 1.778M params; 6M mult-adds incl. Dynamic Shift-Max)."""
-    return _micronet("m1", num_classes)
-
-
-@register_workload(kind="network", family="micronet", default_input=(1, 3, 224, 224))
-def micronet_m2(num_classes: int = NUM_CLASSES) -> nn.Module:
-    """MicroNet-M2 (official: 2.394M params; 12M mult-adds incl. Dynamic Shift-Max)."""
-    return _micronet("m2", num_classes)
-
-
-@register_workload(kind="network", family="micronet", default_input=(1, 3, 224, 224))
-def micronet_m3(num_classes: int = NUM_CLASSES) -> nn.Module:
-    """MicroNet-M3 (official: 2.623M params; 21M mult-adds incl. Dynamic Shift-Max)."""
-    return _micronet("m3", num_classes)
+register_networks("micronet", build_micronet, {
+    "micronet_m0": ("MicroNet-M0 (official: 1.020M params; 4M mult-adds incl. Dynamic Shift-Max).", "m0"),
+    "micronet_m1": ("MicroNet-M1 (official: 1.778M params; 6M mult-adds incl. Dynamic Shift-Max).", "m1"),
+    "micronet_m2": ("MicroNet-M2 (official: 2.394M params; 12M mult-adds incl. Dynamic Shift-Max).", "m2"),
+    "micronet_m3": ("MicroNet-M3 (official: 2.623M params; 21M mult-adds incl. Dynamic Shift-Max).", "m3"),
+})

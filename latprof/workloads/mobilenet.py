@@ -8,20 +8,11 @@ V3-Small as in the reference implementations).
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from latprof.workloads.layers import (
-    ClassifierHead,
-    SequentialNetwork,
-    SqueezeExcite,
-    activation,
-    channels_input,
-    conv_norm_act,
-    image_input,
-    make_divisible,
-)
-from latprof.workloads.registry import register_workload
+from latprof.workloads.layers import (NUM_CLASSES, ClassifierHead, MBConv, SequentialNetwork, activation,
+                                      channels_input, conv_norm_act, make_divisible)
+from latprof.workloads.registry import register_networks, register_workload
 
 
 class DepthwiseSeparable(nn.Sequential):
@@ -34,43 +25,6 @@ class DepthwiseSeparable(nn.Sequential):
         )
 
 
-class MBConv(nn.Module):
-    """Inverted residual / MBConv: [1×1 expand] → depthwise k×k → [SE] → 1×1 linear projection, + identity.
-
-    The expansion conv is left out when ``expanded_channels == in_channels`` (MobileNet V2 t=1, V3's first block);
-    the identity shortcut is used when stride is 1 and the channels match.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        expanded_channels: int,
-        out_channels: int,
-        kernel_size: int = 3,
-        stride: int = 1,
-        act: str = "relu6",
-        se_channels: int = 0,
-        se_act: str = "relu",
-        se_gate: str = "hsigmoid",
-    ) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        if expanded_channels != in_channels:
-            layers.append(conv_norm_act(in_channels, expanded_channels, 1, 1, act=act))
-        layers.append(
-            conv_norm_act(expanded_channels, expanded_channels, kernel_size, stride, groups=expanded_channels, act=act)
-        )
-        if se_channels > 0:
-            layers.append(SqueezeExcite(expanded_channels, se_channels, se_act, se_gate))
-        layers.append(conv_norm_act(expanded_channels, out_channels, 1, 1, act=None))
-        self.body = nn.Sequential(*layers)
-        self.residual = stride == 1 and in_channels == out_channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.body(x)
-        return out + x if self.residual else out
-
-
 # ------------------------------------------------------------------ blocks
 @register_workload(kind="block", family="mobilenet", default_input=channels_input("in_channels", 64))
 def depthwise_separable(
@@ -81,30 +35,16 @@ def depthwise_separable(
 
 
 @register_workload(kind="block", family="mobilenet", default_input=channels_input("in_channels", 32))
-def inverted_residual(
-    in_channels: int = 32,
-    out_channels: int | None = None,
-    stride: int = 1,
-    expansion: float = 6.0,
-    kernel_size: int = 3,
-    act: str = "relu6",
-) -> nn.Module:
+def inverted_residual(in_channels: int = 32, out_channels: int | None = None, stride: int = 1, expansion: float = 6.0,
+                      kernel_size: int = 3, act: str = "relu6") -> nn.Module:
     """MobileNet V2 inverted residual: 1×1 expand (t) → depthwise k×k → 1×1 linear, identity add when shapes match."""
     out_channels = out_channels or in_channels
     return MBConv(in_channels, int(round(in_channels * expansion)), out_channels, kernel_size, stride, act)
 
 
 @register_workload(kind="block", family="mobilenet", default_input=channels_input("in_channels", 40))
-def mbconv(
-    in_channels: int = 40,
-    out_channels: int | None = None,
-    stride: int = 1,
-    expansion: float = 6.0,
-    kernel_size: int = 5,
-    se: bool = True,
-    se_ratio: float = 0.25,
-    act: str = "hswish",
-) -> nn.Module:
+def mbconv(in_channels: int = 40, out_channels: int | None = None, stride: int = 1, expansion: float = 6.0,
+           kernel_size: int = 5, se: bool = True, se_ratio: float = 0.25, act: str = "hswish") -> nn.Module:
     """MobileNet V3 / EfficientNet MBConv: expand → depthwise k×k → SE (on/off) → project; act relu|hswish|swish.
 
     SE squeezes the expanded channels by ``se_ratio`` (rounded to 8); its gate is hard-sigmoid for relu/hswish
@@ -123,7 +63,7 @@ def mbconv(
 _V1_LAYERS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)] + [(512, 1)] * 5 + [(1024, 2), (1024, 1)]
 
 
-def mobilenet_v1(width: float = 1.0, num_classes: int = 1000) -> SequentialNetwork:
+def mobilenet_v1(width: float = 1.0, num_classes: int = NUM_CLASSES) -> SequentialNetwork:
     """MobileNet V1 with width multiplier ``width`` applied to every layer (paper Table 1)."""
     c = int(32 * width)
     blocks: list[tuple[str, nn.Module]] = [("stem", conv_norm_act(3, c, 3, 2))]
@@ -135,28 +75,13 @@ def mobilenet_v1(width: float = 1.0, num_classes: int = 1000) -> SequentialNetwo
     return SequentialNetwork(blocks)
 
 
-@register_workload(kind="network", family="mobilenet", default_input=image_input)
-def mobilenet_v1_x1_0(num_classes: int = 1000) -> nn.Module:
-    """MobileNet V1 1.0: 569 M mult-adds, 4.23 M params at 224×224 (paper: 569 M, 4.2 M)."""
-    return mobilenet_v1(1.0, num_classes)
-
-
-@register_workload(kind="network", family="mobilenet", default_input=image_input)
-def mobilenet_v1_x0_75(num_classes: int = 1000) -> nn.Module:
-    """MobileNet V1 0.75: 325 M mult-adds, 2.59 M params (paper: 325 M, 2.6 M)."""
-    return mobilenet_v1(0.75, num_classes)
-
-
-@register_workload(kind="network", family="mobilenet", default_input=image_input)
-def mobilenet_v1_x0_5(num_classes: int = 1000) -> nn.Module:
-    """MobileNet V1 0.5: 149 M mult-adds, 1.33 M params (paper: 149 M, 1.3 M)."""
-    return mobilenet_v1(0.5, num_classes)
-
-
-@register_workload(kind="network", family="mobilenet", default_input=image_input)
-def mobilenet_v1_x0_25(num_classes: int = 1000) -> nn.Module:
-    """MobileNet V1 0.25: 41 M mult-adds, 0.47 M params (paper: 41 M, 0.5 M rounded)."""
-    return mobilenet_v1(0.25, num_classes)
+register_networks("mobilenet", mobilenet_v1, {
+    "mobilenet_v1_x1_0": ("MobileNet V1 1.0: 569 M mult-adds, 4.23 M params at 224×224 (paper: 569 M, 4.2 M).", 1.0),
+    "mobilenet_v1_x0_75": ("MobileNet V1 0.75: 325 M mult-adds, 2.59 M params (paper: 325 M, 2.6 M).", 0.75),
+    "mobilenet_v1_x0_5": ("MobileNet V1 0.5: 149 M mult-adds, 1.33 M params (paper: 149 M, 1.3 M).", 0.5),
+    "mobilenet_v1_x0_25": ("MobileNet V1 0.25: 41 M mult-adds, 0.47 M params (paper: 41 M, 0.5 M rounded).",
+                           0.25),
+})
 
 
 # ------------------------------------------------------------------ MobileNet V2
@@ -164,7 +89,7 @@ def mobilenet_v1_x0_25(num_classes: int = 1000) -> nn.Module:
 _V2_SETTINGS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
 
 
-def mobilenet_v2(width: float = 1.0, num_classes: int = 1000) -> SequentialNetwork:
+def mobilenet_v2(width: float = 1.0, num_classes: int = NUM_CLASSES) -> SequentialNetwork:
     """MobileNet V2; channels × ``width`` rounded to 8, the last 1×1 conv 1280·max(1, width)."""
     c = make_divisible(32 * width)
     blocks: list[tuple[str, nn.Module]] = [("stem", conv_norm_act(3, c, 3, 2, act="relu6"))]
@@ -181,16 +106,12 @@ def mobilenet_v2(width: float = 1.0, num_classes: int = 1000) -> SequentialNetwo
     return SequentialNetwork(blocks)
 
 
-@register_workload(kind="network", family="mobilenet", default_input=image_input)
-def mobilenet_v2_x1_0(num_classes: int = 1000) -> nn.Module:
-    """MobileNet V2 1.0: 301 M mult-adds, 3.50 M params (paper: 300 M, 3.4 M; TF-slim release 3.47 M)."""
-    return mobilenet_v2(1.0, num_classes)
-
-
-@register_workload(kind="network", family="mobilenet", default_input=image_input)
-def mobilenet_v2_x1_4(num_classes: int = 1000) -> nn.Module:
-    """MobileNet V2 1.4: 582 M mult-adds, 6.11 M params (paper: 585 M, 6.9 M; TF-slim release 6.06 M)."""
-    return mobilenet_v2(1.4, num_classes)
+register_networks("mobilenet", mobilenet_v2, {
+    "mobilenet_v2_x1_0": (
+        "MobileNet V2 1.0: 301 M mult-adds, 3.50 M params (paper: 300 M, 3.4 M; TF-slim release 3.47 M).", 1.0),
+    "mobilenet_v2_x1_4": (
+        "MobileNet V2 1.4: 582 M mult-adds, 6.11 M params (paper: 585 M, 6.9 M; TF-slim release 6.06 M).", 1.4),
+})
 
 
 # ------------------------------------------------------------------ MobileNet V3
@@ -210,7 +131,7 @@ _V3_SMALL = [
 ]
 
 
-def mobilenet_v3(config: list, last_conv: int, hidden: int, num_classes: int = 1000) -> SequentialNetwork:
+def mobilenet_v3(config: list, last_conv: int, hidden: int, num_classes: int = NUM_CLASSES) -> SequentialNetwork:
     """MobileNet V3: hswish stem, MBConv blocks, 1×1 conv, pool, 1×1 (no BN) hidden layer with hswish, classifier."""
     c = 16
     blocks: list[tuple[str, nn.Module]] = [("stem", conv_norm_act(3, c, 3, 2, act="hswish"))]
@@ -231,13 +152,9 @@ def mobilenet_v3(config: list, last_conv: int, hidden: int, num_classes: int = 1
     return SequentialNetwork(blocks)
 
 
-@register_workload(kind="network", family="mobilenet", default_input=image_input)
-def mobilenet_v3_large(num_classes: int = 1000) -> nn.Module:
-    """MobileNet V3-Large 1.0: 217 M mult-adds, 5.48 M params (paper: 219 M, 5.4 M)."""
-    return mobilenet_v3(_V3_LARGE, 960, 1280, num_classes)
-
-
-@register_workload(kind="network", family="mobilenet", default_input=image_input)
-def mobilenet_v3_small(num_classes: int = 1000) -> nn.Module:
-    """MobileNet V3-Small 1.0: 57 M mult-adds, 2.54 M params (paper: 56 M, 2.5 M)."""
-    return mobilenet_v3(_V3_SMALL, 576, 1024, num_classes)
+register_networks("mobilenet", mobilenet_v3, {
+    "mobilenet_v3_large": ("MobileNet V3-Large 1.0: 217 M mult-adds, 5.48 M params (paper: 219 M, 5.4 M).",
+                           _V3_LARGE, 960, 1280),
+    "mobilenet_v3_small": ("MobileNet V3-Small 1.0: 57 M mult-adds, 2.54 M params (paper: 56 M, 2.5 M).",
+                           _V3_SMALL, 576, 1024),
+})

@@ -14,6 +14,7 @@ import ast
 import collections.abc
 import enum
 import inspect
+import sys
 import types
 import typing
 from collections.abc import Callable
@@ -90,6 +91,29 @@ def register_workload(
         return factory
 
     return decorate
+
+
+IMAGE_INPUT: Shape = (1, 3, 224, 224)
+
+
+def register_networks(family: str, build: Callable[..., nn.Module], variants: dict[str, tuple[Any, ...]]) -> None:
+    """Register one network factory per variant of ``build``: ``{name: (description, *args)}`` registers
+    ``name(num_classes: int = 1000)``, which returns ``build(*args, num_classes=num_classes)`` for a 1×3×224×224
+    input. Each factory is also bound under its name in ``build``'s module (``module:name`` references keep working).
+    """
+    for name, (description, *args) in variants.items():
+        factory = _network_factory(build, tuple(args))
+        factory.__name__ = factory.__qualname__ = name
+        factory.__module__, factory.__doc__ = build.__module__, description
+        register_workload(kind="network", family=family, default_input=IMAGE_INPUT)(factory)
+        setattr(sys.modules[build.__module__], name, factory)
+
+
+def _network_factory(build: Callable[..., nn.Module], args: tuple[Any, ...]) -> Callable[..., nn.Module]:
+    def factory(num_classes: int = 1000) -> nn.Module:
+        return build(*args, num_classes=num_classes)
+
+    return factory
 
 
 def list_workloads(kind: str | None = None) -> list[WorkloadSpec]:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from latprof.workloads.layers import ClassifierHead, SequentialNetwork, channels_input, conv_norm_act, image_input
-from latprof.workloads.registry import register_workload
+from latprof.workloads.layers import NUM_CLASSES, ClassifierHead, SequentialNetwork, channels_input, conv_norm_act
+from latprof.workloads.registry import register_networks, register_workload
 
 
 class _ResidualUnit(nn.Module):
@@ -33,18 +33,16 @@ class _ResidualUnit(nn.Module):
         return self.relu(out)
 
 
+@register_workload(kind="block", family="resnet", default_input=channels_input("in_channels", 256),
+                   name="resnet_bottleneck")
 class ResNetBottleneck(_ResidualUnit):
-    """conv1×1 → BN → ReLU → conv3×3 → BN → ReLU → conv1×1 → BN, + shortcut, ReLU after the add."""
+    """ResNet bottleneck unit 1×1-3×3-1×1 (out = 4×mid by default); relu / shortcut switches (ShuffleNet V2 G4).
 
-    def __init__(
-        self,
-        in_channels: int = 256,
-        mid_channels: int = 64,
-        out_channels: int | None = None,
-        stride: int = 1,
-        relu: bool = True,
-        shortcut: bool = True,
-    ) -> None:
+    conv1×1 → BN → ReLU → conv3×3 → BN → ReLU → conv1×1 → BN, + shortcut, ReLU after the add.
+    """
+
+    def __init__(self, in_channels: int = 256, mid_channels: int = 64, out_channels: int | None = None, stride: int = 1,
+                 relu: bool = True, shortcut: bool = True) -> None:
         out_channels = out_channels or 4 * mid_channels
         act = "relu" if relu else None
         body = nn.Sequential(
@@ -55,17 +53,15 @@ class ResNetBottleneck(_ResidualUnit):
         super().__init__(body, in_channels, out_channels, stride, relu, shortcut)
 
 
+@register_workload(kind="block", family="resnet", default_input=channels_input("in_channels", 64), name="resnet_basic")
 class ResNetBasic(_ResidualUnit):
-    """conv3×3 → BN → ReLU → conv3×3 → BN, + shortcut, ReLU after the add."""
+    """ResNet basic unit 3×3-3×3 (out = in by default); relu / shortcut switches.
 
-    def __init__(
-        self,
-        in_channels: int = 64,
-        out_channels: int | None = None,
-        stride: int = 1,
-        relu: bool = True,
-        shortcut: bool = True,
-    ) -> None:
+    conv3×3 → BN → ReLU → conv3×3 → BN, + shortcut, ReLU after the add.
+    """
+
+    def __init__(self, in_channels: int = 64, out_channels: int | None = None, stride: int = 1, relu: bool = True,
+                 shortcut: bool = True) -> None:
         out_channels = out_channels or in_channels
         act = "relu" if relu else None
         body = nn.Sequential(
@@ -75,28 +71,12 @@ class ResNetBasic(_ResidualUnit):
         super().__init__(body, in_channels, out_channels, stride, relu, shortcut)
 
 
-@register_workload(kind="block", family="resnet", default_input=channels_input("in_channels", 256))
-def resnet_bottleneck(
-    in_channels: int = 256,
-    mid_channels: int = 64,
-    out_channels: int | None = None,
-    stride: int = 1,
-    relu: bool = True,
-    shortcut: bool = True,
-) -> nn.Module:
-    """ResNet bottleneck unit 1×1-3×3-1×1 (out = 4×mid by default); relu / shortcut switches (ShuffleNet V2 G4)."""
-    return ResNetBottleneck(in_channels, mid_channels, out_channels, stride, relu, shortcut)
+# The registered names, also reachable as ``latprof.workloads.resnet:resnet_basic`` (a module:callable reference).
+resnet_bottleneck = ResNetBottleneck
+resnet_basic = ResNetBasic
 
 
-@register_workload(kind="block", family="resnet", default_input=channels_input("in_channels", 64))
-def resnet_basic(
-    in_channels: int = 64, out_channels: int | None = None, stride: int = 1, relu: bool = True, shortcut: bool = True
-) -> nn.Module:
-    """ResNet basic unit 3×3-3×3 (out = in by default); relu / shortcut switches."""
-    return ResNetBasic(in_channels, out_channels, stride, relu, shortcut)
-
-
-def _resnet(bottleneck: bool, depths: tuple[int, int, int, int], num_classes: int = 1000) -> SequentialNetwork:
+def _resnet(bottleneck: bool, depths: tuple[int, int, int, int], num_classes: int = NUM_CLASSES) -> SequentialNetwork:
     stem = nn.Sequential(conv_norm_act(3, 64, 7, 2), nn.MaxPool2d(3, 2, 1))
     blocks: list[tuple[str, nn.Module]] = [("stem", stem)]
     in_ch = 64
@@ -114,13 +94,10 @@ def _resnet(bottleneck: bool, depths: tuple[int, int, int, int], num_classes: in
     return SequentialNetwork(blocks)
 
 
-@register_workload(kind="network", family="resnet", default_input=image_input)
-def resnet18(num_classes: int = 1000) -> nn.Module:
-    """ResNet-18 (basic units 2-2-2-2): 1.81 G mult-adds, 11.7 M params at 224×224 (paper: 1.8 G)."""
-    return _resnet(False, (2, 2, 2, 2), num_classes)
-
-
-@register_workload(kind="network", family="resnet", default_input=image_input)
-def resnet50(num_classes: int = 1000) -> nn.Module:
-    """ResNet-50 (bottleneck 3-4-6-3, stride on the first 1×1): 3.86 G mult-adds, 25.6 M params (paper: 3.8 G)."""
-    return _resnet(True, (3, 4, 6, 3), num_classes)
+register_networks("resnet", _resnet, {
+    "resnet18": ("ResNet-18 (basic units 2-2-2-2): 1.81 G mult-adds, 11.7 M params at 224×224 (paper: 1.8 G).",
+                 False, (2, 2, 2, 2)),
+    "resnet50": (
+        "ResNet-50 (bottleneck 3-4-6-3, stride on the first 1×1): 3.86 G mult-adds, 25.6 M params (paper: 3.8 G).",
+        True, (3, 4, 6, 3)),
+})

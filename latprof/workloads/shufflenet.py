@@ -6,58 +6,26 @@ Channel tables follow the papers (V1 Table 1, V2 Table 5). V1: the first pointwi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
-from latprof.workloads.blocks import ConvBNReLU
-from latprof.workloads.registry import register_workload
-from latprof.workloads.shuffle import ChannelShuffle
+from latprof.workloads.layers import (NUM_CLASSES, ChannelShuffle, ClassifierHead, SequentialNetwork, channels_input,
+                                      conv_norm_act)
+from latprof.workloads.registry import register_networks, register_workload
 
-NUM_CLASSES = 1000
 V1_STAGE_CHANNELS = {1: (144, 288, 576), 2: (200, 400, 800), 3: (240, 480, 960), 4: (272, 544, 1088),
                      8: (384, 768, 1536)}
 V2_STAGE_CHANNELS = {0.5: (48, 96, 192, 1024), 1.0: (116, 232, 464, 1024), 1.5: (176, 352, 704, 1024),
                      2.0: (244, 488, 976, 2048)}
 STAGE_REPEATS = (4, 8, 4)
-NETWORK_INPUT = (1, 3, 224, 224)
+STEM_CHANNELS = 24
 
 
-def _channels_input(key: str, default: int, size: int = 56) -> Any:
-    return lambda kw: (1, int(kw.get(key, default)), size, size)
-
-
-class BlockChain(nn.Module):
-    """A network that is exactly the sequential composition of its named blocks (stem, units, head)."""
-
-    def __init__(self, named_blocks: Sequence[tuple[str, nn.Module]]) -> None:
-        super().__init__()
-        self.chain = nn.ModuleDict(dict(named_blocks))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.chain.values():
-            x = block(x)
-        return x
-
-    def blocks(self) -> list[tuple[str, nn.Module]]:
-        """The blocks in forward order; chaining them gives ``forward``."""
-        return list(self.chain.items())
-
-
-def classifier_head(in_channels: int, num_classes: int = NUM_CLASSES, bias: bool = True) -> nn.Sequential:
-    """Global average pooling → flatten → fully connected."""
-    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(in_channels, num_classes, bias=bias))
-
-
-def shufflenet_stem(out_channels: int = 24) -> nn.Sequential:
+def shufflenet_stem(out_channels: int = STEM_CHANNELS) -> nn.Sequential:
     """3×3 conv stride 2 → BN → ReLU → 3×3 max-pool stride 2 (both ShuffleNets)."""
-    return nn.Sequential(ConvBNReLU(3, out_channels, 3, 2), nn.MaxPool2d(3, 2, 1))
-
-
-def _conv_bn(cin: int, cout: int, k: int = 1, stride: int = 1, groups: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout))
+    return nn.Sequential(conv_norm_act(3, out_channels, 3, 2), nn.MaxPool2d(3, 2, 1))
 
 
 class ShuffleV1Unit(nn.Module):
@@ -78,10 +46,10 @@ class ShuffleV1Unit(nn.Module):
         if in_channels % g1 or mid % groups:
             raise ValueError(f"in_channels={in_channels} and bottleneck {mid} must divide into groups={groups}")
         self.stride = stride
-        self.pw1 = ConvBNReLU(in_channels, mid, 1, groups=g1)
+        self.pw1 = conv_norm_act(in_channels, mid, 1, groups=g1)
         self.shuffle = ChannelShuffle(groups)
-        self.dw = _conv_bn(mid, mid, kernel_size, stride, groups=mid)
-        self.pw2 = _conv_bn(mid, branch_out, 1, groups=groups)
+        self.dw = conv_norm_act(mid, mid, kernel_size, stride, groups=mid, act=None)
+        self.pw2 = conv_norm_act(mid, branch_out, 1, groups=groups, act=None)
         self.relu = nn.ReLU(inplace=True)
         self.shortcut = nn.AvgPool2d(3, 2, 1) if stride == 2 else nn.Identity()
 
@@ -105,14 +73,14 @@ class ShuffleV2Unit(nn.Module):
         branch_in = in_channels // 2 if stride == 1 else in_channels
         self.stride = stride
         self.branch1 = (
-            nn.Sequential(_conv_bn(in_channels, in_channels, kernel_size, 2, groups=in_channels),
-                          ConvBNReLU(in_channels, half, 1))
+            nn.Sequential(conv_norm_act(in_channels, in_channels, kernel_size, 2, groups=in_channels, act=None),
+                          conv_norm_act(in_channels, half, 1))
             if stride == 2 else nn.Identity()
         )
         self.branch2 = nn.Sequential(
-            ConvBNReLU(branch_in, half, 1),
-            _conv_bn(half, half, kernel_size, stride, groups=half),
-            ConvBNReLU(half, half, 1),
+            conv_norm_act(branch_in, half, 1),
+            conv_norm_act(half, half, kernel_size, stride, groups=half, act=None),
+            conv_norm_act(half, half, 1),
         )
         self.shuffle = ChannelShuffle(2)
 
@@ -125,41 +93,41 @@ class ShuffleV2Unit(nn.Module):
         return self.shuffle(out)
 
 
-def build_shufflenet_v1(groups: int = 3, num_classes: int = NUM_CLASSES) -> BlockChain:
+def _stem_and_stages(widths: Sequence[int],
+                     unit: Callable[[int, int, int, int], nn.Module]) -> list[tuple[str, nn.Module]]:
+    """The stem, then stages 2–4 of (4, 8, 4) units; ``unit(stage, i, in, out)`` builds each (i = 0 at stride 2)."""
+    blocks: list[tuple[str, nn.Module]] = [("stem", shufflenet_stem(STEM_CHANNELS))]
+    cin = STEM_CHANNELS
+    for s, (cout, reps) in enumerate(zip(widths, STAGE_REPEATS), start=2):
+        for i in range(reps):
+            blocks.append((f"stage{s}_{i}", unit(s, i, cin, cout)))
+            cin = cout
+    return blocks
+
+
+def build_shufflenet_v1(groups: int = 3, num_classes: int = NUM_CLASSES) -> SequentialNetwork:
     """ShuffleNet V1 1.0× (paper Table 1): stem, stages of (4, 8, 4) units, pooling + FC."""
     if groups not in V1_STAGE_CHANNELS:
         raise ValueError(f"groups must be one of {sorted(V1_STAGE_CHANNELS)}, got {groups}")
     stages = V1_STAGE_CHANNELS[groups]
-    stem = 24
-    blocks: list[tuple[str, nn.Module]] = [("stem", shufflenet_stem(stem))]
-    cin = stem
-    for s, (cout, reps) in enumerate(zip(stages, STAGE_REPEATS), start=2):
-        for i in range(reps):
-            unit = ShuffleV1Unit(cin, cout, 2 if i == 0 else 1, groups, group_first_pointwise=not (s == 2 and i == 0),
-                                 mid_channels=cout // 4)
-            blocks.append((f"stage{s}_{i}", unit))
-            cin = cout
-    blocks.append(("head", classifier_head(cin, num_classes, bias=True)))
-    return BlockChain(blocks)
+    blocks = _stem_and_stages(stages, lambda s, i, cin, cout: ShuffleV1Unit(
+        cin, cout, 2 if i == 0 else 1, groups, group_first_pointwise=not (s == 2 and i == 0), mid_channels=cout // 4))
+    blocks.append(("head", ClassifierHead(stages[-1], num_classes)))
+    return SequentialNetwork(blocks)
 
 
-def build_shufflenet_v2(width: float = 1.0, num_classes: int = NUM_CLASSES) -> BlockChain:
+def build_shufflenet_v2(width: float = 1.0, num_classes: int = NUM_CLASSES) -> SequentialNetwork:
     """ShuffleNet V2 (paper Table 5): stem, stages of (4, 8, 4) units, 1×1 conv5, pooling + FC."""
     if width not in V2_STAGE_CHANNELS:
         raise ValueError(f"width must be one of {sorted(V2_STAGE_CHANNELS)}, got {width}")
     *stages, last = V2_STAGE_CHANNELS[width]
-    blocks: list[tuple[str, nn.Module]] = [("stem", shufflenet_stem(24))]
-    cin = 24
-    for s, (cout, reps) in enumerate(zip(stages, STAGE_REPEATS), start=2):
-        for i in range(reps):
-            blocks.append((f"stage{s}_{i}", ShuffleV2Unit(cin, cout, 2 if i == 0 else 1)))
-            cin = cout
-    blocks.append(("conv5", ConvBNReLU(cin, last, 1)))
-    blocks.append(("head", classifier_head(last, num_classes)))
-    return BlockChain(blocks)
+    blocks = _stem_and_stages(stages, lambda s, i, cin, cout: ShuffleV2Unit(cin, cout, 2 if i == 0 else 1))
+    blocks.append(("conv5", conv_norm_act(stages[-1], last, 1)))
+    blocks.append(("head", ClassifierHead(last, num_classes)))
+    return SequentialNetwork(blocks)
 
 
-@register_workload(kind="block", family="shufflenet", default_input=_channels_input("in_channels", 240))
+@register_workload(kind="block", family="shufflenet", default_input=channels_input("in_channels", 240))
 def shufflenet_v1_unit(in_channels: int = 240, out_channels: int = 240, stride: int = 1, groups: int = 3,
                        kernel_size: int = 3) -> nn.Module:
     """ShuffleNet V1 unit: 1×1 group conv (g) + shuffle + k×k dw + 1×1 group conv; s=1 add, s=2 avgpool+concat."""
@@ -168,44 +136,20 @@ def shufflenet_v1_unit(in_channels: int = 240, out_channels: int = 240, stride: 
     return ShuffleV1Unit(in_channels, out_channels, stride, groups, kernel_size)
 
 
-@register_workload(kind="block", family="shufflenet", default_input=_channels_input("in_channels", 116))
+@register_workload(kind="block", family="shufflenet", default_input=channels_input("in_channels", 116))
 def shufflenet_v2_unit(in_channels: int = 116, out_channels: int = 116, stride: int = 1,
                        kernel_size: int = 3) -> nn.Module:
     """ShuffleNet V2 unit: s=1 channel split, 1×1→dw→1×1, concat, shuffle; s=2 two branches, concat, shuffle."""
     return ShuffleV2Unit(in_channels, out_channels, stride, kernel_size)
 
 
-@register_workload(kind="network", family="shufflenet", default_input=NETWORK_INPUT)
-def shufflenet_v1_g3_x1_0(num_classes: int = NUM_CLASSES) -> nn.Module:
-    """ShuffleNet V1 1.0×, g=3 (paper: 140M mult-adds, 1.9M params)."""
-    return build_shufflenet_v1(3, num_classes)
-
-
-@register_workload(kind="network", family="shufflenet", default_input=NETWORK_INPUT)
-def shufflenet_v1_g8_x1_0(num_classes: int = NUM_CLASSES) -> nn.Module:
-    """ShuffleNet V1 1.0×, g=8 (paper Table 2: 140M mult-adds)."""
-    return build_shufflenet_v1(8, num_classes)
-
-
-@register_workload(kind="network", family="shufflenet", default_input=NETWORK_INPUT)
-def shufflenet_v2_x0_5(num_classes: int = NUM_CLASSES) -> nn.Module:
-    """ShuffleNet V2 0.5× (paper: 41M mult-adds, 1.4M params)."""
-    return build_shufflenet_v2(0.5, num_classes)
-
-
-@register_workload(kind="network", family="shufflenet", default_input=NETWORK_INPUT)
-def shufflenet_v2_x1_0(num_classes: int = NUM_CLASSES) -> nn.Module:
-    """ShuffleNet V2 1.0× (paper: 146M mult-adds, 2.3M params)."""
-    return build_shufflenet_v2(1.0, num_classes)
-
-
-@register_workload(kind="network", family="shufflenet", default_input=NETWORK_INPUT)
-def shufflenet_v2_x1_5(num_classes: int = NUM_CLASSES) -> nn.Module:
-    """ShuffleNet V2 1.5× (paper: 299M mult-adds, 3.5M params)."""
-    return build_shufflenet_v2(1.5, num_classes)
-
-
-@register_workload(kind="network", family="shufflenet", default_input=NETWORK_INPUT)
-def shufflenet_v2_x2_0(num_classes: int = NUM_CLASSES) -> nn.Module:
-    """ShuffleNet V2 2.0× (paper: 591M mult-adds, 7.4M params)."""
-    return build_shufflenet_v2(2.0, num_classes)
+register_networks("shufflenet", build_shufflenet_v1, {
+    "shufflenet_v1_g3_x1_0": ("ShuffleNet V1 1.0×, g=3 (paper: 140M mult-adds, 1.9M params).", 3),
+    "shufflenet_v1_g8_x1_0": ("ShuffleNet V1 1.0×, g=8 (paper Table 2: 140M mult-adds).", 8),
+})
+register_networks("shufflenet", build_shufflenet_v2, {
+    "shufflenet_v2_x0_5": ("ShuffleNet V2 0.5× (paper: 41M mult-adds, 1.4M params).", 0.5),
+    "shufflenet_v2_x1_0": ("ShuffleNet V2 1.0× (paper: 146M mult-adds, 2.3M params).", 1.0),
+    "shufflenet_v2_x1_5": ("ShuffleNet V2 1.5× (paper: 299M mult-adds, 3.5M params).", 1.5),
+    "shufflenet_v2_x2_0": ("ShuffleNet V2 2.0× (paper: 591M mult-adds, 7.4M params).", 2.0),
+})

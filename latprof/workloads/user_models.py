@@ -26,9 +26,7 @@ from torch import nn
 
 from latprof.errors import LatprofError, one_line, unknown_choice
 from latprof.shapes import Shape, check_rank, parse_shape, shape_text, with_batch
-from latprof.workloads.registry import Workload, coerce_kwargs
-
-IMAGE_INPUT: Shape = (1, 3, 224, 224)
+from latprof.workloads.registry import IMAGE_INPUT, Workload, coerce_kwargs
 
 
 def load_user_model(name: str, input_shape: Shape | None = None, batch: int | None = None, **kwargs: Any) -> Workload:

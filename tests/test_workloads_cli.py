@@ -15,14 +15,9 @@ from latprof.measure.protocol import MeasureConfig
 from latprof.per_block import profile_blocks, summarize_blocks, summary_line
 from latprof.results import read_results
 from latprof.workloads import build_registered
+from tests.test_workloads_blocks import BLOCKS
+from tests.test_workloads_networks import NETWORKS
 
-NETWORKS = [
-    "mobilenet_v1_x1_0", "mobilenet_v1_x0_75", "mobilenet_v1_x0_5", "mobilenet_v1_x0_25",
-    "mobilenet_v2_x1_0", "mobilenet_v2_x1_4", "mobilenet_v3_large", "mobilenet_v3_small",
-    "efficientnet_b0", "resnet18", "resnet50",
-]
-BLOCKS = ["resnet_bottleneck", "resnet_basic", "depthwise_separable", "inverted_residual", "mbconv", "fused_mbconv",
-          "dilated_conv3x3", "conv5x5", "factorized_conv5x5", "conv_norm"]
 QUICK = ["--threads", "1", "--max-time", "0.05", "--target-ci", "0.5"]
 
 
@@ -31,7 +26,7 @@ def test_list_models_json_names_every_zoo_entry(capsys) -> None:
     items = {it["name"]: it for it in json.loads(capsys.readouterr().out)}
     for name in NETWORKS:
         assert items[name]["kind"] == "network" and items[name]["default_input"] == "1x3x224x224"
-        assert items[name]["description"]
+        assert items[name]["description"] and items[name]["arguments"] == {"num_classes": 1000}
     for name in BLOCKS:
         assert items[name]["kind"] == "block"
     assert items["resnet_bottleneck"]["arguments"] == {
