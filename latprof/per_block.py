@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from latprof.backends import BackendError, BackendOptions, backend_class
-from latprof.backends.base import logical_cores, validate_threads
+from latprof.backends.base import DEFAULT_ORT_OPT, default_threads, validate_threads
 from latprof.cost import UnsupportedOpWarning, count_model
 from latprof.errors import LatprofError, one_line
 from latprof.measure.protocol import MeasureConfig
@@ -76,7 +76,7 @@ def profile_blocks(
     input_shape: Shape | None = None,
     batch: int | None = None,
     pin: bool = False,
-    ort_opt: str = "all",
+    ort_opt: str = DEFAULT_ORT_OPT,
     model_kwargs: dict[str, Any] | None = None,
     store: ResultStore | None = None,
     hardware_id: str = "",
@@ -97,7 +97,7 @@ def profile_blocks(
     batch = cls(BackendOptions()).batch_for(batch)
     network = _network(network_name, input_shape, batch, model_kwargs)
     blocks = block_workloads(network)
-    threads = threads or (1 if cls.device_class == "mobile" else logical_cores())
+    threads = threads or default_threads(cls)
     options = BackendOptions(threads, None, pin, batch, ort_opt)
     items = [(-1, NETWORK_VARIANT, network), *blocks]
     idents = [_ident(network, backend, threads, hardware_id, i, v, w) for i, v, w in items]
@@ -220,7 +220,7 @@ def blocks_plan(request: ProfileRequest) -> Plan:
             cls = backend_class(backend)
             batch = resolve_batch(request.input_shape, request.batch, cls)
             network = _network(model, request.input_shape, batch, request.model_kwargs)
-            threads = request.threads or (1 if cls.device_class == "mobile" else logical_cores())
+            threads = request.threads or default_threads(cls)
             items = [(-1, NETWORK_VARIANT, network), *block_workloads(network)]
             templates = [base_row(**_ident(network, backend, threads, "", i, v, w)) for i, v, w in items]
             payload = {

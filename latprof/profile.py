@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from latprof.backends import BackendError, BackendOptions, backend_class, create_backend
-from latprof.backends.base import logical_cores, validate_threads
+from latprof.backends.base import DEFAULT_ORT_OPT, default_threads, validate_threads
 from latprof.errors import LatprofError, one_line
 from latprof.measure.protocol import MeasureConfig, measure
 from latprof.results import ResultStore, base_row, error_row, latency_fields, read_results
@@ -35,7 +35,7 @@ class ProfileRequest:
     batch: int | None = None
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     config: MeasureConfig = field(default_factory=MeasureConfig)
-    ort_opt: str = "all"
+    ort_opt: str = DEFAULT_ORT_OPT
     out: Path | None = None
     resume: bool = False
     roofline: bool = False
@@ -86,7 +86,7 @@ def default_backends_for(model: str) -> list[str]:
 
 
 def record_peaks(
-    store: ResultStore, configs: Sequence[tuple[str, int]], hardware_id: str, pin: bool = False, ort_opt: str = "all",
+    store: ResultStore, configs: Sequence[tuple[str, int]], hardware_id: str, pin: bool = False, ort_opt: str = DEFAULT_ORT_OPT,
     existing: Sequence[dict[str, Any]] = (), run: RunOptions | None = None,
 ) -> list[str]:
     """Measure each (backend, threads)'s peak compute and bandwidth once for the roofline, in a worker like every
@@ -118,7 +118,7 @@ def record_peaks(
 
 
 def measure_peaks_unit(payload: dict[str, Any]) -> list[dict[str, Any]]:
-    from latprof.analysis.roofline import measure_peaks
+    from latprof.backends.peaks import measure_peaks
 
     try:
         rec = measure_peaks(payload["backend"], payload["threads"], hardware_id=payload["hardware_id"],
@@ -152,10 +152,6 @@ def measure_on_backend(
     return fields
 
 
-def _threads_for(cls: type, threads: int | None) -> int:
-    return threads or (1 if cls.device_class == "mobile" else logical_cores())
-
-
 def profile_plan(request: ProfileRequest) -> Plan:
     """One unit per model x backend. Every workload is built and checked here first: a bad name, argument or shape
     fails in one line before any file is touched."""
@@ -167,7 +163,7 @@ def profile_plan(request: ProfileRequest) -> Plan:
             batch = resolve_batch(request.input_shape, request.batch, cls)
             workload = create_workload(model, input_shape=request.input_shape, batch=batch, **request.model_kwargs)
             workload.check_input()
-            threads = request.threads or _threads_for(cls, None)
+            threads = request.threads or default_threads(cls)
             ident = {**workload_fields(workload), "backend": backend_name, "threads": threads}
             payload = {
                 "model": model, "kwargs": request.model_kwargs,
@@ -251,7 +247,7 @@ def run_profile(
 
 def _per_op(workload: Workload, backend_name: str, options: BackendOptions, row: dict[str, Any]) -> dict[str, Any]:
     """Profile per operator in a separate pass: a ``per_op`` record (never a latency row)."""
-    from latprof.analysis.breakdown import per_op_breakdown
+    from latprof.backends.op_profiling import per_op_breakdown
 
     ident = {k: row.get(k) for k in ("workload", "backend", "threads", "batch", "input_shape", "hardware_id")}
     try:

@@ -7,7 +7,8 @@ import math
 import pytest
 
 from latprof.analysis.fits import better_predictor, fit_latency
-from latprof.analysis.roofline import attained, measure_peaks, roof_gflops
+from latprof.analysis.roofline import attained, roof_gflops
+from latprof.backends.peaks import measure_peaks
 from latprof.measure.protocol import MeasureConfig
 
 

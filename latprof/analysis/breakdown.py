@@ -163,13 +163,3 @@ def category_rows(record: dict[str, Any]) -> list[list[Any]]:
 
 def category_columns() -> list[str]:
     return ["category", "ms", "%", *[f"paper {k} %" for k in PAPER_FIGURE2]]
-
-
-def __getattr__(name: str) -> Any:
-    """``per_op_breakdown`` runs a profiler, so it moved to ``latprof.backends.op_profiling``; the old path still
-    resolves (lazily) until its last callers move."""
-    if name == "per_op_breakdown":
-        from latprof.backends.op_profiling import per_op_breakdown
-
-        return per_op_breakdown
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -48,13 +48,3 @@ def attained(mult_adds: float, mem_bytes: float, latency_ms: float, peak_gflops:
         "roof_gflops": roof,
         "share_of_roof": gflops / roof if roof and math.isfinite(roof) else math.nan,
     }
-
-
-def __getattr__(name: str) -> Any:
-    """``measure_peaks`` moved to ``latprof.backends.peaks``; the old path still resolves (lazily) until its last
-    callers move."""
-    if name == "measure_peaks":
-        from latprof.backends.peaks import measure_peaks
-
-        return measure_peaks
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,7 +4,7 @@ For each non-baseline variant the spec says whether the guideline predicts it ``
 baseline. A variant *confirms* the prediction when both hold:
   - the 95% CI of its paired speed ratio (baseline median / variant median, bootstrap over interleaved rounds and,
     with several worker processes, over processes) lies entirely on the predicted side of 1, and
-  - the 95% CIs of the two medians do not overlap (DESIGN.md's rule; the stricter of the two).
+  - the 95% CIs of the two medians do not overlap (README, "Guideline verdicts"; the stricter of the two).
 It *contradicts* the prediction when the same two conditions hold on the other side. It shows **no effect** when the
 ratio's CI lies entirely within ``1 ± margin`` (an equivalence test in the manner of TOST: the difference, if any, is
 smaller than the margin; default 5%). Otherwise it is *unclear*: the CI is too wide to tell.

@@ -21,10 +21,10 @@ from latprof.analysis.verdicts import (
     DECIDED, DEFAULT_EQUIVALENCE_MARGIN, INCONCLUSIVE, Interval, guideline_verdict, variant_outcome,
 )
 from latprof.backends import BackendError, BackendOptions, available_backends, backend_class, create_backend
-from latprof.backends.base import PreparedRun, logical_cores, validate_threads
+from latprof.backends.base import DEFAULT_ORT_OPT, PreparedRun, default_threads, validate_threads
 from latprof.errors import LatprofError, one_line
 from latprof.experiments.spec import CHANNEL_SETS, ExperimentSpec, builtin_spec_paths, resolve_spec
-from latprof.measure.protocol import MeasureConfig, measure_interleaved
+from latprof.measure.protocol import DEFAULT_MIN_TIME_S, DEFAULT_TARGET_CI, MeasureConfig, measure_interleaved
 from latprof.measure.stats import pooled_speed_ratio
 from latprof.results import base_row, error_row, latency_fields, read_results
 from latprof.run.engine import Plan, RunOptions, execute, open_output, record_environment
@@ -54,8 +54,8 @@ class SweepRequest:
     quick: bool = False
     target_ci: float | None = None
     max_time_s: float | None = None
-    min_time_s: float = 0.5
-    ort_opt: str = "all"
+    min_time_s: float = DEFAULT_MIN_TIME_S
+    ort_opt: str = DEFAULT_ORT_OPT
     out: Path | None = None
     resume: bool = False
     shard: tuple[int, int] | None = None
@@ -67,7 +67,7 @@ class SweepRequest:
     def measure_config(self, processes: int = 1) -> MeasureConfig:
         """Per-process protocol: ``--quick`` loosens the CI target and shortens the cap unless given explicitly;
         the unit's time cap is shared by its processes."""
-        target = self.target_ci if self.target_ci is not None else (QUICK_TARGET_CI if self.quick else 0.02)
+        target = self.target_ci if self.target_ci is not None else (QUICK_TARGET_CI if self.quick else DEFAULT_TARGET_CI)
         cap = self.max_time_s if self.max_time_s is not None else (QUICK_MAX_TIME_S if self.quick else DEFAULT_UNIT_MAX_TIME_S)
         cap = cap / max(processes, 1)
         return MeasureConfig(target_ci=target, max_time_s=cap, min_time_s=min(self.min_time_s, cap),
@@ -171,7 +171,7 @@ def plan_units(request: SweepRequest) -> list[SweepUnit]:
         for b in backends:
             cls = backend_class(b)
             batch = cls.fixed_batch or spec.batch.get(cls.device_class, cls.default_batch)
-            threads = request.threads or (1 if cls.device_class == "mobile" else logical_cores())
+            threads = request.threads or default_threads(cls)
             for s in scales:
                 units.append(SweepUnit(spec, b, s, channel_set(request.channels, cls.device_class, spec), batch, threads))
     if request.shard:

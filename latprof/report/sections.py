@@ -299,7 +299,7 @@ def roofline_section(data: ReportData) -> Section:
     d = counted(data)
     if not data.peaks:
         sec.notes.append("No peaks records in the results: the roofline needs measured peak compute and bandwidth "
-                         "(latprof.analysis.roofline.measure_peaks; measured by `latprof sweep` and by "
+                         "(latprof.backends.peaks.measure_peaks; measured by `latprof sweep` and by "
                          "`latprof profile --roofline`).")
         return sec
     if d.empty:
