@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from latprof.analysis.constancy import FLOPS_TOLERANCE, flops_not_constant
 from latprof.analysis.verdicts import (
     DECIDED, DEFAULT_EQUIVALENCE_MARGIN, INCONCLUSIVE, Interval, guideline_verdict, variant_outcome,
 )
@@ -37,7 +38,6 @@ QUICK_MAX_TIME_S = 6.0
 # --quick: total time for the adaptive passes (first pass included); keeps the README main job within 5 minutes.
 QUICK_BUDGET_S = 230.0
 DEFAULT_UNIT_MAX_TIME_S = 30.0
-FLOPS_TOLERANCE = 0.03
 
 
 @dataclass
@@ -315,10 +315,10 @@ def flops_constancy(rows: Sequence[dict[str, Any]], tolerance: float = FLOPS_TOL
             groups.setdefault((r["experiment"], r.get("channels"), r.get("scale")), {})[r["variant"]] = r["mult_adds"]
     out = []
     for (exp, channels, scale), by_variant in sorted(groups.items(), key=str):
-        lo, hi = min(by_variant.values()), max(by_variant.values())
-        if hi > lo * (1 + tolerance):
+        spread = flops_not_constant(by_variant.values(), tolerance)
+        if spread is not None:
             detail = ", ".join(f"{k} {v:,}" for k, v in by_variant.items())
-            out.append(f"{exp} x{scale} ({channels} channels): mult_adds differ by {hi / lo - 1:.1%} "
+            out.append(f"{exp} x{scale} ({channels} channels): mult_adds differ by {spread:.1%} "
                        f"(> {tolerance:.0%}): {detail}")
     return out
 

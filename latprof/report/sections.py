@@ -16,7 +16,7 @@ from latprof.report.data import BLOCKS_PREFIX, PROCESS_NUMERIC, PROCESS_TEXT, Re
 from latprof.report.paper import CATEGORIES, FIGURE2_PERCENT, SOURCE
 from latprof.report.tables import fmt, table, with_ci
 
-FLOPS_TOLERANCE = 0.03
+from latprof.analysis.constancy import FLOPS_TOLERANCE, flops_not_constant
 
 
 @dataclass
@@ -216,9 +216,9 @@ def guideline_sections(data: ReportData) -> Section | None:
         sub.tables.append({"title": "Verdicts", **table(verdicts, ["config", "scale", "channels", "verdict"],
                                                          ["run", "scale", "channels", "verdict"])})
         for (cfg, scale), grp in d.groupby(["config", "scale"], dropna=False, sort=False):
-            ma = grp["mult_adds"].dropna()
-            if len(ma) > 1 and ma.max() > 0 and (ma.max() - ma.min()) / ma.max() > FLOPS_TOLERANCE:
-                sub.notes.append(f"{cfg}, scale ×{fmt(scale)}: mult_adds differ by {100 * (ma.max() - ma.min()) / ma.max():.1f}% "
+            spread = flops_not_constant(grp["mult_adds"].dropna())
+            if spread is not None:
+                sub.notes.append(f"{cfg}, scale ×{fmt(scale)}: mult_adds differ by {100 * spread:.1f}% "
                                  f"between variants (more than {100 * FLOPS_TOLERANCE:.0f}%): FLOPs are not held constant.")
         detail = pd.DataFrame({
             "run": d["config"], "scale": d["scale"], "channels": d["channels"], "variant": d["variant"],
