@@ -26,7 +26,10 @@ def _rows(path):
 
 def test_sigint_mid_sweep_then_resume(tmp_path):
     results = tmp_path / "results.jsonl"
+    # A test runner started in the background (nohup, '&') ignores SIGINT, and a child inherits that: give the
+    # latprof process the default disposition, as an interactive shell does, so Ctrl-C is what is tested.
     proc = subprocess.Popen(_cmd(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
                             env={**os.environ, "PYTHONWARNINGS": "ignore"})
     deadline = time.time() + 120
     while time.time() < deadline and len(_rows(results)) < 2:
