@@ -176,11 +176,11 @@ def _add_measure_flags(p: argparse.ArgumentParser) -> None:
 
 def _add_profile(sub: Any) -> None:
     p = sub.add_parser("profile", help="measure a model's latency on one or more backends")
-    p.add_argument("--model", required=True, action="append",
-                   help="registered name, module:callable, path.py:callable or file.onnx (repeatable)")
+    p.add_argument("--model", required=True, type=_csv_list, action="extend",
+                   help="registered name, module:callable, path.py:callable or file.onnx (comma-separated or repeated)")
     p.add_argument("--arg", action="append", metavar="KEY=VALUE", help="keyword argument for the model factory")
-    p.add_argument("--backend", type=_csv_list, default=None,
-                   help="comma-separated backends (default torch-cpu; ort-cpu for an .onnx file)")
+    p.add_argument("--backend", type=_csv_list, action="extend", default=None,
+                   help="backends, comma-separated or repeated (default torch-cpu; ort-cpu for an .onnx file)")
     p.add_argument("--input", help="input shape NxCxHxW; N is the batch (default: the model's)")
     p.add_argument("--per-block", action="store_true",
                    help="also time each block of a zoo network alone; table of blocks and their share of the network")
@@ -336,9 +336,12 @@ def _add_sweep(sub: Any) -> None:
     p = sub.add_parser("sweep", help="re-run ShuffleNet V2's guideline experiments (g1..g4) and give verdicts")
     p.add_argument("--guideline", type=_csv_list, action="extend", default=[], metavar="g1,..|all",
                    help="shipped experiments to run: g1, g2, g3, g4 or all (comma-separated)")
-    p.add_argument("--spec", action="append", default=[], metavar="FILE.toml", help="a kernel spec of your own (repeatable)")
-    p.add_argument("--backend", type=_csv_list, help="comma-separated backends (default: every available CPU backend, plus CUDA when present)")
-    p.add_argument("--scale", type=lambda t: [_int(x) for x in _csv_list(t)], help="channel-width multipliers, e.g. 1,2,4 (default: the spec's)")
+    p.add_argument("--spec", type=_csv_list, action="extend", default=[], metavar="FILE.toml",
+                   help="kernel specs of your own (comma-separated or repeated)")
+    p.add_argument("--backend", type=_csv_list, action="extend",
+                   help="backends, comma-separated or repeated (default: every available CPU backend, plus CUDA when present)")
+    p.add_argument("--scale", type=lambda t: [_int(x) for x in _csv_list(t)], action="extend",
+                   help="channel-width multipliers, e.g. 1,2,4 (comma-separated or repeated; default: the spec's)")
     p.add_argument("--channels", choices=("auto", "gpu", "arm"), default="auto",
                    help="the paper's channel numbers: auto = ARM on CPU/mobile backends, GPU on CUDA (default auto)")
     p.add_argument("--quick", action="store_true",
@@ -426,7 +429,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
 def _add_merge(sub: Any) -> None:
     p = sub.add_parser("merge", help="join results of several runs (e.g. --shard parts) into one folder")
     p.add_argument("sources", nargs="+", help="results.jsonl files or the folders holding them")
-    p.add_argument("--out", "-o", type=Path, required=True, help="new output folder")
+    p.add_argument("--out", type=Path, required=True, help="new output folder")
 
 
 def _run_merge(args: argparse.Namespace) -> int:

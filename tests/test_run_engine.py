@@ -169,3 +169,14 @@ def test_worker_unit_message_is_plain_json(tmp_path: Path) -> None:
 
     plan = profile_plan(ProfileRequest(models=["conv_bn_relu"], threads=1, config=FAST))
     json.dumps(plan.units[0].as_message())  # what crosses the process boundary is data, not pickles
+
+
+def test_openmp_binding_only_for_pytorch_backends(monkeypatch: pytest.MonkeyPatch) -> None:
+    from latprof.run.executors import WorkerExecutor
+
+    monkeypatch.setenv("OMP_PROC_BIND", "spread")  # the parent's own OpenMP settings never leak into a worker
+    ex = WorkerExecutor()
+    torch_env, ort_env = ex.environment(2, "torch-cpu"), ex.environment(2, "ort-cpu")
+    assert torch_env["OMP_PROC_BIND"] == "true" and torch_env["OMP_PLACES"] == "cores"
+    assert "OMP_PROC_BIND" not in ort_env and ort_env["OMP_NUM_THREADS"] == "2"
+    assert "OMP_PROC_BIND" not in WorkerExecutor(bind_threads=False).environment(2, "torch-cpu")

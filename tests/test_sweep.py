@@ -174,11 +174,14 @@ def test_tiny_sweep_rows_carry_counts_ratios_and_verdicts(tmp_path):
     assert len(rows) == 4  # 2 variants x 2 scales
     for r in rows:
         assert r["status"] == "ok", r.get("error")
-        assert r["experiment"] == "tiny" and r["baseline_variant"] == "narrow"
-        assert r["verdict"] in (HOLDS, DOES_NOT_HOLD, NO_EFFECT, INCONCLUSIVE)
+        assert r["experiment"] == "tiny" and r["baseline_variant"] == "narrow" and r["kind"] == "sweep"
         assert r["speed_vs_baseline_ci_low"] <= r["speed_vs_baseline"] <= r["speed_vs_baseline_ci_high"]
         assert r["mult_adds"] > 0 and r["mem_access"] > 0
         assert len(r["samples_ms"]) == r["n_samples"] == r["rounds"]
+    for scale in (1, 2):  # the verdict is what the variants' outcomes say, by the documented rule
+        unit = [r for r in rows if r["scale"] == scale]
+        outcomes = [r["variant_outcome"] for r in unit if r["variant"] != "narrow"]
+        assert {r["verdict"] for r in unit} == {guideline_verdict(outcomes)}
     wide1 = next(r for r in rows if r["variant"] == "wide" and r["scale"] == 1)
     assert wide1["paper_speed_vs_baseline"] == pytest.approx(0.8)
     assert wide1["mult_adds"] == 2 * 2 * 64 * 4 * 16  # repeat 2 x two convs x hw x c1 x c2

@@ -20,8 +20,26 @@ BLOCKS_PREFIX = "blocks:"
 _GUIDELINE_ID = re.compile(r"^g\d+$", re.IGNORECASE)
 
 
+def row_kind(row: dict[str, Any]) -> str:
+    """What produced the row: ``profile``, ``blocks``, ``sweep`` or ``suite``, as the run engine records it in
+    ``kind``. Files written before rows carried it are recognised the old way (below)."""
+    kind = row.get("kind")
+    if kind:
+        return str(kind)
+    exp = str(row.get("experiment") or "")
+    if exp.startswith(BLOCKS_PREFIX):
+        return "blocks"
+    if exp.startswith("ci:"):
+        return "suite"
+    if _GUIDELINE_ID.match(exp) or "baseline_variant" in row or "verdict" in row:
+        return "sweep"
+    return "profile"
+
+
 def is_guideline_row(row: dict[str, Any]) -> bool:
-    """Sweep rows: experiment g1..g4, or a user spec's id (recognised by its sweep-only fields)."""
+    """Sweep rows (g1..g4 or a user spec)."""
+    if row.get("kind"):
+        return row["kind"] == "sweep"
     exp = str(row.get("experiment") or "")
     if exp.startswith(BLOCKS_PREFIX):
         return False
@@ -29,7 +47,7 @@ def is_guideline_row(row: dict[str, Any]) -> bool:
 
 
 def is_block_row(row: dict[str, Any]) -> bool:
-    return str(row.get("experiment") or "").startswith(BLOCKS_PREFIX)
+    return row_kind(row) == "blocks"
 
 
 def _flat(row: dict[str, Any]) -> dict[str, Any]:

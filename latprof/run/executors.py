@@ -38,6 +38,13 @@ WORKER_BOOT = (f"import sys; sys.path.insert(0, {PACKAGE_ROOT!r}); "
                "from latprof.run.worker import main; raise SystemExit(main(sys.argv[1:]))")
 
 
+def binds_openmp(backend: str | None) -> bool:
+    """OpenMP binding only where PyTorch's OpenMP pool does the timed work. libgomp binds the *main* thread to the
+    first core too, and ONNX Runtime creates its own pool from the main thread, inheriting that one-core affinity:
+    bound, ort-cpu's 2-thread pool ran on one core (G4 x1 with a shortcut: 10 ms instead of 2)."""
+    return bool(backend) and str(backend).startswith("torch")
+
+
 class WorkerFailed(Exception):
     """A worker died, hung or wrote no rows: the unit becomes error rows naming why."""
 
@@ -68,12 +75,12 @@ class WorkerExecutor:
     def __post_init__(self) -> None:
         validate_allocator(self.allocator)
 
-    def environment(self, threads: int | None) -> dict[str, str]:
+    def environment(self, threads: int | None, backend: str | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k in INHERITED or k.startswith("LC_")}
         if threads:
             for k in THREAD_VARIABLES:
                 env[k] = str(threads)
-        if self.bind_threads:
+        if self.bind_threads and binds_openmp(backend):
             env.update(BINDING_VARIABLES)
         env["LATPROF_WORKER"] = "1"
         return allocator_env(self.allocator, env)
@@ -86,7 +93,8 @@ class WorkerExecutor:
             with err_path.open("w") as err:
                 proc = subprocess.Popen(
                     [sys.executable, "-c", WORKER_BOOT, str(unit_path), str(rows_path)],
-                    env=self.environment(unit.payload.get("threads")), stdin=subprocess.DEVNULL,
+                    env=self.environment(unit.payload.get("threads"), unit.payload.get("backend")),
+                    stdin=subprocess.DEVNULL,
                     stdout=err, stderr=err, start_new_session=True, cwd=os.getcwd(),
                 )
                 try:

@@ -14,9 +14,9 @@ import sys
 from typing import Any
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-# OpenMP thread placement (PyTorch's CPU kernels): one thread per core, bound. Unbound, the OpenMP worker thread
-# sometimes shares a core with the main thread for a whole process: G1 x4 1:1 on torch-cpu (2 threads) read 17 ms
-# instead of 11.7 ms in 4 of 14 fresh processes; bound, 0 of 22 (benchmarks/bench_harness.py, README).
+# OpenMP thread placement for PyTorch backends (latprof/run/executors.py binds_openmp): one thread per core, bound.
+# Unbound, the OpenMP worker thread sometimes shares a core with the main thread for a whole process: G1 x4 1:1 on
+# torch-cpu (2 threads) read 17 ms instead of 11.7 ms in 4 of 14 fresh processes; bound, 0 of 22 (README).
 BINDING_VARIABLES = {"OMP_PROC_BIND": "true", "OMP_PLACES": "cores"}
 
 
