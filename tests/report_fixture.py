@@ -85,7 +85,7 @@ def guideline_rows(backend: str, settings: dict[str, Any]) -> list[dict[str, Any
                 outcome = "" if i == 0 else {"holds": "confirms", "no effect": "no effect", "does not hold": "contradicts"}.get(verdict, "unclear")
                 row = result(
                     experiment=gid, guideline_title=title, workload=f"{gid}_block", variant=v, baseline_variant=variants[0],
-                    backend=backend, scale=scale, channels="arm", input_shape=f"1x32x56x56", settings=settings,
+                    backend=backend, scale=scale, channels="arm", input_shape="1x32x56x56", settings=settings,
                     latency_median_ms=lat, **counts(5e7 * scale * scale, mac),
                     speed_vs_baseline=speed, speed_vs_baseline_ci_low=speed * 0.98, speed_vs_baseline_ci_high=speed * 1.02,
                     paper_speed_vs_baseline=1 - 0.08 * i, mac_predicted_speed_vs_baseline=1 / (1 + 0.3 * i),

@@ -1,7 +1,7 @@
 import pytest
 
 from latprof.measure.protocol import MeasureConfig, calibrate, measure, measure_interleaved, warm_up
-from tests.conftest import FakeClock, SyntheticTimer
+from tests.conftest import SyntheticTimer
 
 
 def test_calibration_makes_samples_dwarf_timer_overhead(clock):

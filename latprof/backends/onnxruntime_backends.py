@@ -14,7 +14,6 @@ from typing import Any, ClassVar
 import numpy as np
 
 from latprof.backends.base import (
-    DEFAULT_ORT_OPT,
     ORT_OPT_LEVELS,
     Backend,
     BackendError,

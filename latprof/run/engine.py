@@ -19,7 +19,7 @@ from typing import Any
 
 from latprof.errors import LatprofError, one_line
 from latprof.measure import environment
-from latprof.results import ResultStore, read_results, row_key
+from latprof.results import ResultStore, row_key
 from latprof.run.executors import WorkerFailed, failed_unit_rows, make_executor
 from latprof.run.pool import pool_rows
 from latprof.run.units import Unit
@@ -201,13 +201,3 @@ def log_unit(i: int, n: int, unit: Unit, rows: list[dict[str, Any]] | None) -> N
     else:
         state = rows[0].get("verdict") or ("ok" if all(r.get("status") == "ok" for r in rows) else rows[0].get("error"))
     print(f"[{i + 1}/{n}] {unit.label}: {state}", file=sys.stderr, flush=True)
-
-
-def write_outputs(out_dir: Path) -> dict[str, Path]:
-    from latprof.experiments.outputs import write_outputs as _write
-
-    return _write(out_dir)
-
-
-def stored_rows(path: Path) -> list[dict[str, Any]]:
-    return read_results(path, quiet=True).results
