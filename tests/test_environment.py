@@ -70,16 +70,7 @@ bugs\t\t: spectre_v1 spectre_v2
 """
 X86_CPUINFO = _X86_BLOCK.format(n=0) + "\n" + _X86_BLOCK.format(n=1).replace("2000.000", "3800.000") + "\n"
 
-ARM_CPUINFO = """processor\t: 0
-BogoMIPS\t: 243.75
-Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm jscvt fcma lrcpc dcpop sha3 asimddp sha512 sve asimdfhm dit uscat ilrcpc flagm ssbs paca pacg dcpodp svei8mm svebf16 i8mm bf16 dgh rng
-CPU implementer\t: 0x41
-CPU architecture: 8
-CPU variant\t: 0x1
-CPU part\t: 0xd40
-CPU revision\t: 1
-
-processor\t: 1
+_ARM_BLOCK = """processor\t: {n}
 BogoMIPS\t: 243.75
 Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm jscvt fcma lrcpc dcpop sha3 asimddp sha512 sve asimdfhm dit uscat ilrcpc flagm ssbs paca pacg dcpodp svei8mm svebf16 i8mm bf16 dgh rng
 CPU implementer\t: 0x41
@@ -88,6 +79,7 @@ CPU variant\t: 0x1
 CPU part\t: 0xd40
 CPU revision\t: 1
 """
+ARM_CPUINFO = _ARM_BLOCK.format(n=0) + "\n" + _ARM_BLOCK.format(n=1)
 
 
 def test_parse_x86_cpuinfo() -> None:
