@@ -374,9 +374,9 @@ def _add_sweep(sub: Any) -> None:
 
 def _run_sweep(args: argparse.Namespace) -> int:
     from latprof.console import print_json, stdout, warn
-    from latprof.experiments.outputs import summary_records, verdict_table, write_outputs
+    from latprof.experiments.outputs import summary_records, verdict_table
     from latprof.experiments.sweep import SweepRequest, parse_shard, plan_units, run_sweep
-    from latprof.run.engine import default_out_dir, log_unit
+    from latprof.run.engine import log_unit
 
     request = SweepRequest(
         guidelines=args.guideline, spec_paths=args.spec, backends=args.backend, threads=args.threads, pin=args.pin,
@@ -385,27 +385,20 @@ def _run_sweep(args: argparse.Namespace) -> int:
         shard=parse_shard(args.shard) if args.shard else None, equivalence_margin=args.equivalence_margin,
         budget_s=args.budget, roofline=not args.no_roofline, run=_run_options(args),
     )
-    if request.out is None:
-        request.out = default_out_dir()
-    try:
-        if sys.stderr.isatty():
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    if sys.stderr.isatty():
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                          TextColumn("ETA"), TimeRemainingColumn(), transient=True) as bar:
-                task = bar.add_task("sweep", total=len(plan_units(request)))
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TextColumn("ETA"), TimeRemainingColumn(), transient=True) as bar:
+            task = bar.add_task("sweep", total=len(plan_units(request)))
 
-                def on_unit(i: int, n: int, unit: Any, rows: Any) -> None:
-                    bar.update(task, advance=1, description=unit.label)
+            def on_unit(i: int, n: int, unit: Any, rows: Any) -> None:
+                bar.update(task, advance=1, description=unit.label)
 
-                outcome = run_sweep(request, on_unit)
-        else:
-            outcome = run_sweep(request, log_unit)
-    except KeyboardInterrupt:
-        if (request.out / "results.jsonl").exists():
-            write_outputs(request.out)  # the files reflect every finished unit
-        raise
-    paths = write_outputs(outcome.out_dir)
+            outcome = run_sweep(request, on_unit)
+    else:
+        outcome = run_sweep(request, log_unit)
+    paths = outcome.paths
     for w in outcome.flops_warnings:
         warn(f"FLOPs not constant: {w}")
     for note in outcome.notes:

@@ -14,12 +14,12 @@ from latprof.backends.base import DEFAULT_ORT_OPT, default_threads, validate_thr
 from latprof.errors import LatprofError, one_line
 from latprof.measure.protocol import MeasureConfig, measure
 from latprof.results import ResultStore, base_row, error_row, latency_fields, read_results
-from latprof.run.engine import Plan, RunOptions, default_out_dir, execute, open_output, record_environment
+from latprof.run.engine import Plan, RunOptions, execute, open_output, record_environment
 from latprof.run.units import Unit
 from latprof.shapes import Shape, format_shape, shape_text
 from latprof.workloads import Workload, create_workload
 
-__all__ = ["ProfileRequest", "RunFiles", "default_out_dir", "run_profile", "resolve_batch"]
+__all__ = ["ProfileRequest", "RunFiles", "run_profile", "resolve_batch"]
 
 
 @dataclass

@@ -104,6 +104,7 @@ class SweepOutcome:
     wall_s: float = 0.0
     flops_warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    paths: dict[str, Path] = field(default_factory=dict)  # results, csv, summary, report (written also on Ctrl-C)
 
     def decided_share(self) -> tuple[int, int]:
         """(decided cells, all cells): guideline x backend x scale cells whose verdict is not inconclusive."""
@@ -334,20 +335,24 @@ def run_sweep(
     request: SweepRequest,
     on_unit: Callable[[int, int, Unit, list[dict[str, Any]] | None], None] | None = None,
 ) -> SweepOutcome:
-    """Run every planned unit; each unit's rows are stored as soon as it finishes (Ctrl-C keeps them)."""
-    plan = sweep_plan(request)
-    out_dir, store = open_output(request.out, request.resume, request.run.append)
-    request.out = out_dir
-    env = record_environment(store)
-    outcome = SweepOutcome(out_dir, store.path)
-    existing = read_results(store.path, quiet=True).other if request.resume else []
+    """Run every planned unit; each unit's rows are stored as soon as it finishes, and the CSVs and report are
+    written at the end, also on Ctrl-C (they reflect every finished unit)."""
+    from latprof.experiments.outputs import write_outputs
     from latprof.profile import record_peaks
 
-    units = [u.extra["sweep_unit"] for u in plan.units]
-    if request.roofline:
-        outcome.notes = record_peaks(store, [(u.backend, u.threads) for u in units], env["hardware_id"], request.pin,
-                                     request.ort_opt, existing, request.run)
-    result = execute(plan, store, env, request.run, request.resume, on_unit)
+    plan = sweep_plan(request)
+    out_dir, store = open_output(request.out, request.resume, request.run.append)
+    env = record_environment(store)
+    outcome = SweepOutcome(out_dir, store.path)
+    try:
+        if request.roofline:
+            existing = read_results(store.path, quiet=True).other if request.resume else []
+            configs = [(u.payload["backend"], u.payload["threads"]) for u in plan.units]
+            outcome.notes = record_peaks(store, configs, env["hardware_id"], request.pin, request.ort_opt, existing,
+                                         request.run)
+        result = execute(plan, store, env, request.run, request.resume, on_unit)
+    finally:
+        outcome.paths = write_outputs(out_dir)
     outcome.rows, outcome.units_run, outcome.units_skipped = result.rows, result.units_run, result.units_skipped
     outcome.extra_processes, outcome.wall_s = result.extra_processes, result.wall_s
     outcome.flops_warnings = flops_constancy(outcome.rows)

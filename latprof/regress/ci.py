@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,7 @@ from latprof.regress.compare import CompareOptions, CompareReport, RowComparison
 from latprof.regress.render import markdown
 from latprof.regress.suite import Suite, load_suite, run_suite
 from latprof.results import ResultStore, read_results
-from latprof.run.engine import RunOptions
+from latprof.run.engine import RunOptions, default_out_dir
 
 
 @dataclass(frozen=True)
@@ -80,10 +78,6 @@ def closest_baseline(baseline_dir: Path, env: dict[str, Any]) -> tuple[str, list
         if best is None or len(diffs) < best[0]:
             best = (len(diffs), path.parent.name, diffs)
     return (best[1], best[2]) if best else None
-
-
-def default_out_dir() -> Path:
-    return Path("reports") / f"ci-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{socket.gethostname()}"
 
 
 def _measure(suite: Suite, path: Path, env: dict[str, Any], run: RunOptions) -> tuple[ResultStore, list[dict[str, Any]]]:
@@ -161,7 +155,7 @@ def run_ci(options: CIOptions) -> CIOutcome:
     threshold = options.threshold if options.threshold is not None else suite.threshold
     alpha = options.alpha if options.alpha is not None else suite.alpha
     compare_options = CompareOptions(threshold=threshold, alpha=alpha, normalize=True)
-    out_dir = Path(options.out) if options.out is not None else default_out_dir()
+    out_dir = Path(options.out) if options.out is not None else default_out_dir("ci-")
     if out_dir.exists() and not out_dir.is_dir():
         raise LatprofError(f"--out {out_dir} exists and is not a directory")
     results_path = out_dir / "results.jsonl"

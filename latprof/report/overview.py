@@ -19,12 +19,10 @@ from typing import Any
 
 import pandas as pd
 
+from latprof.analysis.verdicts import DECIDED, DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, NO_EFFECT, VERDICTS
 from latprof.report.data import ReportData
 from latprof.report.tables import fmt, table
 
-HOLDS, DOES_NOT_HOLD, NO_EFFECT, INCONCLUSIVE = "holds", "does not hold", "no effect", "inconclusive"
-DECIDED = (HOLDS, DOES_NOT_HOLD, NO_EFFECT)
-VERDICTS = (*DECIDED, INCONCLUSIVE)
 FAILED = "failed"
 NO_VERDICT = "no verdict"
 
@@ -32,7 +30,7 @@ FAULTS_PER_CALL = 0.5
 INVOLUNTARY_CTX_PER_CALL = 0.05
 ALLOCATOR_BOUND = "allocator-bound: latency includes page faults"
 CONTENTION = "contention"
-# Allocators in the order the engine offers them; others follow alphabetically.
+# Allocators in table order: the plain-glibc reading first, as the reference; others follow alphabetically.
 ALLOCATOR_ORDER = ("system", "steady", "jemalloc", "tcmalloc")
 # Rows of one workload measured under several allocators: same everything but the allocator (and its counters).
 WORKLOAD_KEYS = ("_source", "hardware_id", "experiment", "workload", "variant", "backend", "threads", "batch", "scale",

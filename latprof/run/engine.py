@@ -62,8 +62,6 @@ class RunResult:
     units_skipped: int = 0
     extra_processes: int = 0
     wall_s: float = 0.0
-    allocator: str = ""
-    isolation: str = ""
 
 
 def default_out_dir(prefix: str = "") -> Path:
@@ -102,7 +100,6 @@ def execute(
     options: RunOptions,
     resume: bool = False,
     on_unit: Callable[[int, int, Unit, list[dict[str, Any]] | None], None] | None = None,
-    result: RunResult | None = None,
 ) -> RunResult:
     """Run every unit (skipping finished ones with ``resume``); each unit's rows are stored as soon as it finishes."""
     executor = make_executor(options.in_process, options.allocator, options.worker_timeout_s, options.bind_threads)
@@ -111,8 +108,7 @@ def execute(
         raise LatprofError(f"--processes must be a positive integer, got {processes}")
     if options.in_process and processes > 1:
         raise LatprofError("--processes > 1 needs worker processes; drop --in-process")
-    result = result or RunResult(store.path.parent, store.path, env)
-    result.allocator, result.isolation = executor.allocator, executor.isolation
+    result = RunResult(store.path.parent, store.path, env)
     hardware_id = env.get("hardware_id", "")
     for unit in plan.units:
         for t in unit.templates:
@@ -150,7 +146,6 @@ def _run_once(executor: Any, unit: Unit) -> list[dict[str, Any]]:
     for r in rows:
         if r.get("record", "result") == "result":
             r["kind"] = unit.kind  # what produced the row: profile, blocks, sweep, suite (the report dispatches on it)
-        r.setdefault("hardware_id", hid)
         if not r.get("hardware_id"):
             r["hardware_id"] = hid
     return rows
@@ -176,8 +171,6 @@ def _adaptive_passes(plan: Plan, executor: Any, store: ResultStore, result: RunR
             return
         for i in round_:
             unit, raw, rows = state[i]
-            if plan.undecided(rows) is None:
-                continue
             # Only start a process that is expected to finish within the budget.
             per_process = float(rows[0].get("measure_wall_s") or unit.time_s) / max(len(raw), 1) + 3.0
             if time.monotonic() - start + per_process > plan.budget_s:

@@ -20,12 +20,13 @@ from typing import Any
 
 from latprof.errors import LatprofError, one_line
 from latprof.results import error_row, json_text
-from latprof.run.allocators import allocator_env, allocator_in_force, validate_allocator
+from latprof.run.allocators import DEFAULT_ALLOCATOR, allocator_env, allocator_in_force, validate_allocator
 from latprof.run.units import Unit
 from latprof.run.worker import BINDING_VARIABLES, THREAD_VARIABLES, run_unit_here
 
 # Only these pass from the parent's environment into a worker (pyperf keeps a similar short list); the allocator,
-# thread-count and thread-binding variables are then set explicitly (OMP_* from the parent never leak in). OPENBLAS_CORETYPE/L2_SIZE protect OpenBLAS on some processors.
+# thread-count and thread-binding variables are then set explicitly (OMP_* from the parent never leak in).
+# OPENBLAS_CORETYPE/L2_SIZE protect OpenBLAS on some processors.
 INHERITED = ("PATH", "PYTHONPATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TEMP", "TMP", "SYSTEMROOT",
              "LATPROF_CACHE", "LATPROF_JEMALLOC", "LATPROF_TCMALLOC", "CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH",
              "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "VIRTUAL_ENV")
@@ -67,7 +68,7 @@ class InProcessExecutor:
 class WorkerExecutor:
     """A fresh ``python -m latprof.run.worker`` per call, with a clean environment, declared allocator and threads."""
 
-    allocator: str = "steady"
+    allocator: str = DEFAULT_ALLOCATOR
     timeout_s: float | None = None
     bind_threads: bool = True
     isolation = "worker"
@@ -150,8 +151,6 @@ def failed_unit_rows(unit: Unit, message: str) -> list[dict[str, Any]]:
 
 def make_executor(in_process: bool, allocator: str | None, timeout_s: float | None = None,
                   bind_threads: bool = True) -> Any:
-    from latprof.run.allocators import DEFAULT_ALLOCATOR
-
     if in_process:
         if allocator is not None:
             raise LatprofError("--allocator applies to worker processes; --in-process measures in this process as it "
