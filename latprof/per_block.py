@@ -11,7 +11,6 @@ for the whole), ``block_index`` (-1 for the whole network), ``share_of_network``
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -24,7 +23,7 @@ from latprof.cost import UnsupportedOpWarning, count_model
 from latprof.errors import LatprofError, one_line
 from latprof.measure.protocol import MeasureConfig
 from latprof.profile import ProfileRequest, RunFiles, measure_on_backend, resolve_batch
-from latprof.results import ResultStore, base_row, error_row, row_key
+from latprof.results import base_row, error_row
 from latprof.run.engine import Plan, execute, open_output, record_environment
 from latprof.run.units import Unit
 from latprof.shapes import Shape, format_shape
@@ -78,47 +77,41 @@ def profile_blocks(
     pin: bool = False,
     ort_opt: str = DEFAULT_ORT_OPT,
     model_kwargs: dict[str, Any] | None = None,
-    store: ResultStore | None = None,
     hardware_id: str = "",
-    on_row: Callable[[dict[str, Any]], None] | None = None,
-    skip_keys: set[tuple[Any, ...]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Measure the whole network, then each block alone; one row each (the whole network first, block_index -1).
+    """Measure the whole network, then each block alone, in this process; one row each (the whole network first,
+    block_index -1), with each block's share of the network and the sum of blocks (``attach_shares``).
 
-    ``network_name`` is a zoo name (or a ``Workload`` already built with the backend's batch).
-
-    A block that fails becomes an error row and the others go on. Block rows go to ``store`` as they finish;
-    the whole-network row goes last, with the sum of the blocks (so it is last in the file, first in the list).
-    With ``skip_keys`` (``--resume``), a network whose rows are all present already is skipped: ``[]`` comes back.
+    ``network_name`` is a zoo name (or a ``Workload`` already built with the backend's batch). A block that fails
+    becomes an error row and the others go on. ``latprof profile --per-block`` runs this in a worker per network.
     """
     validate_threads(threads)
     cls = backend_class(backend)
     config = config or MeasureConfig()
     batch = cls(BackendOptions()).batch_for(batch)
     network = _network(network_name, input_shape, batch, model_kwargs)
-    blocks = block_workloads(network)
     threads = threads or default_threads(cls)
     options = BackendOptions(threads, None, pin, batch, ort_opt)
-    items = [(-1, NETWORK_VARIANT, network), *blocks]
-    idents = [_ident(network, backend, threads, hardware_id, i, v, w) for i, v, w in items]
-    if skip_keys is not None and all(row_key(base_row(**ident)) in skip_keys for ident in idents):
-        return []
-    rows = [_measure_one(workload, ident, backend, options, config) for (_, _, workload), ident in zip(items[:1], idents)]
-    network_ms = rows[0].get("latency_median_ms") if rows[0].get("status") == "ok" else None
-    try:
-        for (_, _, workload), ident in zip(items[1:], idents[1:]):
-            row = _measure_one(workload, ident, backend, options, config)
-            ok = row.get("status") == "ok" and network_ms
-            row["share_of_network"] = row["latency_median_ms"] / network_ms if ok else None
-            rows.append(row)
-            _emit(row, store, on_row)
-    finally:  # the whole-network row carries the sum of blocks, so it is stored last (also on Ctrl-C)
-        rows[0].update(blocks_measured=len(rows) - 1, blocks_total=len(items) - 1)
-        summary = summarize_blocks(rows)
-        rows[0].update(share_of_network=1.0 if network_ms else None, sum_of_blocks_ms=summary.sum_of_blocks_ms,
-                       sum_vs_network=summary.ratio)
-        _emit(rows[0], store, on_row)
+    items = [(-1, NETWORK_VARIANT, network), *block_workloads(network)]
+    rows = [_measure_one(workload, _ident(network, backend, threads, hardware_id, i, v, workload), backend, options,
+                         config) for i, v, workload in items]
+    rows[0].update(blocks_measured=len(rows) - 1, blocks_total=len(items) - 1)
+    attach_shares(rows)
     return rows
+
+
+def attach_shares(rows: list[dict[str, Any]]) -> None:
+    """Each block's median as a share of the whole network's, and the sum of blocks on the whole-network row."""
+    whole = next((r for r in rows if r.get("block_index") == -1), None)
+    network_ms = whole.get("latency_median_ms") if whole and whole.get("status") == "ok" else None
+    for r in rows:
+        if r is not whole:
+            ok = r.get("status") == "ok" and network_ms
+            r["share_of_network"] = r["latency_median_ms"] / network_ms if ok else None
+    if whole is not None:
+        summary = summarize_blocks(rows)
+        whole.update(share_of_network=1.0 if network_ms else None, sum_of_blocks_ms=summary.sum_of_blocks_ms,
+                     sum_vs_network=summary.ratio)
 
 
 def _network(
@@ -144,13 +137,6 @@ def _measure_one(
         return base_row(**ident, **counts, **fields, status="ok", error="")
     except BackendError as exc:
         return error_row(one_line(exc), **ident, **counts)
-
-
-def _emit(row: dict[str, Any], store: ResultStore | None, on_row: Callable[[dict[str, Any]], None] | None) -> None:
-    if store is not None:
-        store.append(row)
-    if on_row:
-        on_row(row)
 
 
 def _ident(
@@ -238,25 +224,15 @@ def measure_blocks_unit(payload: dict[str, Any]) -> list[dict[str, Any]]:
     return profile_blocks(
         payload["model"], payload["backend"], payload["threads"], MeasureConfig(**payload["config"]),
         tuple(payload["input_shape"]), payload["input_shape"][0], payload["pin"], payload["ort_opt"],
-        payload["kwargs"], None, payload.get("hardware_id", ""),
+        payload["kwargs"], payload.get("hardware_id", ""),
     )
 
 
 def finish_blocks_unit(unit: Unit, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Shares of the network and the sum of blocks from the pooled medians; the whole-network row last (as stored
-    by a single process), so a reader sees the blocks it sums."""
-    whole = next((r for r in rows if r.get("block_index") == -1), None)
-    network_ms = whole.get("latency_median_ms") if whole and whole.get("status") == "ok" else None
-    blocks = [r for r in rows if r is not whole]
-    for r in blocks:
-        ok = r.get("status") == "ok" and network_ms
-        r["share_of_network"] = r["latency_median_ms"] / network_ms if ok else None
-    if whole is None:
-        return blocks
-    summary = summarize_blocks(rows)
-    whole.update(share_of_network=1.0 if network_ms else None, sum_of_blocks_ms=summary.sum_of_blocks_ms,
-                 sum_vs_network=summary.ratio)
-    return [*blocks, whole]
+    """Shares and the sum of blocks again from the pooled medians; the whole-network row stored last, so a reader
+    sees the blocks it sums."""
+    attach_shares(rows)
+    return sorted(rows, key=lambda r: r.get("block_index") == -1)
 
 
 def run_per_block(request: ProfileRequest) -> RunFiles:
