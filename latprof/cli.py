@@ -1,4 +1,5 @@
-"""Command-line interface. Parsing only: every command calls a Python API function and prints its result.
+"""Command-line interface. Parsing only: every command calls one Python API function and one view of
+``latprof.views`` that prints its outcome and gives the exit code.
 
 Defaults are never written here: each flag's default and its help text come from the constant or dataclass that owns
 it (``MeasureConfig``, ``latprof.backends.base``, ``latprof.catalog``, the sweep and compare modules), pyperf style.
@@ -62,20 +63,10 @@ def _add_env(sub: Any) -> None:
 
 
 def _run_env(args: argparse.Namespace) -> int:
-    from latprof.console import print_json, stdout, table, warn
     from latprof.measure.environment import collect
+    from latprof.views.environment import show_environment
 
-    env = collect().as_dict()
-    if args.json:
-        print_json(env)
-    else:
-        rows = [("hardware_id", env["hardware_id"])]
-        for section in ("hardware", "software", "threads", "state"):
-            rows += [(f"{section}.{k}", v if not isinstance(v, (dict, list)) else str(v)) for k, v in env[section].items()]
-        stdout.print(table("Environment", ["field", "value"], rows))
-    for w in env["warnings"]:
-        warn(w)
-    return 0
+    return show_environment(collect().as_dict(), args.json)
 
 
 # ---------------------------------------------------------------- list
@@ -90,18 +81,9 @@ def _add_list(sub: Any) -> None:
 
 def _run_list(args: argparse.Namespace) -> int:
     from latprof.catalog import list_topic
-    from latprof.console import print_json, stdout, table
+    from latprof.views.listing import show_list
 
-    items = list_topic(args.topic)
-    if args.json:
-        print_json(items)
-        return 0
-    if not items:
-        stdout.print(f"no {args.topic}")
-        return 0
-    cols = [c for c in items[0] if not isinstance(items[0][c], (dict, list))]
-    stdout.print(table(args.topic.capitalize(), cols, [[it.get(c) for c in cols] for it in items]))
-    return 0
+    return show_list(args.topic, list_topic(args.topic), args.json)
 
 
 # ---------------------------------------------------------------- process conditions (profile, sweep, ci)
@@ -222,31 +204,15 @@ def _profile_request(args: argparse.Namespace) -> Any:
 
 
 def _run_profile(args: argparse.Namespace) -> int:
-    from latprof.console import print_json, result_table, stdout
+    from latprof.per_block import run_per_block
     from latprof.profile import run_profile
+    from latprof.views.profile import show_per_block, show_profile
 
     if args.per_block:
         if args.per_op or args.roofline:
             raise LatprofError("--per-block cannot be combined with --per-op or --roofline; run them separately")
-        return _run_per_block(args)
-    files = run_profile(_profile_request(args))
-    for note in files.notes:
-        print(f"latprof: warning: {note}", file=sys.stderr)
-    if args.json:
-        print_json([{k: v for k, v in r.items() if k != "samples_ms"} for r in files.rows])
-    else:
-        stdout.print(result_table(files.rows))
-        if files.skipped:
-            stdout.print(f"{files.skipped} row(s) already present, skipped (--resume)")
-        if files.per_op:
-            from latprof.render_breakdown import print_breakdowns
-
-            print_breakdowns(files.per_op)
-        stdout.print(f"results: {files.results_path}  csv: {files.csv_path}  report: {files.report_path}")
-    failed = [r for r in files.rows if r.get("status") != "ok"]
-    for r in failed:
-        print(f"latprof: error: {r['workload']} on {r['backend']}: {r['error']}", file=sys.stderr)
-    return 2 if failed else 0
+        return show_per_block(run_per_block(_profile_request(args)), args.json)
+    return show_profile(run_profile(_profile_request(args)), args.json)
 
 
 # ---------------------------------------------------------------- count
@@ -266,64 +232,16 @@ def _add_count(sub: Any) -> None:
 def _run_count(args: argparse.Namespace) -> int:
     import warnings
 
-    from latprof.console import print_json, stdout, table, warn
-    from latprof.cost import COUNT_COLUMNS, UnsupportedOpWarning, count_named
-    from latprof.cost.report import write_csv
-    from latprof.shapes import format_shape, parse_shape
+    from latprof.cost import UnsupportedOpWarning, count_named
+    from latprof.shapes import parse_shape
+    from latprof.views.count import show_count
     from latprof.workloads import parse_kwargs
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnsupportedOpWarning)
         report = count_named(args.model, parse_shape(args.input) if args.input else None, args.fold_bn,
                              **parse_kwargs(args.arg))
-    rows = report.aggregate(args.by) if args.by else [r.as_dict() for r in report.layers]
-    if args.csv:
-        write_csv(rows, args.csv)
-    if args.json:
-        print_json(report.as_dict())
-    else:
-        cols = [*COUNT_COLUMNS, "arithmetic_intensity"]
-        if args.per_layer or args.by:
-            key = ["name", "op"] if not args.by else [args.by if args.by == "op" else "name", "calls"]
-            extra = ["output_shape"] if not args.by else []
-            body = [[r[k] if k != "output_shape" else format_shape(r[k]) if r[k] else "-" for k in key + cols[:-1] + extra]
-                    for r in rows]
-            stdout.print(table(f"{report.model} per {'layer' if not args.by else args.by}", key + cols[:-1] + extra, body))
-        totals = report.totals
-        shapes = ", ".join(format_shape(s) for s in report.input_shapes)
-        title = f"{report.model} ({shapes}{', BN folded' if report.fold_bn else ''})"
-        stdout.print(table(title, cols, [[totals[c] for c in cols]]))
-        if args.csv:
-            stdout.print(f"csv: {args.csv}")
-    if report.unsupported_ops:
-        warn(f"no cost rule for op(s) {', '.join(report.unsupported_ops)}: their tensor traffic is counted, "
-             "their arithmetic is not")
-    return 0
-
-
-def _run_per_block(args: argparse.Namespace) -> int:
-    from latprof.console import print_json, stdout, table
-    from latprof.per_block import BLOCK_TABLE_COLUMNS, block_table_rows, run_per_block, summary_line
-
-    files = run_per_block(_profile_request(args))
-    if args.json:
-        print_json([{k: v for k, v in r.items() if k != "samples_ms"} for r in files.rows])
-    else:
-        groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        for r in files.rows:
-            groups.setdefault((r["workload"], r["backend"]), []).append(r)
-        for (model, backend), rows in groups.items():
-            rows = sorted(rows, key=lambda r: r["block_index"])
-            title = f"{model} on {backend}, {rows[0]['threads']} thread(s), batch {rows[0]['batch']}"
-            stdout.print(table(title, BLOCK_TABLE_COLUMNS, block_table_rows(rows)))
-            stdout.print(summary_line(rows))
-        if files.skipped:
-            stdout.print(f"{files.skipped} network(s) already present, skipped (--resume)")
-        stdout.print(f"results: {files.results_path}  csv: {files.csv_path}  report: {files.report_path}")
-    failed = [r for r in files.rows if r.get("status") != "ok"]
-    for r in failed:
-        print(f"latprof: error: {r['workload']} block {r['variant']} on {r['backend']}: {r['error']}", file=sys.stderr)
-    return 2 if failed else 0
+    return show_count(report, by=args.by, per_layer=args.per_layer, csv=args.csv, as_json=args.json)
 
 
 # ---------------------------------------------------------------- sweep
@@ -373,10 +291,8 @@ def _add_sweep(sub: Any) -> None:
 
 
 def _run_sweep(args: argparse.Namespace) -> int:
-    from latprof.console import print_json, stdout, warn
-    from latprof.experiments.outputs import summary_records, verdict_table
     from latprof.experiments.sweep import SweepRequest, parse_shard, plan_units, run_sweep
-    from latprof.run.engine import log_unit
+    from latprof.views.sweep import show_sweep, unit_progress
 
     request = SweepRequest(
         guidelines=args.guideline, spec_paths=args.spec, backends=args.backend, threads=args.threads, pin=args.pin,
@@ -385,37 +301,9 @@ def _run_sweep(args: argparse.Namespace) -> int:
         shard=parse_shard(args.shard) if args.shard else None, equivalence_margin=args.equivalence_margin,
         budget_s=args.budget, roofline=not args.no_roofline, run=_run_options(args),
     )
-    if sys.stderr.isatty():
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TextColumn("ETA"), TimeRemainingColumn(), transient=True) as bar:
-            task = bar.add_task("sweep", total=len(plan_units(request)))
-
-            def on_unit(i: int, n: int, unit: Any, rows: Any) -> None:
-                bar.update(task, advance=1, description=unit.label)
-
-            outcome = run_sweep(request, on_unit)
-    else:
-        outcome = run_sweep(request, log_unit)
-    paths = outcome.paths
-    for w in outcome.flops_warnings:
-        warn(f"FLOPs not constant: {w}")
-    for note in outcome.notes:
-        warn(note)
-    if args.json:
-        print_json(summary_records(outcome.rows))
-    else:
-        stdout.print(verdict_table(outcome.rows))
-        if outcome.units_skipped:
-            stdout.print(f"{outcome.units_skipped} unit(s) already present, skipped (--resume)")
-        stdout.print("  ".join(f"{k}: {v}" for k, v in paths.items()))
-    decided, cells = outcome.decided_share()
-    if cells:
-        extra = f", {outcome.extra_processes} extra worker process(es) for undecided units" if outcome.extra_processes else ""
-        print(f"latprof: decided {decided} of {cells} guideline x backend x scale cells ({decided / cells:.0%}: holds, "
-              f"does not hold or no effect) in {outcome.wall_s:.0f} s{extra}", file=sys.stderr)
-    return 0
+    with unit_progress(len(plan_units(request))) as on_unit:
+        outcome = run_sweep(request, on_unit)
+    return show_sweep(outcome, args.json)
 
 
 # ---------------------------------------------------------------- merge
@@ -428,11 +316,12 @@ def _add_merge(sub: Any) -> None:
 def _run_merge(args: argparse.Namespace) -> int:
     from latprof.console import stdout
     from latprof.experiments.outputs import merge_runs, write_outputs
+    from latprof.views.common import print_paths
 
-    target, n = merge_runs(args.sources, args.out)
+    _, n = merge_runs(args.sources, args.out)
     paths = write_outputs(args.out)
     stdout.print(f"merged {n} rows from {len(args.sources)} source(s)")
-    stdout.print("  ".join(f"{k}: {v}" for k, v in paths.items()))
+    print_paths(paths)
     return 0
 
 
@@ -457,23 +346,12 @@ def _add_compare(sub: Any) -> None:
 
 
 def _run_compare(args: argparse.Namespace) -> int:
-    from latprof.console import print_json, stdout
     from latprof.regress import CompareOptions, compare_files
-    from latprof.regress.render import markdown, rich_table
+    from latprof.views.regress import show_compare
 
     options = CompareOptions(threshold=args.threshold, alpha=args.alpha, normalize=args.normalize,
                              allow_hardware_mismatch=args.allow_hardware_mismatch)
-    report = compare_files(args.baseline, args.current, options)
-    if args.json:
-        print_json(report.as_dict())
-    else:
-        stdout.print(rich_table(report))
-    if args.markdown:
-        try:
-            args.markdown.write_text(markdown(report))
-        except OSError as exc:
-            raise LatprofError(f"cannot write --markdown {args.markdown}: {exc.strerror or exc}") from None
-    return report.exit_code()
+    return show_compare(compare_files(args.baseline, args.current, options), args.json, args.markdown)
 
 
 # ---------------------------------------------------------------- ci
@@ -493,26 +371,13 @@ def _add_ci(sub: Any) -> None:
 
 
 def _run_ci(args: argparse.Namespace) -> int:
-    from latprof.console import print_json, stdout
-    from latprof.regress.ci import CIOptions, run_ci, run_table
-    from latprof.regress.render import rich_table
+    from latprof.regress.ci import CIOptions, run_ci
+    from latprof.views.regress import show_ci
 
-    outcome = run_ci(CIOptions(suite=args.suite, baseline_dir=args.baseline, out=args.out,
-                               update_baseline=args.update_baseline, warn_only=args.warn_only,
-                               threshold=args.threshold, alpha=args.alpha, confirm=not args.no_confirm,
-                               run=_run_options(args)))
-    if args.json:
-        rows = [{k: v for k, v in r.items() if k != "samples_ms"} for r in outcome.rows]
-        print_json({"hardware_id": outcome.hardware_id, "messages": outcome.messages, "rows": rows,
-                    "comparison": outcome.report.as_dict() if outcome.report else None})
-    elif outcome.report:
-        stdout.print(rich_table(outcome.report, outcome.notes))
-    else:
-        stdout.print(run_table(outcome.rows)[0])
-    for m in outcome.messages:
-        print(f"latprof ci: {m}", file=sys.stderr)
-    print(f"latprof ci: results {outcome.results_path}; summary {', '.join(map(str, outcome.summary_paths))}", file=sys.stderr)
-    return outcome.exit_code
+    options = CIOptions(suite=args.suite, baseline_dir=args.baseline, out=args.out,
+                        update_baseline=args.update_baseline, warn_only=args.warn_only, threshold=args.threshold,
+                        alpha=args.alpha, confirm=not args.no_confirm, run=_run_options(args))
+    return show_ci(run_ci(options), args.json)
 
 
 # ---------------------------------------------------------------- report
@@ -526,11 +391,11 @@ def _add_report(sub: Any) -> None:
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from latprof.console import stdout
     from latprof.report import build_report
+    from latprof.views.common import print_paths
 
     html = build_report(args.results, args.output, csv_path=args.csv, title=args.title)
-    stdout.print(f"report: {html}" + (f"  summary: {args.csv}" if args.csv else ""))
+    print_paths({"report": html, "summary": args.csv})
     return 0
 
 

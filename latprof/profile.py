@@ -14,6 +14,7 @@ from latprof.backends.base import DEFAULT_ORT_OPT, default_threads, validate_thr
 from latprof.errors import LatprofError, one_line
 from latprof.measure.protocol import MeasureConfig, measure
 from latprof.results import ResultStore, base_row, error_row, latency_fields, read_results
+from latprof.rows import Record
 from latprof.run.engine import Plan, RunOptions, execute, open_output, record_environment
 from latprof.run.units import Unit
 from latprof.shapes import Shape, format_shape, shape_text
@@ -95,7 +96,7 @@ def record_peaks(
 
     run = run or RunOptions()
     executor = make_executor(run.in_process, run.allocator, run.worker_timeout_s, run.bind_threads)
-    have = {(p.get("backend"), p.get("threads"), p.get("hardware_id")) for p in existing if p.get("record") == "peaks"}
+    have = {(p.get("backend"), p.get("threads"), p.get("hardware_id")) for p in existing if p.get("record") == Record.PEAKS}
     notes = []
     for backend, threads in dict.fromkeys(configs):
         if (backend, threads, hardware_id) in have:
@@ -124,7 +125,7 @@ def measure_peaks_unit(payload: dict[str, Any]) -> list[dict[str, Any]]:
         rec = measure_peaks(payload["backend"], payload["threads"], hardware_id=payload["hardware_id"],
                             pin=payload["pin"], ort_opt=payload["ort_opt"])
     except (BackendError, RuntimeError, LatprofError) as exc:
-        return [{"record": "peaks", "status": "error", "error": one_line(exc)}]
+        return [{"record": Record.PEAKS.value, "status": "error", "error": one_line(exc)}]
     return [rec]
 
 
@@ -225,7 +226,7 @@ def run_profile(
             files.skipped += 1
             return
         for r in rows:
-            if r.get("record") == "per_op":
+            if r.get("record") == Record.PER_OP:
                 files.per_op.append(r)
             elif on_row:
                 on_row(r)
@@ -253,4 +254,4 @@ def _per_op(workload: Workload, backend_name: str, options: BackendOptions, row:
     try:
         return per_op_breakdown(create_backend(backend_name, options), workload, row["latency_median_ms"], **ident)
     except BackendError as exc:
-        return {"record": "per_op", **ident, "status": "error", "error": one_line(exc)}
+        return {"record": Record.PER_OP.value, **ident, "status": "error", "error": one_line(exc)}

@@ -1,8 +1,7 @@
 """Result rows and the results store: append-only JSONL (flushed and fsynced per row) and CSV export.
 
-One JSON object per line. ``record`` tells the kind: ``environment`` (a fingerprint, once per run), ``result``
-(one per workload × variant × backend × threads × batch × scale), and other kinds later features add (e.g.
-``per_op``). Raw samples stay in the JSONL; the CSV holds the tidy columns.
+One JSON object per line; ``latprof.rows`` says what the lines are (record types, row kinds, the result row's fields
+and identity). Raw samples stay in the JSONL; the CSV holds the tidy columns.
 """
 
 from __future__ import annotations
@@ -20,12 +19,11 @@ from typing import Any
 import pandas as pd
 
 from latprof.errors import LatprofError
+from latprof.rows import KEY_FIELDS, Record, legacy_kind, record_type, row_key
+
+__all__ = ["KEY_FIELDS", "row_key"]  # the identity is defined in latprof.rows; re-exported for callers of this module
 
 SCHEMA_VERSION = 1
-
-# Identity of a row: --resume skips rows whose key is already present.
-# The allocator is part of the identity: the same workload under two allocators is two readings.
-KEY_FIELDS = ("experiment", "workload", "variant", "backend", "threads", "batch", "scale", "input_shape", "allocator")
 
 CSV_COLUMNS = [
     "experiment", "workload", "variant", "backend", "threads", "batch", "scale", "input_shape",
@@ -44,13 +42,9 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def row_key(row: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(json.dumps(row.get(k), sort_keys=True) for k in KEY_FIELDS)
-
-
 def base_row(**fields: Any) -> dict[str, Any]:
     """A result row with every key field present (missing ones as empty), plus ``fields``."""
-    row: dict[str, Any] = {"record": "result", "schema_version": SCHEMA_VERSION}
+    row: dict[str, Any] = {"record": Record.RESULT.value, "schema_version": SCHEMA_VERSION}
     row.update({k: "" for k in ("experiment", "variant")})
     row.update({k: None for k in ("scale",)})
     row.update(fields)
@@ -179,10 +173,11 @@ def read_results(path: str | Path, quiet: bool = False) -> ResultsFile:
             raise LatprofError(
                 f"{p}:{lineno}: schema_version {version!r} is not supported (this latprof reads {SCHEMA_VERSION})"
             )
-        kind = rec.get("record", "result")
-        if kind == "result":
+        kind = record_type(rec)
+        if kind == Record.RESULT:
+            rec.setdefault("kind", legacy_kind(rec).value)  # rows written before they carried their kind
             out.results.append(rec)
-        elif kind == "environment":
+        elif kind == Record.ENVIRONMENT:
             out.environments[rec.get("hardware_id", "")] = rec
         else:
             out.other.append(rec)

@@ -13,48 +13,37 @@ from torch.utils.flop_counter import FlopCounterMode
 from latprof.cost import UnsupportedOpWarning, count_model
 from latprof.workloads import build_registered, get_spec, list_workloads
 from latprof.workloads.micronet import dsm_elementwise_counts
+from latprof.workloads.published import published_figures
 
-# name: published (mult_adds, params) at 224×224, copied from the papers and official releases (the ShuffleNet V2
-# project's reference table), then the exact (mult_adds, params, mem_access) of the build at 1×3×224×224, which pin
-# every layer. ShuffleNet V1 paper Table 2 gives 140M mult-adds for 1× g=8 and no parameter count. MicroNet's
-# published MAdds include Dynamic Shift-Max's element-wise multiply-adds (see test_micronet_mult_adds_...).
-COUNTS = {
-    "mobilenet_v1_x1_0": (569e6, 4.2e6, 568_740_352, 4_231_976, 34_663_568),
-    "mobilenet_v1_x0_75": (325e6, 2.6e6, 325_400_448, 2_585_560, 25_447_136),
-    "mobilenet_v1_x0_5": (149e6, 1.3e6, 149_497_088, 1_331_592, 16_623_152),
-    "mobilenet_v1_x0_25": (41e6, 0.5e6, 41_030_272, 470_072, 8_191_616),
-    "mobilenet_v2_x1_0": (300e6, 3.4e6, 300_774_272, 3_504_872, 43_266_256),
-    "mobilenet_v2_x1_4": (585e6, 6.9e6, 582_195_824, 6_108_776, 63_023_248),
-    "mobilenet_v3_large": (219e6, 5.4e6, 216_589_760, 5_483_032, 34_004_672),
-    "mobilenet_v3_small": (56e6, 2.5e6, 56_510_400, 2_542_856, 11_932_048),
-    "efficientnet_b0": (390e6, 5.3e6, 385_814_752, 5_288_548, 52_355_708),
-    "resnet18": (1.8e9, 11.7e6, 1_814_073_344, 11_689_512, 29_237_648),
-    "resnet50": (3.8e9, 25.6e6, 3_857_973_248, 25_557_032, 103_337_872),
-    "shufflenet_v1_g3_x1_0": (140e6, 1.9e6, 137_460_672, 1_865_728, 25_968_200),
-    "shufflenet_v1_g8_x1_0": (140e6, None, 138_365_952, 2_434_768, 39_733_688),
-    "shufflenet_v2_x0_5": (41e6, 1.4e6, 40_476_448, 1_366_792, 8_904_192),
-    "shufflenet_v2_x1_0": (146e6, 2.3e6, 144_907_992, 2_278_604, 16_861_416),
-    "shufflenet_v2_x1_5": (299e6, 3.5e6, 295_759_392, 3_503_624, 24_302_976),
-    "shufflenet_v2_x2_0": (591e6, 7.4e6, 583_253_464, 7_393_996, 35_543_912),
-    "micronet_m0": (4e6, 1.020e6, 3_448_880, 1_019_590, 7_055_694),
-    "micronet_m1": (6e6, 1.778e6, 5_314_080, 1_777_587, 9_888_173),
-    "micronet_m2": (12e6, 2.394e6, 10_338_128, 2_393_876, 22_652_216),
-    "micronet_m3": (21e6, 2.623e6, 18_236_000, 2_622_960, 30_018_176),
-    "igcv3_d_x1_0": (318e6, 3.5e6, 312_970_176, 3_491_688, 75_667_408),
+# The exact (mult_adds, params, mem_access) of each build at 1×3×224×224, which pin every layer. The published figures
+# they are checked against live in one data file, latprof/workloads/published.toml (read through published_figures).
+EXACT = {
+    "mobilenet_v1_x1_0": (568_740_352, 4_231_976, 34_663_568),
+    "mobilenet_v1_x0_75": (325_400_448, 2_585_560, 25_447_136),
+    "mobilenet_v1_x0_5": (149_497_088, 1_331_592, 16_623_152),
+    "mobilenet_v1_x0_25": (41_030_272, 470_072, 8_191_616),
+    "mobilenet_v2_x1_0": (300_774_272, 3_504_872, 43_266_256),
+    "mobilenet_v2_x1_4": (582_195_824, 6_108_776, 63_023_248),
+    "mobilenet_v3_large": (216_589_760, 5_483_032, 34_004_672),
+    "mobilenet_v3_small": (56_510_400, 2_542_856, 11_932_048),
+    "efficientnet_b0": (385_814_752, 5_288_548, 52_355_708),
+    "resnet18": (1_814_073_344, 11_689_512, 29_237_648),
+    "resnet50": (3_857_973_248, 25_557_032, 103_337_872),
+    "shufflenet_v1_g3_x1_0": (137_460_672, 1_865_728, 25_968_200),
+    "shufflenet_v1_g8_x1_0": (138_365_952, 2_434_768, 39_733_688),
+    "shufflenet_v2_x0_5": (40_476_448, 1_366_792, 8_904_192),
+    "shufflenet_v2_x1_0": (144_907_992, 2_278_604, 16_861_416),
+    "shufflenet_v2_x1_5": (295_759_392, 3_503_624, 24_302_976),
+    "shufflenet_v2_x2_0": (583_253_464, 7_393_996, 35_543_912),
+    "micronet_m0": (3_448_880, 1_019_590, 7_055_694),
+    "micronet_m1": (5_314_080, 1_777_587, 9_888_173),
+    "micronet_m2": (10_338_128, 2_393_876, 22_652_216),
+    "micronet_m3": (18_236_000, 2_622_960, 30_018_176),
+    "igcv3_d_x1_0": (312_970_176, 3_491_688, 75_667_408),
 }
-REFERENCE = {name: c[:2] for name, c in COUNTS.items()}
-EXACT = {name: c[2:] for name, c in COUNTS.items()}
-NETWORKS = list(REFERENCE)
-MICRONETS = [n for n in NETWORKS if n.startswith("micronet")]
-
-# Published params that no faithful build reaches, each with the figure that replaces it in the 3% check:
-# - MobileNetV1-0.25: the paper prints "0.5 M", rounded to one decimal; the model has 0.47 M (TF-slim release too).
-# - MobileNetV2-1.0: the paper prints 3.4 M; the official TF-slim release has 3.47 M (its BatchNorm has no scale
-#   parameter) and torchvision 3.50 M, the same layout as ours (3.9% and 3.1% above the paper's rounded figure).
-# - MobileNetV2-1.4: the paper prints 6.9 M; the official TF-slim checkpoint has 6.06 M (+1001-class head:
-#   6.09 M, as listed by OpenVINO's open_model_zoo), same as torchvision's width-1.4 build. Its 582 M mult-adds
-#   match the paper's 585 M within 1%, so the paper's params figure is the outlier.
-PARAMS_EXCEPTIONS = {"mobilenet_v1_x0_25": 0.47e6, "mobilenet_v2_x1_0": 3.47e6, "mobilenet_v2_x1_4": 6.09e6}
+PUBLISHED = published_figures()
+NETWORKS = sorted(s.name for s in list_workloads("network"))
+MICRONETS = [n for n in NETWORKS if PUBLISHED.get(n) and PUBLISHED[n].mult_adds_with_dsm]
 
 TOLERANCE = 0.03
 # MicroNet conv+linear+DSM multiply-adds vs the published (rounded to 1M) figure; M2 is the outlier at +6.2%.
@@ -92,11 +81,13 @@ def built() -> dict[str, object]:
     return {name: build_registered(name, input_shape=(2, 3, 32, 32)) for name in NETWORKS}
 
 
-def test_every_network_is_registered_at_224() -> None:
+def test_every_network_is_registered_at_224_with_published_figures_and_exact_counts() -> None:
+    """A network added to the zoo must bring its published figures (published.toml) and pinned exact counts."""
     specs = {s.name: s for s in list_workloads("network")}
     for name in NETWORKS:
-        assert name in specs, name
-        assert specs[name].input_for({}) == (1, 3, 224, 224)
+        assert specs[name].input_for({}) == (1, 3, 224, 224), name
+    assert set(NETWORKS) == set(PUBLISHED), "published.toml and the registry's networks differ"
+    assert set(NETWORKS) == set(EXACT), "EXACT and the registry's networks differ"
 
 
 @pytest.mark.parametrize("name", NETWORKS)
@@ -107,7 +98,7 @@ def test_forward_at_224_gives_1000_classes(name: str, counts: dict) -> None:
 @pytest.mark.parametrize("name", [n for n in NETWORKS if n not in MICRONETS])
 def test_mult_adds_match_the_paper(name: str, counts: dict) -> None:
     mult_adds = counts[name]["mult_adds"]
-    published = REFERENCE[name][0]
+    published = PUBLISHED[name].mult_adds
     assert abs(mult_adds - published) / published <= TOLERANCE, f"{name}: {mult_adds / 1e6:.1f} M vs {published / 1e6:.0f} M"
 
 
@@ -115,39 +106,39 @@ def test_mult_adds_match_the_paper(name: str, counts: dict) -> None:
 def test_micronet_mult_adds_with_dynamic_shift_max(name: str, counts: dict) -> None:
     conv_linear, dsm = counts[name]["mult_adds"], counts[name]["dsm"]
     total = conv_linear + dsm["mult_adds"]
-    ref = REFERENCE[name][0]
+    ref = PUBLISHED[name].mult_adds
     assert 0.8 * ref < conv_linear < ref  # DSM's element-wise work is part of the published figure
     assert abs(total / ref - 1) <= MICRONET_DSM_TOLERANCE, f"{name}: +DSM {total / 1e6:.3f}M vs {ref / 1e6:.0f}M"
 
 
 @pytest.mark.parametrize("name", NETWORKS)
 def test_params_match_the_paper(name: str, counts: dict) -> None:
-    params = counts[name]["params"]
+    params, pub = counts[name]["params"], PUBLISHED[name]
     if name in MICRONETS:  # the official release's parameter count, to the thousand
-        assert round(params / 1e6, 3) == REFERENCE[name][1] / 1e6
+        assert round(params / 1e6, 3) == pub.params / 1e6
         return
-    if REFERENCE[name][1] is None:
-        assert 2.3e6 < params < 2.6e6  # g=8 has more params than g=3 at equal mult-adds (no published figure)
-        return
-    published = PARAMS_EXCEPTIONS.get(name, REFERENCE[name][1])
-    assert abs(params - published) / published <= TOLERANCE, f"{name}: {params / 1e6:.3f} M vs {published / 1e6:.2f} M"
-
-
-def test_exact_params_of_known_builds(counts: dict) -> None:
-    """Exact counts of the reference implementations with the same layout (torchvision / TF-slim)."""
-    assert counts["resnet18"]["params"] == 11_689_512
-    assert counts["resnet50"]["params"] == 25_557_032
-    assert counts["mobilenet_v2_x1_0"]["params"] == 3_504_872
-    assert counts["mobilenet_v3_large"]["params"] == 5_483_032
-    assert counts["mobilenet_v3_small"]["params"] == 2_542_856
-    assert counts["efficientnet_b0"]["params"] == 5_288_548
-    assert counts["mobilenet_v3_small"]["mult_adds"] == 56_510_400
+    if pub.params is None:
+        pytest.skip(f"{name}: no published parameter count ({pub.source})")
+    want = pub.params_checked
+    assert abs(params - want) / want <= TOLERANCE, f"{name}: {params / 1e6:.3f} M vs {want / 1e6:.2f} M"
 
 
 @pytest.mark.parametrize("name", NETWORKS)
 def test_exact_counts(name: str, counts: dict) -> None:
     c = counts[name]
     assert (c["mult_adds"], c["params"], c["mem_access"]) == EXACT[name]
+
+
+def test_zoo_docs_print_the_published_figures() -> None:
+    """docs/zoo.md's table gives, for every network, the published figures of published.toml."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "zoo.md").read_text()
+    cells = {line.split("|")[1].strip().strip("`"): line.split("|")[4].strip()
+             for line in doc.splitlines() if line.startswith("| `") and line.count("|") >= 6}
+    for name, pub in PUBLISHED.items():
+        assert name in cells, f"docs/zoo.md has no row for {name}"
+        assert cells[name].startswith(pub.text()), f"docs/zoo.md {name}: {cells[name]!r}, published.toml: {pub.text()!r}"
 
 
 def test_resolution_scales_mult_adds_like_the_paper() -> None:

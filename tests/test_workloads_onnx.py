@@ -1,44 +1,67 @@
-"""Every zoo network (and a MicroNet block) exports to ONNX with the TorchScript exporter, the graph passes the ONNX
-checker, and ONNX Runtime reproduces the PyTorch output."""
+"""Every zoo network family (and a MicroNet block) exports to ONNX the way the ONNX Runtime backends export it
+(latprof's default exporter, no fallback), the graph passes the ONNX checker, and ONNX Runtime reproduces the
+PyTorch output."""
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import torch
 
-from latprof.workloads import build_registered
+from latprof.backends.onnx_export import export_workload
+from latprof.workloads import Workload, build_registered
+from latprof.workloads.published import published_figures
 from tests.test_workloads_networks import NETWORKS
 
-# ~3 s per network on a shared 2-core machine (TorchScript tracing): one network per layout runs by default, width
-# variants, ResNet-50 (the slowest export) and the channel-shuffle / MicroNet / IGCV networks are marked slow.
-QUICK = {"mobilenet_v1_x0_25", "mobilenet_v2_x1_0", "mobilenet_v3_large", "mobilenet_v3_small", "efficientnet_b0",
-         "resnet18"}
 SMALL_INPUT = (2, 3, 64, 64)  # a small image keeps the check cheap; batch 2 checks the batch dimension survives
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _export_and_run(module: torch.nn.Module, x: torch.Tensor, path) -> np.ndarray:
-    """Export with the TorchScript exporter, check the graph, run it in ONNX Runtime on the CPU."""
+def _layout(name: str) -> str:
+    """A network's layout: its name without the width / size suffix (x1_0, g3_x1_0, m2, b0). Width variants of one
+    layout export the same operators, so one per layout covers the exporter (~10 s per export here)."""
+    return re.sub(r"(_g\d+)?(_x\d+_\d+)$|_m\d+$|_b\d+$", "", name)
+
+
+def _smallest_per_layout() -> list[str]:
+    figures = published_figures()
+    chosen: dict[str, str] = {}
+    for name in NETWORKS:
+        best = chosen.get(_layout(name))
+        if best is None or figures[name].mult_adds < figures[best].mult_adds:
+            chosen[_layout(name)] = name
+    return sorted(chosen.values())
+
+
+def _export_and_run(workload: Workload, tmp_path) -> tuple[np.ndarray, onnx.ModelProto]:
+    """Export as the ORT backends do, check the graph, run it in ONNX Runtime on the CPU."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (x,), str(path), dynamo=False, input_names=["x"], output_names=["y"])
-    onnx.checker.check_model(str(path))
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (out,) = session.run(None, {"x": x.numpy()})
-    return out
+        exported = export_workload(workload, root=tmp_path)
+    assert exported.exporter == "dynamo", exported.note  # the default exporter, not the fallback
+    onnx.checker.check_model(str(exported.path))
+    session = ort.InferenceSession(str(exported.path), providers=["CPUExecutionProvider"])
+    (x,) = workload.make_inputs()
+    (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    return out, onnx.load(str(exported.path))
 
 
-@pytest.mark.parametrize("name", [n if n in QUICK else pytest.param(n, marks=pytest.mark.slow) for n in NETWORKS])
+def test_layouts_cover_every_network() -> None:
+    assert {_layout(n) for n in _smallest_per_layout()} == {_layout(n) for n in NETWORKS}
+    assert _layout("mobilenet_v1_x0_25") == _layout("mobilenet_v1_x1_0") == "mobilenet_v1"
+    assert _layout("shufflenet_v1_g3_x1_0") == "shufflenet_v1" and _layout("resnet18") != _layout("resnet50")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "resnet50" else n
+                                  for n in _smallest_per_layout()])
 def test_network_exports_to_onnx_and_runs(name: str, tmp_path) -> None:
     w = build_registered(name, input_shape=SMALL_INPUT)
-    (x,) = w.make_inputs()
-    out = _export_and_run(w.module, x, tmp_path / f"{name}.onnx")
-    dims = [d.dim_value for d in onnx.load(str(tmp_path / f"{name}.onnx")).graph.output[0].type.tensor_type.shape.dim]
+    out, model = _export_and_run(w, tmp_path)
+    dims = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
     assert dims == [2, 1000] and out.shape == (2, 1000)
     expected = w.reference_output().numpy()
     scale = float(np.abs(expected).max())
@@ -48,6 +71,5 @@ def test_network_exports_to_onnx_and_runs(name: str, tmp_path) -> None:
 
 def test_micronet_block_c_exports_to_onnx(tmp_path) -> None:
     w = build_registered("micronet_block_c", input_shape=(1, 32, 14, 14))
-    (x,) = w.make_inputs()
-    out = _export_and_run(w.module, x, tmp_path / "block.onnx")
+    out, _ = _export_and_run(w, tmp_path)
     np.testing.assert_allclose(out, w.reference_output().numpy(), rtol=1e-4, atol=1e-5)

@@ -14,12 +14,14 @@ A fused node (e.g. Conv with ``activation=Relu``) counts where its main op count
 in Conv and is *also* reported as ``depthwise_ms``, because the paper argues it behaves like an element-wise op.
 
 Pure: it takes a profile (``latprof.backends.op_profiling``, which runs the profilers: ``per_op_breakdown``) and
-returns records and table rows; printing them is ``latprof.render_breakdown``.
+returns records and table rows; printing them is ``latprof.views.breakdown``.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+
+from latprof.rows import Record
 
 if TYPE_CHECKING:  # the profiles' types only: analysis never imports the backends (nor torch)
     from latprof.backends.op_profiling import OpProfile, OpTime
@@ -126,7 +128,7 @@ def breakdown_record(profile: OpProfile, end_to_end_ms: float | None, /, **ident
         ops.append(entry)
     total = sum(cats.values())
     return {
-        "record": "per_op",
+        "record": Record.PER_OP.value,
         **ident,
         "categories_ms": cats,
         "categories_percent": {c: (100.0 * v / total if total > 0 else 0.0) for c, v in cats.items()},

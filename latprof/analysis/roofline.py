@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from latprof.rows import Record
+
 
 def peaks_record(
     backend: str, threads: int | None, hardware_id: str, /, *, mult_adds: float, gemm_s: float, moved_bytes: float,
@@ -19,7 +21,7 @@ def peaks_record(
     """The ``record: "peaks"`` line of one backend x threads: ``mult_adds`` of the GEMM kernel timed at ``gemm_s``
     per call, ``moved_bytes`` (read + written) of the bandwidth kernel timed at ``copy_s``."""
     return {
-        "record": "peaks",
+        "record": Record.PEAKS.value,
         "backend": backend,
         "threads": threads,
         "hardware_id": hardware_id,

@@ -1,4 +1,4 @@
-"""What a sweep leaves behind: the tidy summary, the verdict table, merged shards, and the written files."""
+"""What a sweep leaves behind: the tidy summary records, merged shards, and the written files."""
 
 from __future__ import annotations
 
@@ -6,9 +6,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
 
-from latprof.console import fmt
 from latprof.errors import LatprofError
 from latprof.results import ResultStore, dedupe_results, read_results, write_csv
 
@@ -24,36 +22,6 @@ def summary_records(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
     return [{c: (r.get("experiment") if c == "guideline" else r.get(c)) for c in SUMMARY_COLUMNS}
             for r in rows if is_guideline_row(r)]
-
-
-def _ci(row: dict[str, Any]) -> str:
-    if row.get("speed_vs_baseline") is None:
-        return "-"
-    return f"{row['speed_vs_baseline']:.3f} [{fmt(row.get('speed_vs_baseline_ci_low'), 3)}, {fmt(row.get('speed_vs_baseline_ci_high'), 3)}]"
-
-
-def verdict_table(rows: Sequence[dict[str, Any]]) -> Table:
-    """Per guideline × backend × scale: each variant's speed vs the baseline with CI, the paper's and MAC's ratio."""
-    t = Table(title="Guideline verdicts (speed relative to the baseline variant; > 1 is faster)", title_justify="left")
-    for c in ("guideline", "backend", "scale", "variant", "speed [95% CI]", "paper", "MAC", "FLOPs ratio",
-              "outcome", "verdict"):
-        t.add_column(c)
-    last = None
-    for r in sorted((r for r in rows if is_guideline_row(r)),
-                    key=lambda r: (r["experiment"], r["backend"], r.get("scale") or 0)):
-        group = (r["experiment"], r["backend"], r.get("scale"))
-        if last is not None and group != last:
-            t.add_section()
-        ok = r.get("status") == "ok"
-        t.add_row(
-            r["experiment"] if group != last else "", r["backend"] if group != last else "",
-            f"x{r.get('scale')}" if group != last else "", r["variant"], _ci(r) if ok else f"error: {r.get('error')}",
-            fmt(r.get("paper_speed_vs_baseline"), 3), fmt(r.get("mac_predicted_speed_vs_baseline"), 3),
-            fmt(r.get("mult_adds_vs_baseline"), 3), fmt(r.get("variant_outcome") or ("baseline" if ok else "")),
-            fmt(r.get("verdict")) if group != last else "",
-        )
-        last = group
-    return t
 
 
 def write_outputs(out_dir: Path, title: str | None = None) -> dict[str, Path]:

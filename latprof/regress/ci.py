@@ -22,6 +22,7 @@ from latprof.regress.compare import CompareOptions, CompareReport, RowComparison
 from latprof.regress.render import markdown
 from latprof.regress.suite import Suite, load_suite, run_suite
 from latprof.results import ResultStore, read_results
+from latprof.rows import Record
 from latprof.run.engine import RunOptions, default_out_dir
 
 
@@ -82,7 +83,7 @@ def closest_baseline(baseline_dir: Path, env: dict[str, Any]) -> tuple[str, list
 
 def _measure(suite: Suite, path: Path, env: dict[str, Any], run: RunOptions) -> tuple[ResultStore, list[dict[str, Any]]]:
     store = ResultStore(path)
-    store.append({"record": "environment", **env})
+    store.append({"record": Record.ENVIRONMENT.value, **env})
     return store, run_suite(suite, store, env, run)
 
 

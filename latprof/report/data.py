@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -15,39 +14,18 @@ import pandas as pd
 
 from latprof.errors import LatprofError
 from latprof.results import ResultsFile, read_results
+from latprof.rows import BLOCKS_PREFIX, Record, RowKind, kind_of
 
-BLOCKS_PREFIX = "blocks:"
-_GUIDELINE_ID = re.compile(r"^g\d+$", re.IGNORECASE)
-
-
-def row_kind(row: dict[str, Any]) -> str:
-    """What produced the row: ``profile``, ``blocks``, ``sweep`` or ``suite``, as the run engine records it in
-    ``kind``. Files written before rows carried it are recognised the old way (below)."""
-    kind = row.get("kind")
-    if kind:
-        return str(kind)
-    exp = str(row.get("experiment") or "")
-    if exp.startswith(BLOCKS_PREFIX):
-        return "blocks"
-    if exp.startswith("ci:"):
-        return "suite"
-    if _GUIDELINE_ID.match(exp) or "baseline_variant" in row or "verdict" in row:
-        return "sweep"
-    return "profile"
+__all__ = ["BLOCKS_PREFIX"]  # re-exported: the report's sections import it from here
 
 
 def is_guideline_row(row: dict[str, Any]) -> bool:
-    """Sweep rows (g1..g4 or a user spec)."""
-    if row.get("kind"):
-        return row["kind"] == "sweep"
-    exp = str(row.get("experiment") or "")
-    if exp.startswith(BLOCKS_PREFIX):
-        return False
-    return bool(_GUIDELINE_ID.match(exp)) or "baseline_variant" in row or "verdict" in row
+    """Sweep rows (a shipped experiment or a user spec)."""
+    return kind_of(row) == RowKind.SWEEP
 
 
 def is_block_row(row: dict[str, Any]) -> bool:
-    return row_kind(row) == "blocks"
+    return kind_of(row) == RowKind.BLOCKS
 
 
 def _flat(row: dict[str, Any]) -> dict[str, Any]:
@@ -143,9 +121,9 @@ def from_results_files(files: Sequence[ResultsFile]) -> ReportData:
         environments.update({k: v for k, v in f.environments.items()})
         for rec in f.other:
             kind = rec.get("record")
-            if kind == "per_op":
+            if kind == Record.PER_OP:
                 per_op.append(rec)
-            elif kind == "peaks":
+            elif kind == Record.PEAKS:
                 peaks.append(rec)
     df = _frame(rows)
     for col in NUMERIC + PROCESS_NUMERIC:

@@ -101,7 +101,8 @@ def summary_section(data: ReportData) -> Section | None:
     return sec
 
 
-def row_kind(experiment: str) -> str:
+def fit_group(experiment: str) -> str:
+    """The fits chart's point groups: one per experiment, --per-block rows together, plain profiles together."""
     if experiment.startswith(BLOCKS_PREFIX):
         return "blocks"
     return experiment or "profile"
@@ -242,7 +243,7 @@ def counted(data: ReportData) -> pd.DataFrame:
     d = add_config(data.ok, data.multiple_machines())
     if d.empty:
         return d
-    d = d.assign(kind=[row_kind(e) for e in d["experiment"]])
+    d = d.assign(kind=[fit_group(e) for e in d["experiment"]])
     return d
 
 

@@ -19,7 +19,8 @@ from typing import Any
 
 from latprof.errors import LatprofError, one_line
 from latprof.measure import environment
-from latprof.results import ResultStore, row_key
+from latprof.results import ResultStore
+from latprof.rows import Record, record_type, row_key
 from latprof.run.executors import WorkerFailed, failed_unit_rows, make_executor
 from latprof.run.pool import pool_rows
 from latprof.run.units import Unit
@@ -89,7 +90,7 @@ def open_output(out: Path | None, resume: bool, append: bool) -> tuple[Path, Res
 
 def record_environment(store: ResultStore) -> dict[str, Any]:
     env = environment.collect().as_dict()
-    store.append({"record": "environment", **env})
+    store.append({"record": Record.ENVIRONMENT.value, **env})
     return env
 
 
@@ -144,7 +145,7 @@ def _run_once(executor: Any, unit: Unit) -> list[dict[str, Any]]:
         return failed_unit_rows(unit, one_line(exc))
     hid = unit.payload.get("hardware_id", "")
     for r in rows:
-        if r.get("record", "result") == "result":
+        if record_type(r) == Record.RESULT:
             r["kind"] = unit.kind  # what produced the row: profile, blocks, sweep, suite (the report dispatches on it)
         if not r.get("hardware_id"):
             r["hardware_id"] = hid
@@ -184,7 +185,7 @@ def _adaptive_passes(plan: Plan, executor: Any, store: ResultStore, result: RunR
 
 
 def _results_only(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in rows if r.get("record", "result") == "result"]
+    return [r for r in rows if record_type(r) == Record.RESULT]
 
 
 def log_unit(i: int, n: int, unit: Unit, rows: list[dict[str, Any]] | None) -> None:

@@ -1,4 +1,4 @@
-"""Terminal rendering of per-op breakdowns (``latprof profile --per-op``): the tables come from the pure
+"""Terminal view of per-op breakdowns (``latprof profile --per-op``): the tables come from the pure
 ``latprof.analysis.breakdown``; this module only prints them."""
 
 from __future__ import annotations

@@ -1,0 +1,132 @@
+"""The types of what a results file holds: record types, row kinds, the result row's fields, and its identity.
+
+A results file is JSON lines, so rows travel as dicts; this module says what those dicts are, once. ``record``
+tells a line's type (a result row, the environment fingerprint, a backend's peaks, a per-op breakdown). A result
+row's ``kind`` tells what produced it (a ``profile`` reading, one block of ``--per-block``, a ``sweep`` variant, a
+``ci`` suite entry), and every consumer (report, views, compare) dispatches on it. ``ResultRow`` lists the fields
+in two halves, as ``torch.utils.benchmark`` splits ``TaskSpec`` from ``Measurement``: what was measured (the
+identity, ``KEY_FIELDS``) and what was observed.
+
+Files written before rows carried ``kind`` are given one when read (``legacy_kind``): that guess from the
+experiment name lives here, at the file boundary, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from enum import Enum
+from typing import Any, TypedDict
+
+
+class Record(str, Enum):
+    """A line's ``record`` field."""
+
+    RESULT = "result"
+    ENVIRONMENT = "environment"
+    PEAKS = "peaks"
+    PER_OP = "per_op"
+
+
+class RowKind(str, Enum):
+    """A result row's ``kind``: which command's unit produced it."""
+
+    PROFILE = "profile"
+    BLOCKS = "blocks"
+    SWEEP = "sweep"
+    SUITE = "suite"
+
+
+# Identity of a result row: --resume skips rows whose key is present, merge and compare match on it, a later row
+# with the same key supersedes an earlier one. The allocator is part of it: two allocators are two readings.
+KEY_FIELDS = ("experiment", "workload", "variant", "backend", "threads", "batch", "scale", "input_shape", "allocator")
+
+# --per-block rows: ``experiment`` is this prefix + the network's name.
+BLOCKS_PREFIX = "blocks:"
+_GUIDELINE_ID = re.compile(r"^g\d+$", re.IGNORECASE)
+
+
+class ResultRow(TypedDict, total=False):
+    """One ``record == "result"`` line. Error rows carry the identity, ``status = "error"`` and ``error``."""
+
+    # ---- what was measured (the identity, KEY_FIELDS, and what produced it)
+    record: str
+    schema_version: int
+    kind: str  # RowKind
+    experiment: str  # sweep: the experiment id; --per-block: "blocks:<network>"; ci: "ci:<suite>"; else ""
+    workload: str
+    variant: str
+    backend: str
+    threads: int
+    batch: int
+    scale: int | None
+    input_shape: str
+    allocator: str
+    settings: dict[str, Any]  # what the backend ran with (exporter, opset, providers, optimisation level, ...)
+    # ---- analytic counts
+    mult_adds: int
+    elementwise_ops: int
+    mem_access: int
+    mem_bytes: int
+    params: int
+    arithmetic_intensity: float
+    # ---- what was observed
+    samples_ms: list[float]
+    latency_median_ms: float
+    latency_ci_low_ms: float
+    latency_ci_high_ms: float
+    cv: float
+    n_samples: int
+    calls_per_sample: int
+    stop_reason: str
+    processes: int
+    process_spread: float
+    minor_faults_per_call: float
+    major_faults_per_call: float
+    voluntary_ctx_switches_per_call: float
+    involuntary_ctx_switches_per_call: float
+    cpu_util: float
+    # ---- sweep rows: the variant against its baseline, and the guideline's verdict
+    baseline_variant: str
+    speed_vs_baseline: float
+    speed_vs_baseline_ci_low: float
+    speed_vs_baseline_ci_high: float
+    variant_outcome: str
+    verdict: str
+    # ---- bookkeeping
+    status: str  # "ok" or "error"
+    error: str
+    hardware_id: str
+    timestamp: str
+
+
+def row_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    """The identity of a result row, comparable and hashable."""
+    return tuple(json.dumps(row.get(k), sort_keys=True) for k in KEY_FIELDS)
+
+
+def identity(row: dict[str, Any]) -> dict[str, Any]:
+    """The identity fields of a row, as a dict (for messages and JSON)."""
+    return {k: row.get(k) for k in KEY_FIELDS}
+
+
+def record_type(line: dict[str, Any]) -> str:
+    """A line's record type; lines without one are result rows (the first schema)."""
+    return str(line.get("record", Record.RESULT.value))
+
+
+def legacy_kind(row: dict[str, Any]) -> RowKind:
+    """The ``kind`` of a row written before rows carried one, from its experiment name and fields."""
+    exp = str(row.get("experiment") or "")
+    if exp.startswith(BLOCKS_PREFIX):
+        return RowKind.BLOCKS
+    if exp.startswith("ci:"):
+        return RowKind.SUITE
+    if _GUIDELINE_ID.match(exp) or "baseline_variant" in row or "verdict" in row:
+        return RowKind.SWEEP
+    return RowKind.PROFILE
+
+
+def kind_of(row: dict[str, Any]) -> str:
+    """A result row's kind (its recorded ``kind``; old rows get ``legacy_kind``)."""
+    return str(row.get("kind") or legacy_kind(row).value)
