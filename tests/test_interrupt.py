@@ -13,7 +13,8 @@ MODELS = ["conv_bn_relu", "pointwise_pair", "pointwise_group_conv", "fragment_bl
 
 
 def _cmd(out, *extra):
-    cmd = [sys.executable, "-m", "latprof.cli", "profile", "--threads", "1", "--max-time", "1.5", "--out", str(out)]
+    cmd = [sys.executable, "-m", "latprof.cli", "profile", "--threads", "1", "--max-time", "1", "--min-time", "0.2",
+           "--out", str(out)]
     for m in MODELS:
         cmd += ["--model", m]
     return cmd + list(extra)

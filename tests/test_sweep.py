@@ -13,6 +13,7 @@ from latprof.analysis.verdicts import (
     guideline_verdict, variant_outcome,
 )
 from latprof.results import read_results, row_key
+from latprof.run.engine import RunOptions
 
 TINY = Path(__file__).parent / "data" / "tiny_spec.toml"
 
@@ -164,7 +165,10 @@ def test_quick_plans_scale_one_and_auto_channels():
 
 
 def _tiny(tmp_path, **kw):
-    req = SweepRequest(spec_paths=[TINY], backends=["torch-cpu"], threads=1, max_time_s=1.0, out=tmp_path, **kw)
+    """The tiny spec measured in this process (plans, rows, resume and shards are what these tests check; worker
+    isolation has its own tests in test_run_engine.py, and the CLI path in test_sweep_interrupt.py), no roofline."""
+    req = SweepRequest(spec_paths=[TINY], backends=["torch-cpu"], threads=1, max_time_s=0.5, min_time_s=0.1,
+                       roofline=False, out=tmp_path, run=RunOptions(in_process=True), **kw)
     return run_sweep(req)
 
 
@@ -214,7 +218,7 @@ def test_failing_variant_is_an_error_row_and_the_sweep_goes_on(tmp_path):
     p = tmp_path / "bad.toml"
     p.write_text(bad)
     outcome = run_sweep(SweepRequest(spec_paths=[p], backends=["torch-cpu"], threads=1, max_time_s=0.5,
-                                     scales=[1], out=tmp_path / "o"))
+                                     min_time_s=0.1, scales=[1], roofline=False, out=tmp_path / "o"))
     by = {r["variant"]: r for r in outcome.rows}
     assert by["wide"]["status"] == "error" and re.search(r"channels|negative|-16|size", by["wide"]["error"])
     assert by["narrow"]["status"] == "ok"

@@ -131,7 +131,7 @@ def from_results_files(files: Sequence[ResultsFile]) -> ReportData:
     for col in TEXT + PROCESS_TEXT:
         if col not in df.columns:
             df[col] = ""
-        df[col] = df[col].fillna("").astype(str)
+        df[col] = df[col].astype(object).fillna("").astype(str)  # an all-missing column is float NaN: cast first
     if "settings" not in df.columns:
         df["settings"] = [{} for _ in range(len(df))]
     missing = df["status"] == ""
