@@ -356,10 +356,12 @@ def _run_compare(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- ci
 def _add_ci(sub: Any) -> None:
+    from latprof.regress.ci import DEFAULT_BASELINE_DIR, DEFAULT_SUITE
+
     p = sub.add_parser("ci", help="run the CI suite interleaved and gate on this machine's committed baseline")
-    p.add_argument("--suite", type=Path, default=Path("benchmarks/ci_suite.toml"), help="suite TOML (default benchmarks/ci_suite.toml)")
-    p.add_argument("--baseline", type=Path, default=Path("benchmarks/baseline"),
-                   help="baseline folder holding <hardware_id>/results.jsonl (default benchmarks/baseline)")
+    p.add_argument("--suite", type=Path, default=DEFAULT_SUITE, help=f"suite TOML (default {DEFAULT_SUITE})")
+    p.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE_DIR,
+                   help=f"baseline folder holding <hardware_id>/results.jsonl (default {DEFAULT_BASELINE_DIR})")
     p.add_argument("--update-baseline", action="store_true", help="write this run as the baseline of this hardware_id")
     p.add_argument("--warn-only", action="store_true", help="report regressions but exit 0")
     p.add_argument("--threshold", type=_fraction, help="override the suite's threshold")
@@ -382,10 +384,13 @@ def _run_ci(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- report
 def _add_report(sub: Any) -> None:
+    from latprof.report.build import DEFAULT_REPORT_FILE
+
     p = sub.add_parser("report", help="write one self-contained HTML report (and CSVs) from results files")
     p.add_argument("results", nargs="+", type=Path, metavar="RESULTS",
                    help="results.jsonl files or run folders (several backends or machines are merged)")
-    p.add_argument("-o", "--output", type=Path, default=Path("report.html"), help="HTML file to write (default report.html)")
+    p.add_argument("-o", "--output", type=Path, default=DEFAULT_REPORT_FILE,
+                   help=f"HTML file to write (default {DEFAULT_REPORT_FILE})")
     p.add_argument("--csv", type=Path, metavar="SUMMARY_CSV", help="also write the tidy summary table here")
     p.add_argument("--title", help="page title (default 'latprof report')")
 

@@ -26,12 +26,16 @@ from latprof.rows import Record
 from latprof.run.engine import RunOptions, default_out_dir
 
 
+DEFAULT_SUITE = Path("benchmarks/ci_suite.toml")
+DEFAULT_BASELINE_DIR = Path("benchmarks/baseline")  # holds <hardware_id>/results.jsonl
+
+
 @dataclass(frozen=True)
 class CIOptions:
     """What ``latprof ci`` takes; ``threshold``/``alpha`` of None mean: the suite's values."""
 
-    suite: Path
-    baseline_dir: Path
+    suite: Path = DEFAULT_SUITE
+    baseline_dir: Path = DEFAULT_BASELINE_DIR
     out: Path | None = None
     update_baseline: bool = False
     warn_only: bool = False

@@ -107,9 +107,12 @@ def render_report(
     return path
 
 
+DEFAULT_REPORT_FILE = Path("report.html")
+
+
 def build_report(
     paths: Sequence[str | Path],
-    out_html: str | Path = "report.html",
+    out_html: str | Path = DEFAULT_REPORT_FILE,
     csv_path: str | Path | None = None,
     title: str | None = None,
 ) -> Path:
