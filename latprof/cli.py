@@ -129,10 +129,13 @@ def _add_threads_flags(p: argparse.ArgumentParser, pin_help: str) -> None:
 
 
 def _add_ort_opt(p: argparse.ArgumentParser) -> None:
-    from latprof.backends.base import DEFAULT_ORT_OPT, ORT_OPT_LEVELS
+    from latprof.backends.base import DEFAULT_ORT_OPT, DEFAULT_TF32, ORT_OPT_LEVELS, TF32_CHOICES
 
     p.add_argument("--ort-opt", choices=ORT_OPT_LEVELS, default=DEFAULT_ORT_OPT,
                    help=f"ONNX Runtime graph optimisation level (default {DEFAULT_ORT_OPT})")
+    p.add_argument("--tf32", choices=TF32_CHOICES, default=DEFAULT_TF32,
+                   help=f"CUDA backends: TF32 for fp32 convolutions and matmuls (default {DEFAULT_TF32}: IEEE fp32 as "
+                        "on the paper's GTX 1080Ti); set on torch and ONNX Runtime alike and recorded in every row")
 
 
 # ---------------------------------------------------------------- profile
@@ -195,6 +198,7 @@ def _profile_request(args: argparse.Namespace) -> Any:
         model_kwargs=parse_kwargs(args.arg),
         config=_measure_config(args),
         ort_opt=args.ort_opt,
+        tf32=args.tf32,
         out=args.out,
         resume=args.resume,
         per_op=args.per_op,
@@ -297,7 +301,8 @@ def _run_sweep(args: argparse.Namespace) -> int:
     request = SweepRequest(
         guidelines=args.guideline, spec_paths=args.spec, backends=args.backend, threads=args.threads, pin=args.pin,
         scales=args.scale, channels=args.channels, quick=args.quick, target_ci=args.target_ci,
-        max_time_s=args.max_time, min_time_s=args.min_time, ort_opt=args.ort_opt, out=args.out, resume=args.resume,
+        max_time_s=args.max_time, min_time_s=args.min_time, ort_opt=args.ort_opt, tf32=args.tf32, out=args.out,
+        resume=args.resume,
         shard=parse_shard(args.shard) if args.shard else None, equivalence_margin=args.equivalence_margin,
         budget_s=args.budget, roofline=not args.no_roofline, run=_run_options(args),
     )

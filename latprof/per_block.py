@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from latprof.backends import BackendError, BackendOptions, backend_class
-from latprof.backends.base import DEFAULT_ORT_OPT, default_threads, validate_threads
+from latprof.backends import BackendOptions, backend_class
+from latprof.backends.base import DEFAULT_ORT_OPT, DEFAULT_TF32, default_threads, failure_message, validate_threads
 from latprof.cost import UnsupportedOpWarning, count_model
 from latprof.errors import LatprofError, one_line
 from latprof.measure.protocol import MeasureConfig
@@ -78,6 +78,7 @@ def profile_blocks(
     ort_opt: str = DEFAULT_ORT_OPT,
     model_kwargs: dict[str, Any] | None = None,
     hardware_id: str = "",
+    tf32: str = DEFAULT_TF32,
 ) -> list[dict[str, Any]]:
     """Measure the whole network, then each block alone, in this process; one row each (the whole network first,
     block_index -1), with each block's share of the network and the sum of blocks (``attach_shares``).
@@ -91,7 +92,7 @@ def profile_blocks(
     batch = cls(BackendOptions()).batch_for(batch)
     network = _network(network_name, input_shape, batch, model_kwargs)
     threads = threads or default_threads(cls)
-    options = BackendOptions(threads, None, pin, batch, ort_opt)
+    options = BackendOptions(threads, None, pin, batch, ort_opt, tf32=tf32)
     items = [(-1, NETWORK_VARIANT, network), *block_workloads(network)]
     rows = [_measure_one(workload, _ident(network, backend, threads, hardware_id, i, v, workload), backend, options,
                          config) for i, v, workload in items]
@@ -135,8 +136,8 @@ def _measure_one(
     try:
         fields = measure_on_backend(workload, backend, options, config)
         return base_row(**ident, **counts, **fields, status="ok", error="")
-    except BackendError as exc:
-        return error_row(one_line(exc), **ident, **counts)
+    except Exception as exc:  # BackendError, CUDA out of memory...: this block's error row, the next block goes on
+        return error_row(failure_message(exc), **ident, **counts)
 
 
 def _ident(
@@ -212,7 +213,7 @@ def blocks_plan(request: ProfileRequest) -> Plan:
             payload = {
                 "model": model, "kwargs": request.model_kwargs, "input_shape": list(network.input_shape),
                 "backend": backend, "threads": threads, "pin": request.pin, "ort_opt": request.ort_opt,
-                "config": asdict(request.config),
+                "tf32": request.tf32, "config": asdict(request.config),
             }
             units.append(Unit("blocks", f"{network.name} blocks {backend}", payload, templates,
                               time_s=len(items) * (request.config.max_time_s + 5.0)))
@@ -224,7 +225,7 @@ def measure_blocks_unit(payload: dict[str, Any]) -> list[dict[str, Any]]:
     return profile_blocks(
         payload["model"], payload["backend"], payload["threads"], MeasureConfig(**payload["config"]),
         tuple(payload["input_shape"]), payload["input_shape"][0], payload["pin"], payload["ort_opt"],
-        payload["kwargs"], payload.get("hardware_id", ""),
+        payload["kwargs"], payload.get("hardware_id", ""), payload.get("tf32", DEFAULT_TF32),
     )
 
 

@@ -7,10 +7,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from latprof.backends import BackendError, BackendOptions, backend_class, create_backend
-from latprof.backends.base import DEFAULT_ORT_OPT, default_threads, validate_threads
+from latprof.backends.base import DEFAULT_ORT_OPT, DEFAULT_TF32, default_threads, failure_message, validate_threads
 from latprof.errors import LatprofError, one_line
 from latprof.measure.protocol import MeasureConfig, measure
 from latprof.results import ResultStore, base_row, error_row, latency_fields, read_results
@@ -37,6 +36,7 @@ class ProfileRequest:
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     config: MeasureConfig = field(default_factory=MeasureConfig)
     ort_opt: str = DEFAULT_ORT_OPT
+    tf32: str = DEFAULT_TF32  # CUDA backends: TF32 for fp32 convolutions and matmuls, set and recorded
     out: Path | None = None
     resume: bool = False
     roofline: bool = False
@@ -88,7 +88,7 @@ def default_backends_for(model: str) -> list[str]:
 
 def record_peaks(
     store: ResultStore, configs: Sequence[tuple[str, int]], hardware_id: str, pin: bool = False, ort_opt: str = DEFAULT_ORT_OPT,
-    existing: Sequence[dict[str, Any]] = (), run: RunOptions | None = None,
+    existing: Sequence[dict[str, Any]] = (), run: RunOptions | None = None, tf32: str = DEFAULT_TF32,
 ) -> list[str]:
     """Measure each (backend, threads)'s peak compute and bandwidth once for the roofline, in a worker like every
     other measurement; returns warnings. A configuration already measured on this hardware is not measured again."""
@@ -102,7 +102,8 @@ def record_peaks(
         if (backend, threads, hardware_id) in have:
             continue
         unit = Unit("peaks", f"peaks {backend}", {"backend": backend, "threads": threads, "pin": pin,
-                                                  "ort_opt": ort_opt, "hardware_id": hardware_id}, [], time_s=30.0)
+                                                  "ort_opt": ort_opt, "tf32": tf32, "hardware_id": hardware_id},
+                    [], time_s=60.0)
         try:
             records = executor.run(unit)
         except WorkerFailed as exc:
@@ -123,8 +124,8 @@ def measure_peaks_unit(payload: dict[str, Any]) -> list[dict[str, Any]]:
 
     try:
         rec = measure_peaks(payload["backend"], payload["threads"], hardware_id=payload["hardware_id"],
-                            pin=payload["pin"], ort_opt=payload["ort_opt"])
-    except (BackendError, RuntimeError, LatprofError) as exc:
+                            pin=payload["pin"], ort_opt=payload["ort_opt"], tf32=payload.get("tf32", DEFAULT_TF32))
+    except (BackendError, RuntimeError, LatprofError, ValueError) as exc:
         return [{"record": Record.PEAKS.value, "status": "error", "error": one_line(exc)}]
     return [rec]
 
@@ -142,15 +143,14 @@ def measure_on_backend(
     try:
         m = measure(run.timer, config)
     finally:
-        run.close()
-    fields: dict[str, Any] = {
+        run.close()  # also completes settings recorded at close (clocks under load, recompiles)
+    return {
         **latency_fields(m),
+        **run.timing_fields(len(m.samples_ms)),
         "settings": run.settings,
         "max_abs_error_vs_eager": run.max_abs_error,
     }
-    if run.host_wall_per_call_s:
-        fields["host_wall_median_ms"] = float(np.median(run.host_wall_per_call_s)) * 1e3
-    return fields
+
 
 
 def profile_plan(request: ProfileRequest) -> Plan:
@@ -170,7 +170,7 @@ def profile_plan(request: ProfileRequest) -> Plan:
                 "model": model, "kwargs": request.model_kwargs,
                 "input_shape": list(workload.input_shape), "backend": backend_name, "threads": threads,
                 "options": asdict(BackendOptions(threads, request.interop_threads, request.pin, workload.batch,
-                                                 request.ort_opt)),
+                                                 request.ort_opt, tf32=request.tf32)),
                 "config": asdict(request.config), "per_op": request.per_op,
             }
             units.append(Unit("profile", f"{workload.name} {backend_name}", payload, [base_row(**ident)],
@@ -193,8 +193,8 @@ def measure_profile_unit(payload: dict[str, Any]) -> list[dict[str, Any]]:
     try:
         fields = measure_on_backend(workload, payload["backend"], options, MeasureConfig(**payload["config"]))
         row = base_row(**ident, **fields, status="ok", error="")
-    except BackendError as exc:
-        return [error_row(one_line(exc), **ident)]
+    except Exception as exc:  # BackendError, CUDA out of memory, a runtime's own error: an error row, the run goes on
+        return [error_row(failure_message(exc), **ident)]
     if payload.get("per_op"):
         row["per_op_record"] = _per_op(workload, payload["backend"], options, row)
     return [row]
@@ -238,7 +238,7 @@ def run_profile(
             existing = read_results(store.path, quiet=True).other if request.resume else []
             configs = [(u.payload["backend"], u.payload["threads"]) for u in plan.units]
             files.notes += record_peaks(store, configs, env["hardware_id"], request.pin, request.ort_opt, existing,
-                                        request.run)
+                                        request.run, request.tf32)
     finally:
         from latprof.experiments.outputs import write_outputs
 
@@ -253,5 +253,5 @@ def _per_op(workload: Workload, backend_name: str, options: BackendOptions, row:
     ident = {k: row.get(k) for k in ("workload", "backend", "threads", "batch", "input_shape", "hardware_id")}
     try:
         return per_op_breakdown(create_backend(backend_name, options), workload, row["latency_median_ms"], **ident)
-    except BackendError as exc:
-        return {"record": Record.PER_OP.value, **ident, "status": "error", "error": one_line(exc)}
+    except Exception as exc:  # a failed profile is an error record; the latency row stands
+        return {"record": Record.PER_OP.value, **ident, "status": "error", "error": failure_message(exc)}

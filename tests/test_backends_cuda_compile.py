@@ -71,17 +71,19 @@ def test_torch_cuda_runs_with_events_and_fingerprint():
     try:
         s = run.settings
         assert s["cudnn_benchmark"] is True and torch.backends.cudnn.benchmark is True
-        assert "tf32_cudnn" in s and s["cuda_version"]
+        assert s["tf32"] == "off" and s["tf32_conv"] == "ieee" and s["cuda_version"]
+        assert s["timing_semantics"] == "per-call-sync"
         assert next(workload.module.parameters()).is_cuda
-        assert run.timer(5) > 0 and len(run.host_wall_per_call_s) == 1
+        assert run.timer(5) > 0 and len(run.device_event_per_call_s) == 1 and run.device_event_per_call_s[0] > 0
     finally:
         run.close()
     assert torch.backends.cudnn.benchmark is benchmark_before  # global state restored on close
     assert not next(workload.module.parameters()).is_cuda
     from latprof.measure.environment import collect
 
+    assert "samples" in run.settings["gpu_under_load"] or "note" in run.settings["gpu_under_load"]
     gpus = collect().as_dict()["hardware"]["gpus"]
-    assert gpus and gpus[0]["name"] and "clock_sm_mhz" in gpus[0] and "driver" in gpus[0]
+    assert gpus and gpus[0]["name"] and "clock_sm_mhz" in gpus[0] and "driver" in gpus[0] and gpus[0]["match"]
 
 
 @needs_cuda
@@ -91,6 +93,8 @@ def test_ort_cuda_runs_on_the_gpu():
     run = create_backend("ort-cuda", BackendOptions(extra={"exporter": "torchscript"})).prepare(tiny_workload(8))
     run.close()
     assert run.settings["providers"][0] == "CUDAExecutionProvider"
+    assert run.settings["tf32"] == "off" and run.settings["provider_options"]["use_tf32"] == "0"
+    assert run.settings["node_placement"].get("CUDAExecutionProvider", 0) > 0
 
 
 # ------------------------------------------------------------------ torch-compile bookkeeping

@@ -155,7 +155,8 @@ def test_hardware_id_fields_are_exactly_what_is_hashed() -> None:
     fields = hardware_id_fields(env)
     assert tuple(fields) == HARDWARE_ID_FIELDS
     assert "cpu_microcode" not in fields and "cpu_freq_mhz" not in fields and "hypervisor" not in fields
-    assert fields["gpus"] == [{"name": "NVIDIA H100 80GB HBM3", "capability": "9.0"}]
+    assert fields["gpus"] == [{"name": "NVIDIA H100 80GB HBM3", "capability": "9.0", "multiprocessors": None,
+                               "memory_gib": None, "mig_profile": None}]
     assert len(hardware_id(env)) == 16 and hardware_id(env) == hardware_id(copy.deepcopy(env))
     env["hardware_id"] = hardware_id(env)
     assert Environment(env["hardware"], {}, {}, {}).hardware_id == env["hardware_id"]

@@ -95,20 +95,36 @@ def categorize(op: OpTime, source: str) -> str:
 
 
 def reconciliation(profiled_total_ms: float, profiled_run_ms: float | None, end_to_end_ms: float | None,
-                   source: str) -> str:
-    """How the sum of op times relates to the unprofiled end-to-end median (the latency row)."""
+                   source: str, clock: str = "cpu") -> str:
+    """How the sum of op times relates to the unprofiled end-to-end median (the latency row).
+
+    ``clock`` (``OpProfile.clock``) decides what a gap means: on the CPU, work outside the operators; with GPU
+    kernel times, time the GPU sat idle (launches, the per-call synchronisation); with host launch times (ONNX
+    Runtime's CUDA provider, stock build), nothing about GPU time at all, which the line says first.
+    """
     if not end_to_end_ms:
         return f"op sum {profiled_total_ms:.4g} ms; no end-to-end latency to compare with"
     ratio = profiled_total_ms / end_to_end_ms
     run = f"; a whole profiled run took {profiled_run_ms:.4g} ms" if profiled_run_ms else ""
-    gap = ("the rest is work outside the operators: " + (
-        "session.run setup, input/output binding, memory allocation and thread-pool hand-offs between nodes"
-        if source == "onnxruntime" else
-        "Python and dispatcher overhead between aten ops, module call overhead"))
-    over = "the profiler's own per-op overhead and timer granularity inflate small ops"
+    head = (f"op sum {profiled_total_ms:.4g} ms = {ratio:.1%} of the unprofiled end-to-end median "
+            f"{end_to_end_ms:.4g} ms{run}")
+    if clock == "host-launch":
+        return (f"{head}. These op times are host timestamps around asynchronous GPU launches (the stock "
+                "onnxruntime-gpu build records no kernel times): they measure launch cost, not GPU execution, so "
+                "the op sum is not comparable with the latency and the shares are shares of launch time, not of "
+                "GPU time.")
+    if clock == "gpu":
+        gap = ("the rest is time the GPU sat idle between kernels: host-side launch work (Python, dispatcher, "
+               "kernel launches) and the synchronisation after each call")
+        over = "kernels on several streams overlapped, or the profiler's own device work added time"
+    else:
+        gap = ("the rest is work outside the operators: " + (
+            "session.run setup, input/output binding, memory allocation and thread-pool hand-offs between nodes"
+            if source == "onnxruntime" else
+            "Python and dispatcher overhead between aten ops, module call overhead"))
+        over = "the profiler's own per-op overhead and timer granularity inflate small ops"
     verdict = gap if ratio <= 1 else over
-    return (f"op sum {profiled_total_ms:.4g} ms = {ratio:.1%} of the unprofiled end-to-end median "
-            f"{end_to_end_ms:.4g} ms{run}; {verdict}. Shares are of the op sum, not of the latency.")
+    return f"{head}; {verdict}. Shares are of the op sum, not of the latency."
 
 
 def breakdown_record(profile: OpProfile, end_to_end_ms: float | None, /, **ident: Any) -> dict[str, Any]:
@@ -140,7 +156,9 @@ def breakdown_record(profile: OpProfile, end_to_end_ms: float | None, /, **ident
         "profiled_run_ms": profile.profiled_run_ms,
         "end_to_end_median_ms": end_to_end_ms,
         "op_sum_over_end_to_end": (total / end_to_end_ms) if end_to_end_ms else None,
-        "reconciliation": reconciliation(total, profile.profiled_run_ms, end_to_end_ms, profile.source),
+        "reconciliation": reconciliation(total, profile.profiled_run_ms, end_to_end_ms, profile.source,
+                                         getattr(profile, "clock", "cpu")),
+        "op_clock": getattr(profile, "clock", "cpu"),
         "method": profile.method,
         "mapping": "latprof.analysis.breakdown (docs/backends.md)",
     }

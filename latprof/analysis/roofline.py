@@ -16,7 +16,7 @@ from latprof.rows import Record
 
 def peaks_record(
     backend: str, threads: int | None, hardware_id: str, /, *, mult_adds: float, gemm_s: float, moved_bytes: float,
-    copy_s: float, settings: dict[str, Any], method: str,
+    copy_s: float, settings: dict[str, Any], method: str, compute_precision: str = "fp32",
 ) -> dict[str, Any]:
     """The ``record: "peaks"`` line of one backend x threads: ``mult_adds`` of the GEMM kernel timed at ``gemm_s``
     per call, ``moved_bytes`` (read + written) of the bandwidth kernel timed at ``copy_s``."""
@@ -27,6 +27,9 @@ def peaks_record(
         "hardware_id": hardware_id,
         "peak_gflops": 2 * mult_adds / gemm_s / 1e9,
         "peak_gbytes_per_s": moved_bytes / copy_s / 1e9,
+        # the GEMM peak's arithmetic: "tf32" on a GPU with TF32 convolutions in force is not an fp32 peak
+        "compute_precision": compute_precision,
+        "tf32": settings.get("tf32"),
         "method": method,
         "gemm_latency_ms": gemm_s * 1e3,
         "copy_latency_ms": copy_s * 1e3,

@@ -29,10 +29,24 @@ ORT_OPT_LEVELS = ("none", "basic", "extended", "all")
 DEFAULT_ORT_OPT = "all"
 # Intra-op threads of the mobile-like backends when --threads is not given (one core of a phone's cluster).
 MOBILE_THREADS = 1
+# TF32 on the CUDA backends (``--tf32``): off by default, so fp32 is IEEE fp32 on every runtime, as on the paper's
+# GTX 1080Ti (no TF32 units); ``on`` lets convolutions and matmuls round inputs to TF32 (faster on Ampere and newer).
+TF32_CHOICES = ("on", "off")
+DEFAULT_TF32 = "off"
+# How every CUDA backend times (docs/backends.md, "Timing on the GPU"), recorded as ``settings.timing_semantics``.
+GPU_TIMING = "per-call-sync"
 
 
 class BackendError(Exception):
     """A workload failed on a backend (export, session creation, output mismatch): becomes an error row."""
+
+
+def failure_message(exc: BaseException) -> str:
+    """The error row's line for a workload whose prepare, measurement or profile raised: a ``BackendError``'s own
+    line, anything else (a CUDA out-of-memory, a runtime's exception) prefixed with its type."""
+    from latprof.errors import one_line
+
+    return one_line(exc) if isinstance(exc, BackendError) else f"{type(exc).__name__}: {one_line(exc)}"
 
 
 @dataclass
@@ -45,6 +59,7 @@ class BackendOptions:
     batch: int | None = None
     ort_opt: str = DEFAULT_ORT_OPT
     extra: dict[str, Any] = field(default_factory=dict)
+    tf32: str = DEFAULT_TF32  # CUDA backends only; CPU backends ignore it
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,12 +77,27 @@ class PreparedRun:
     output: torch.Tensor | None
     settings: dict[str, Any]
     max_abs_error: float | None = None
-    # CUDA backends: host wall time per call of each timed batch, to set beside the device-event time
-    host_wall_per_call_s: list[float] | None = None
+    # torch CUDA backends: CUDA-event time per call of every batch the timer ran (calibration and warm-up too),
+    # set beside the host wall time of the samples; ``timing_fields`` keeps the timed samples' share only
+    device_event_per_call_s: list[float] | None = None
     stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, repr=False, compare=False)
 
     def close(self) -> None:
         self.stack.close()
+
+    def timing_fields(self, timed_samples: int) -> dict[str, Any]:
+        """Row fields beside the latency: the median CUDA-event time per call of the last ``timed_samples`` batches.
+
+        The protocol's timed samples are the timer's last calls (calibration and warm-up come first), so the tail of
+        ``device_event_per_call_s`` is exactly the samples' batches.
+        """
+        events = self.device_event_per_call_s
+        if not events or timed_samples <= 0:
+            return {}
+        tail = sorted(events[-timed_samples:])
+        mid = len(tail) // 2
+        median = tail[mid] if len(tail) % 2 else (tail[mid - 1] + tail[mid]) / 2
+        return {"cuda_event_median_ms": median * 1e3}
 
     def __enter__(self) -> PreparedRun:
         return self
@@ -124,12 +154,20 @@ TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
 }
 
 
-def check_output(name: str, actual: torch.Tensor, reference: torch.Tensor) -> float:
-    """Compare a backend's output with PyTorch eager; raise ``BackendError`` on a mismatch, else return max error."""
+# With TF32 in force, convolutions and matmuls round their inputs to a 10-bit mantissa (relative error about 5e-4
+# per product), which grows with depth; ten times the fp32 tolerance still flags a wrong result (errors of order 1).
+TF32_TOLERANCE = (1e-2, 1e-3)
+
+
+def check_output(name: str, actual: torch.Tensor, reference: torch.Tensor,
+                 tolerance: tuple[float, float] | None = None) -> float:
+    """Compare a backend's output with PyTorch eager; raise ``BackendError`` on a mismatch, else return max error.
+
+    ``tolerance`` (rtol, atol) overrides the dtype's entry in ``TOLERANCES`` (e.g. ``TF32_TOLERANCE``)."""
     actual = actual.detach().to("cpu")
     if tuple(actual.shape) != tuple(reference.shape):
         raise BackendError(f"{name}: output shape {tuple(actual.shape)} != eager {tuple(reference.shape)}")
-    rtol, atol = TOLERANCES.get(reference.dtype, (1e-3, 1e-4))
+    rtol, atol = tolerance or TOLERANCES.get(reference.dtype, (1e-3, 1e-4))
     ref = reference.to(torch.float64)
     err = float((actual.to(torch.float64) - ref).abs().max()) if ref.numel() else 0.0
     scale = float(ref.abs().max()) if ref.numel() else 0.0
@@ -148,6 +186,8 @@ class Backend(ABC):
     fixed_batch: ClassVar[int | None] = None
     # Whether `latprof sweep` runs it when no --backend is given (compiled backends cost minutes of compile time).
     default_in_sweep: ClassVar[bool] = True
+    # Intra-op threads when --threads is not given; None: ``default_threads``'s rule by device class.
+    default_intra_threads: ClassVar[int | None] = None
 
     def __init__(self, options: BackendOptions) -> None:
         self.options = options
@@ -173,7 +213,10 @@ def logical_cores() -> int:
 
 def default_threads(backend_cls: type[Backend]) -> int:
     """Intra-op threads when ``--threads`` is not given, the same for every command: ``MOBILE_THREADS`` on the
-    mobile-like backends (``device_class == "mobile"``: ort-mobile), every logical core elsewhere."""
+    mobile-like backends (``device_class == "mobile"``: ort-mobile), every logical core elsewhere, unless the backend
+    names its own (``default_intra_threads``: ort-cuda's 1, its CPU pool only serves nodes the GPU cannot run)."""
+    if backend_cls.default_intra_threads is not None:
+        return backend_cls.default_intra_threads
     return MOBILE_THREADS if backend_cls.device_class == "mobile" else logical_cores()
 
 

@@ -8,6 +8,8 @@ wall clock around n ``run_with_iobinding`` calls.
 from __future__ import annotations
 
 import contextlib
+import json
+import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -128,10 +130,18 @@ class OrtBackend(Backend):
         so.log_severity_level = 3
         return so
 
+    def provider_list(self) -> list[Any]:
+        """``providers`` as ``InferenceSession`` takes them, with this backend's explicit provider options."""
+        return list(self.providers)
+
+    def run_options(self) -> Any:
+        """Run options of every timed and profiled run (None: ONNX Runtime's defaults)."""
+        return None
+
     def create_session(self, path: Path, so: Any) -> Any:
         ort = _ort()
         try:
-            session = ort.InferenceSession(str(path), sess_options=so, providers=list(self.providers))
+            session = ort.InferenceSession(str(path), sess_options=so, providers=self.provider_list())
         except Exception as exc:  # invalid model, unsupported op, provider failure → error row
             raise BackendError(f"{self.name}: ONNX Runtime cannot load {path.name}: {one_line(exc)[:300]}") from None
         if session.get_providers()[0] != self.providers[0]:
@@ -153,6 +163,10 @@ class OrtBackend(Backend):
             raise BackendError(f"{workload.name}: model input {inputs[0].name} has shape {want}, got {list(data.shape)}")
         return {inputs[0].name: data}
 
+    def binding(self, session: Any, feeds: dict[str, np.ndarray]) -> Any:
+        """Inputs copied once to ``io_device``, outputs bound there: the IO of every timed and profiled run."""
+        return self._binding(session, feeds)
+
     def _binding(self, session: Any, feeds: dict[str, np.ndarray]) -> Any:
         ort = _ort()
         binding = session.io_binding()
@@ -168,10 +182,17 @@ class OrtBackend(Backend):
         with contextlib.ExitStack() as stack:
             # pinned before the session exists, so its thread pool inherits the affinity
             cores = stack.enter_context(pinning(self.pin(), self.intra_threads()))
-            session = self.create_session(exported.path, self.session_options())
+            so = self.session_options()
+            placement_dir = None
+            if self.check_placement:  # profile the first run only, to read where each node ran (``placement``)
+                placement_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="latprof-placement-"))
+                so.enable_profiling = True
+                so.profile_file_prefix = str(Path(placement_dir) / "placement")
+            session = self.create_session(exported.path, so)
             feeds = self.feeds(session, workload)
-            binding = self._binding(session, feeds)
-            session.run_with_iobinding(binding)
+            binding = self.binding(session, feeds)
+            run_options = self.run_options()
+            session.run_with_iobinding(binding, run_options)
             output = np.asarray(binding.copy_outputs_to_cpu()[0])
             settings: dict[str, Any] = {
                 **session_settings(session),
@@ -180,16 +201,49 @@ class OrtBackend(Backend):
                 "io": f"IO binding, input allocated once on {self.io_device}",
                 "timing": "wall clock (time.perf_counter) around n run_with_iobinding calls, GC paused",
             }
+            settings.update(provider_settings(session, self.providers[0]))
+            if placement_dir is not None:
+                settings["node_placement"] = self.placement(session)
             err = self._check(workload, output, settings)
-            return PreparedRun(wall_clock_timer(lambda: session.run_with_iobinding(binding)), _tensor(output),
-                               settings, err, stack=stack.pop_all())
+
+            def call() -> None:
+                session.run_with_iobinding(binding, run_options)
+
+            return PreparedRun(wall_clock_timer(call), _tensor(output), settings, err, stack=stack.pop_all())
+
+    # Whether prepare profiles its first run to check node placement (backends whose first provider is not the CPU).
+    check_placement: ClassVar[bool] = False
+
+    def placement(self, session: Any) -> dict[str, int]:
+        """End the first run's profiling (later runs are not profiled) and check where its nodes ran: nodes on a
+        provider other than the first are a fallback, a ``BackendError`` naming them (``check_placement``)."""
+        from latprof.backends.op_profiling import native_output_silenced, node_placement, placement_fallback
+
+        try:
+            with native_output_silenced():
+                trace = Path(session.end_profiling())
+            events = json.loads(trace.read_text())
+        except Exception as exc:  # no trace written, unreadable JSON
+            raise BackendError(f"{self.name}: cannot read node placement from the profile: {one_line(exc)}") from None
+        nodes = node_placement(events)
+        fallback = placement_fallback(nodes, self.providers[0])
+        if fallback:
+            raise BackendError(f"{self.name}: {fallback}")
+        counts: dict[str, int] = {}
+        for info in nodes.values():
+            counts[info["provider"]] = counts.get(info["provider"], 0) + 1
+        return counts
+
+    def output_tolerance(self) -> tuple[float, float] | None:
+        """(rtol, atol) of the output check; None: by dtype (``base.TOLERANCES``)."""
+        return None
 
     def _check(self, workload: Workload, output: np.ndarray, settings: dict[str, Any]) -> float | None:
         if workload.module is None:
             settings["output_check"] = "not possible: an ONNX file has no PyTorch eager reference"
             return None
         settings["output_check"] = "compared with PyTorch eager"
-        return check_output(self.name, _tensor(output), workload.reference_output())
+        return check_output(self.name, _tensor(output), workload.reference_output(), self.output_tolerance())
 
     def profile_ops(self, workload: Workload, runs: int) -> Any:
         """Per-node kernel times from ONNX Runtime's profiler (``latprof.backends.op_profiling``)."""
@@ -202,7 +256,12 @@ class OrtBackend(Backend):
 
         with pinning(self.pin(), self.intra_threads()):
             feeds = self.feeds(session_factory(self.session_options()), workload)
-            return profile_ort(self.session_options, session_factory, feeds, runs)
+            return profile_ort(self.session_options, session_factory, feeds, runs,
+                               bind=lambda session: self.binding(session, feeds), run_options=self.run_options(),
+                               clock=self.op_clock)
+
+    # What ONNX Runtime's node times measure on this backend (``op_profiling.OpProfile.clock``).
+    op_clock: ClassVar[str] = "cpu"
 
 
 def _tensor(array: np.ndarray) -> Any:
@@ -252,24 +311,86 @@ class OrtMobile(OrtBackend):
         return run
 
 
+# The CUDA provider's options, set explicitly (``cudnn_conv_algo_search`` EXHAUSTIVE is ORT's default and the analogue of
+# torch's cudnn.benchmark; ``do_copy_in_default_stream`` 1 is the default and keeps copies ordered with the kernels).
+CUDA_PROVIDER_OPTIONS = {"device_id": "0", "cudnn_conv_algo_search": "EXHAUSTIVE", "do_copy_in_default_stream": "1"}
+# Provider options recorded in every ort-cuda row, read back from the session.
+RECORDED_PROVIDER_OPTIONS = ("device_id", "use_tf32", "cudnn_conv_algo_search", "do_copy_in_default_stream",
+                             "cudnn_conv_use_max_workspace", "arena_extend_strategy", "enable_cuda_graph",
+                             "prefer_nhwc", "gpu_mem_limit")
+
+
+def provider_settings(session: Any, provider: str) -> dict[str, Any]:
+    """The first provider's options as the session reports them (``get_provider_options``), and TF32 from them."""
+    try:
+        options = dict(session.get_provider_options().get(provider, {}))
+    except Exception as exc:  # an old onnxruntime without the call
+        return {"provider_options": f"not readable: {one_line(exc)[:120]}"}
+    out: dict[str, Any] = {"provider_options": {k: options[k] for k in RECORDED_PROVIDER_OPTIONS if k in options}}
+    if "use_tf32" in options:
+        out["tf32"] = "on" if options["use_tf32"] == "1" else "off"
+        out["tf32_conv"] = out["tf32_matmul"] = "tf32" if out["tf32"] == "on" else "ieee"
+    return out
+
+
 @register_backend
 class OrtCUDA(OrtBackend):
-    """ONNX Runtime, CUDA execution provider; IO binding keeps input and output on the GPU."""
+    """ONNX Runtime, CUDA execution provider; IO binding keeps input and output on the GPU.
+
+    Per-call latency like every GPU backend: ``Run()`` synchronises the stream at its end (the run option
+    ``disable_synchronize_execution_providers`` is set to 0 explicitly). One intra-op thread by default, spinning
+    off: the CUDA provider launches from the calling thread; the CPU pool only serves nodes the GPU cannot run, and
+    any such node is an error (``check_placement``).
+    """
 
     name = "ort-cuda"
-    description = "ONNX Runtime CUDA EP (onnxruntime-gpu): IO binding on the device, host wall clock per run"
+    description = "ONNX Runtime CUDA EP (onnxruntime-gpu): IO binding on the device, per-call latency, --tf32"
     device_class = "cuda"
     default_batch = 8
+    default_intra_threads = 1
+    default_spinning = False
     providers = ("CUDAExecutionProvider", "CPUExecutionProvider")
     io_device = "cuda"
+    check_placement = True
+    op_clock = "host-launch"
 
-    def intra_threads(self) -> int:
-        return self.options.threads or 1
+    def provider_list(self) -> list[Any]:
+        from latprof.backends.cuda_runtime import check_tf32
+
+        cuda = {**CUDA_PROVIDER_OPTIONS, "use_tf32": "1" if check_tf32(self.options.tf32) == "on" else "0"}
+        return [(self.providers[0], cuda), *self.providers[1:]]
+
+    def run_options(self) -> Any:
+        ro = _ort().RunOptions()
+        ro.add_run_config_entry("disable_synchronize_execution_providers", "0")
+        return ro
 
     def prepare(self, workload: Workload) -> PreparedRun:
+        from latprof.backends.base import GPU_TIMING
+        from latprof.backends.cuda_runtime import TIMING_TEXT, sampled_under_load
+
         run = super().prepare(workload)
-        run.settings["timing"] = (
-            "wall clock around n run_with_iobinding calls; ONNX Runtime synchronises the CUDA stream at the end of "
-            "each run, so this is end-to-end device time plus launch overhead"
-        )
+        s = run.settings
+        s["timing"] = (f"{TIMING_TEXT}: ONNX Runtime synchronises the CUDA stream at the end of each "
+                       "run_with_iobinding (run option disable_synchronize_execution_providers=0)")
+        s["timing_semantics"] = GPU_TIMING
+        s["tf32_requested"] = self.options.tf32
+        s["output_tolerance"] = "tf32" if self.output_tolerance() else "fp32"
+        s.update(_ort_cuda_device(int(CUDA_PROVIDER_OPTIONS["device_id"])))
+        run.stack.enter_context(sampled_under_load(s, s.get("gpu_uuid")))
         return run
+
+    def output_tolerance(self) -> tuple[float, float] | None:
+        from latprof.backends.base import TF32_TOLERANCE
+
+        return TF32_TOLERANCE if self.options.tf32 == "on" else None
+
+
+def _ort_cuda_device(ordinal: int) -> dict[str, Any]:
+    """The GPU behind CUDA ordinal ``ordinal`` as the fingerprint matched it (``latprof.measure.gpu``)."""
+    from latprof.measure.environment import gpu_info
+
+    gpu = next((g for g in gpu_info() if g.get("index") == ordinal), {})
+    return {"device": gpu.get("name"), "gpu_uuid": gpu.get("gpu_uuid"), "gpu_match": gpu.get("match"),
+            "capability": gpu.get("capability"), "driver": gpu.get("driver"),
+            "clock_sm_idle_mhz": gpu.get("clock_sm_mhz"), "power_limit_w": gpu.get("power_limit_w")}

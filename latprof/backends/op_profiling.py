@@ -56,6 +56,10 @@ class OpProfile:
     runs: int
     profiled_run_ms: float | None  # wall time of one whole run while profiling (includes profiler overhead)
     method: str
+    # What an op time is: "cpu" (execution on the host: CPU backends), "gpu" (device timestamps of the kernels,
+    # CUPTI), or "host-launch" (host timestamps around asynchronous GPU launches: ONNX Runtime's CUDA provider in
+    # the stock build, which records no kernel times). ``latprof.analysis.breakdown.reconciliation`` reads it.
+    clock: str = "cpu"
 
 
 def _flush_native() -> None:
@@ -105,8 +109,17 @@ def profile_ort(
     runs: int = 20,
     workdir: Path | None = None,
     warmup: int = 3,
+    bind: Callable[[Any], Any] | None = None,
+    run_options: Any = None,
+    clock: str = "cpu",
 ) -> OpProfile:
-    """Run ``warmup + runs`` inferences under the profiler and read per-node kernel times of the last ``runs``."""
+    """Run ``warmup + runs`` inferences under the profiler and read per-node kernel times of the last ``runs``.
+
+    ``bind(session)`` gives the IO binding of the timed runs (inputs already on the device), so profiled runs do
+    the same work as the latency row's and no host-device copies; without it, ``feeds`` go through ``run``.
+    ``clock`` says what the node times are (``OpProfile.clock``); a trace with CUDA kernel events (an ONNX Runtime
+    built with CUDA profiling) is read as GPU time whatever ``clock`` says.
+    """
     with tempfile.TemporaryDirectory(prefix="latprof-ortprof-") as tmp:
         root = Path(workdir or tmp)
         session = None
@@ -123,13 +136,51 @@ def profile_ort(
             except Exception:  # the second attempt re-raises
                 if not save_optimized:
                     raise
-        for _ in range(warmup + runs):
-            session.run(None, feeds)
+        if bind is not None:
+            binding = bind(session)
+            for _ in range(warmup + runs):
+                session.run_with_iobinding(binding, run_options)
+        else:
+            for _ in range(warmup + runs):
+                session.run(None, feeds, run_options)
         with native_output_silenced():
             trace_path = Path(session.end_profiling())
         events = json.loads(trace_path.read_text())
         nodes = optimized_nodes(root / "optimized.onnx")
-    return parse_ort_trace(events, nodes, warmup)
+    profile = parse_ort_trace(events, nodes, warmup, clock)
+    profile.method += "; IO binding as in the timed runs" if bind is not None else "; inputs fed from host arrays"
+    return profile
+
+
+# Ops ONNX Runtime may keep on the CPU on purpose (shape arithmetic); any other node on the CPU is a fallback.
+SHAPE_OPS = frozenset({"Shape", "Size"})
+
+
+def node_placement(events: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    """Node name -> {"provider", "op_type"} from a profile trace's node events (their ``args.provider``)."""
+    out: dict[str, dict[str, str]] = {}
+    for e in events:
+        args = e.get("args") or {}
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time") and "provider" in args:
+            out[e["name"][: -len("_kernel_time")]] = {"provider": str(args["provider"]),
+                                                       "op_type": str(args.get("op_name", "?"))}
+    return out
+
+
+def placement_fallback(nodes: dict[str, dict[str, str]], expected: str) -> str | None:
+    """A one-line complaint when nodes (other than ``SHAPE_OPS``) ran on another provider than ``expected``; None
+    when all ran there. No node events at all is a complaint too: placement could not be checked."""
+    if not nodes:
+        return "no node events in the profile: node placement could not be checked"
+    off = {n: d for n, d in nodes.items() if d["provider"] != expected and d["op_type"] not in SHAPE_OPS}
+    if not off:
+        return None
+    by_provider: dict[str, list[str]] = defaultdict(list)
+    for n, d in off.items():
+        by_provider[d["provider"]].append(f"{d['op_type']} ({n})")
+    parts = "; ".join(f"{p}: {', '.join(sorted(v)[:6])}{' ...' if len(v) > 6 else ''}" for p, v in by_provider.items())
+    return (f"{len(off)} of {len(nodes)} nodes did not run on {expected} (fallback, timings would mix devices): "
+            f"{parts}")
 
 
 def optimized_nodes(path: Path) -> dict[str, dict[str, Any]]:
@@ -192,8 +243,27 @@ def _is_depthwise(op_type: str, shapes: Sequence[Any]) -> bool:
     return bool(x and w and len(x) == 4 and len(w) == 4 and w[1] == 1 and x[1] > 1)
 
 
-def parse_ort_trace(events: list[dict[str, Any]], nodes: dict[str, dict[str, Any]], warmup: int = 1) -> OpProfile:
-    """Per-node kernel time per run, dropping the first ``warmup`` ``model_run``s."""
+def _kernel_events(events: list[dict[str, Any]], start: float) -> list[tuple[str, float, dict[str, Any]]]:
+    """(node name, duration us, args) of CUDA kernel events (``cat: "Kernel"``, only in builds with CUDA profiling),
+    attributed to their node through ``args.parent_name`` (else the kernel's own name)."""
+    out = []
+    for e in events:
+        if e.get("cat") != "Kernel" or e.get("ts", 0) < start:
+            continue
+        args = e.get("args") or {}
+        parent = str(args.get("parent_name") or e.get("name", "?"))
+        out.append((parent.removesuffix("_kernel_time"), float(e.get("dur", 0)), args))
+    return out
+
+
+def parse_ort_trace(events: list[dict[str, Any]], nodes: dict[str, dict[str, Any]], warmup: int = 1,
+                    clock: str = "cpu") -> OpProfile:
+    """Per-node kernel time per run, dropping the first ``warmup`` ``model_run``s.
+
+    Node times are the ``*_kernel_time`` events: host timestamps around each node's ``Compute()``. On the CPU that
+    is the node's work; on the CUDA provider the launch only (``clock="host-launch"``). When the trace holds CUDA
+    kernel events (``cat: "Kernel"``), their device times are summed per node instead (``clock="gpu"``).
+    """
     model_runs = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
                         key=lambda e: e["ts"])
     if len(model_runs) <= warmup:
@@ -208,9 +278,17 @@ def parse_ort_trace(events: list[dict[str, Any]], nodes: dict[str, dict[str, Any
         if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time") or e["ts"] < start:
             continue
         name = e["name"][: -len("_kernel_time")]
+        meta.setdefault(name, (e.get("args", {}).get("op_name", "?"), e.get("args", {}).get("input_type_shape", [])))
         total_us[name] += float(e["dur"])
         count[name] += 1
-        meta.setdefault(name, (e.get("args", {}).get("op_name", "?"), e.get("args", {}).get("input_type_shape", [])))
+    kernels = _kernel_events(events, start)
+    if kernels:  # device times of the kernels replace the host times of the nodes
+        clock = "gpu"
+        total_us, count = defaultdict(float), defaultdict(int)
+        for name, dur, args in kernels:
+            total_us[name] += dur
+            count[name] += 1
+            meta.setdefault(name, (str(args.get("op_name", "?")), []))
     n = len(timed)
     ops = []
     for name, us in total_us.items():
@@ -226,9 +304,14 @@ def parse_ort_trace(events: list[dict[str, Any]], nodes: dict[str, dict[str, Any
             fused_ops=fused_ops(info, op_type),
         ))
     run_ms = float(np.mean([e["dur"] for e in timed])) / 1e3
-    method = (f"ONNX Runtime profiler, {n} runs after {warmup} warm-up; per-node kernel_time events; fused nodes read from "
+    what = {"gpu": "CUDA kernel events (device timestamps) summed per node",
+            "host-launch": ("per-node kernel_time events, which on the CUDA provider are host timestamps around "
+                            "asynchronous launches: the stock onnxruntime-gpu build records no GPU kernel times, so "
+                            "these are launch times, not GPU times"),
+            }.get(clock, "per-node kernel_time events")
+    method = (f"ONNX Runtime profiler, {n} runs after {warmup} warm-up; {what}; fused nodes read from "
               f"the optimised model ({'saved' if nodes else 'not available'})")
-    return OpProfile(sorted(ops, key=lambda o: -o.time_ms), "onnxruntime", n, run_ms, method)
+    return OpProfile(sorted(ops, key=lambda o: -o.time_ms), "onnxruntime", n, run_ms, method, clock)
 
 
 # ------------------------------------------------------------------ PyTorch
@@ -250,22 +333,27 @@ def _torch_shuffle(name: str, shapes: Sequence[Any]) -> bool:
     return copying and bool(shapes) and len(shapes[0]) == 5
 
 
-def profile_torch(fn: Callable[[], Any], runs: int = 20, cuda: bool = False, warmup: int = 3) -> OpProfile:
+def profile_torch(fn: Callable[[], Any], runs: int = 20, cuda: bool = False, warmup: int = 3,
+                  synchronize: Callable[[], None] | None = None, kernels: bool = False) -> OpProfile:
     """Self time of each aten op (grouped by input shapes) over ``runs`` calls of ``fn`` after ``warmup`` calls.
 
     Self time (time not spent in child ops) makes the op times add up without double counting the
-    ``conv2d → convolution → mkldnn_convolution`` chain. On CUDA the self *device* time of CPU-side ops is used.
+    ``conv2d → convolution → mkldnn_convolution`` chain. On CUDA the profiler's CUDA activity records each kernel
+    with device timestamps (CUPTI), and an op's time is the self device time of its kernels; calls are synchronised
+    one by one (``synchronize``), as in the timed runs. GPU time the profiler could not attribute to an aten op
+    becomes one Other entry, so the op sum is the GPU's whole busy time. ``kernels``: list the kernels themselves
+    (inductor's Triton kernels, named after what they fuse) instead of the aten ops.
     """
     import torch
-    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
+    sync = synchronize or (torch.cuda.synchronize if cuda else None)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with torch.inference_mode():
         for _ in range(warmup):
             fn()
-        if cuda:
-            torch.cuda.synchronize()
+        if sync:
+            sync()
         prof = profile(activities=activities, record_shapes=True)
         with native_output_silenced():  # Kineto prints "USDT: ... profiler_start" / "profiler_stop"
             prof.__enter__()
@@ -273,15 +361,44 @@ def profile_torch(fn: Callable[[], Any], runs: int = 20, cuda: bool = False, war
             t0 = time.perf_counter()
             for _ in range(runs):
                 fn()
-            if cuda:
-                torch.cuda.synchronize()
+                if sync:
+                    sync()
             wall = time.perf_counter() - t0
         finally:
             with native_output_silenced():
                 prof.__exit__(None, None, None)
+    ops = torch_ops(prof.key_averages(group_by_input_shape=True), runs, cuda, kernels)
+    kind = ("self GPU time (CUDA kernel device timestamps) of each " + ("kernel" if kernels else "CPU-side op")
+            if cuda else "self CPU time")
+    method = (f"torch.profiler, {runs} calls after {warmup} warm-up{', each synchronised' if sync else ''}, {kind}, "
+              f"grouped by op and input shapes")
+    return OpProfile(sorted(ops, key=lambda o: -o.time_ms), "torch", runs, wall / runs * 1e3, method,
+                     "gpu" if cuda else "cpu")
+
+
+UNATTRIBUTED_GPU = "(GPU kernels not attributed to an aten op)"
+
+
+def torch_ops(averages: Sequence[Any], runs: int, cuda: bool, kernels: bool = False) -> list[OpTime]:
+    """``OpTime``s from ``key_averages(group_by_input_shape=True)`` entries (``FunctionEventAvg``-like: key, count,
+    device_type, self_cpu_time_total, self_device_time_total, input_shapes).
+
+    CPU: self CPU time of CPU-side ops. CUDA: self device time of CPU-side ops, plus the kernels' time that no op
+    claims as one ``UNATTRIBUTED_GPU`` entry; with ``kernels``, the CUDA kernel entries themselves.
+    """
+    from torch.autograd import DeviceType
+
     ops = []
-    for e in prof.key_averages(group_by_input_shape=True):
-        if e.device_type != DeviceType.CPU or e.key.startswith(("ProfilerStep", "[memory]")):
+    kernel_us = 0.0
+    for e in averages:
+        if e.key.startswith(("ProfilerStep", "[memory]")):
+            continue
+        on_device = e.device_type != DeviceType.CPU
+        if on_device:
+            kernel_us += float(e.self_device_time_total)
+            if not (cuda and kernels):
+                continue
+        elif cuda and kernels:
             continue
         us = float(e.self_device_time_total if cuda else e.self_cpu_time_total)
         if us <= 0:
@@ -295,9 +412,11 @@ def profile_torch(fn: Callable[[], Any], runs: int = 20, cuda: bool = False, war
             depthwise=_torch_depthwise(e.key, shapes),
             shuffle=_torch_shuffle(e.key, shapes),
         ))
-    kind = "self CUDA time of each CPU-side op" if cuda else "self CPU time"
-    method = f"torch.profiler, {runs} calls after {warmup} warm-up, {kind}, grouped by op and input shapes"
-    return OpProfile(sorted(ops, key=lambda o: -o.time_ms), "torch", runs, wall / runs * 1e3, method)
+    if cuda and not kernels:
+        rest_us = kernel_us - sum(o.time_ms for o in ops) * runs * 1e3
+        if rest_us > 1e-6 * max(kernel_us, 1.0):
+            ops.append(OpTime(UNATTRIBUTED_GPU, UNATTRIBUTED_GPU, rest_us / runs / 1e3, 0.0))
+    return ops
 
 
 # ------------------------------------------------------------------ a backend's profile as a per_op record

@@ -57,6 +57,7 @@ def describe_backends() -> list[dict[str, Any]]:
 
 def default_threads_text() -> str:
     """The ``--threads`` default for help texts: ``base.default_threads``'s rule with this machine's core count."""
-    mobile = [n for n, c in _BACKENDS.items() if c.device_class == "mobile"]
+    mobile = [n for n, c in _BACKENDS.items() if c.device_class == "mobile" and c.default_intra_threads is None]
     on_mobile = f"; {MOBILE_THREADS} on {', '.join(mobile)}" if mobile else ""
-    return f"all logical cores ({logical_cores()} here){on_mobile}"
+    own = "".join(f"; {c.default_intra_threads} on {n}" for n, c in _BACKENDS.items() if c.default_intra_threads is not None)
+    return f"all logical cores ({logical_cores()} here){on_mobile}{own}"

@@ -1,20 +1,22 @@
-"""PyTorch eager backends: ``torch-cpu`` (wall clock) and ``torch-cuda`` (CUDA events).
+"""PyTorch eager backends: ``torch-cpu`` (wall clock) and ``torch-cuda`` (per-call latency, CUDA events beside it).
 
 What they change in the process is held for the run and restored on ``PreparedRun.close()``: torch's intra-op
-threads (``torch_threads``) and ``cudnn.benchmark`` (``CUDNN_BENCHMARK``). Inter-op threads are the exception:
+threads (``torch_threads``), ``cudnn.benchmark`` (``CUDNN_BENCHMARK``) and the TF32 switches (``tf32_held``), and
+the module's move to the GPU (registered before the move, so a failed prepare leaves it on the CPU). Inter-op threads are the exception:
 torch accepts them once per process, before any parallel work, and never again; the note in the settings says so.
 """
 
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 
 from latprof.backends.base import (
+    GPU_TIMING,
+    TF32_TOLERANCE,
     Backend,
     BackendError,
     PreparedRun,
@@ -23,18 +25,21 @@ from latprof.backends.base import (
     default_threads,
     pinning,
 )
+from latprof.backends.cuda_runtime import (
+    CUDNN_BENCHMARK,
+    TIMING_TEXT,
+    CudaRuntime,
+    cuda_timer,
+    device_failures,
+    on_device,
+    tf32_held,
+)
 from latprof.backends.registry import register_backend
 from latprof.measure.protocol import wall_clock_timer
 from latprof.workloads.registry import Workload, first_tensor
 
 INTRA_OP_THREADS: SharedSetting[int] = SharedSetting(torch.get_num_threads, torch.set_num_threads)
 
-
-def _set_cudnn_benchmark(on: bool) -> None:
-    torch.backends.cudnn.benchmark = on
-
-
-CUDNN_BENCHMARK: SharedSetting[bool] = SharedSetting(lambda: bool(torch.backends.cudnn.benchmark), _set_cudnn_benchmark)
 
 INTEROP_NOTE = "inter-op threads fixed once parallel work has started in this process"
 
@@ -117,12 +122,14 @@ class TorchCPU(Backend):
 
 @register_backend
 class TorchCUDA(Backend):
-    """PyTorch eager on CUDA: CUDA events around calls, cuDNN benchmark mode on (as the paper), TF32 recorded."""
+    """PyTorch eager on CUDA: per-call latency (synchronised after each call), cuDNN benchmark mode on (as the
+    paper), TF32 set from ``--tf32`` and read back, clocks sampled under load."""
 
     name = "torch-cuda"
-    description = "PyTorch eager, CUDA, CUDA-event timing, cudnn.benchmark on"
+    description = "PyTorch eager, CUDA, per-call latency (synchronised), cudnn.benchmark on, --tf32"
     device_class = "cuda"
     default_batch = 8  # the paper's GPU setting (Figure 1)
+    runtime: Any = CudaRuntime()  # the device seam (latprof.backends.cuda_runtime); tests use a CPU fake
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
@@ -132,75 +139,40 @@ class TorchCUDA(Backend):
         return True, ""
 
     def prepare(self, workload: Workload) -> PreparedRun:
+        rt = self.runtime
         reference = workload.reference_output()  # on the CPU, before the module moves to the GPU
-        with contextlib.ExitStack() as stack:
-            module = on_cuda(stack, _require_module(workload, self.name).eval())
+        with device_failures(self.name, rt), contextlib.ExitStack() as stack:
+            module = on_device(stack, _require_module(workload, self.name).eval(), rt.device)
             stack.enter_context(CUDNN_BENCHMARK.held(True))
-            settings: dict[str, Any] = {
-                **cuda_settings(),
-                "timing": "CUDA events around each batch of calls, then synchronize",
-            }
-            inputs = workload.make_inputs(device="cuda")
+            tf32 = stack.enter_context(tf32_held(self.options.tf32))
+            settings: dict[str, Any] = {**rt.settings(), **tf32, "timing": TIMING_TEXT, "timing_semantics": GPU_TIMING,
+                                        "timing_beside": "cuda_event_median_ms: CUDA events around each batch"}
+            inputs = workload.make_inputs(device=rt.device)
             with torch.inference_mode():
                 output = first_tensor(module(*inputs)).detach()
-            torch.cuda.synchronize()
-            err = check_output(self.name, output.float().cpu(), reference)
-            host_wall: list[float] = []
-            timer = cuda_event_timer(lambda: module(*inputs), host_wall)
-            return PreparedRun(timer, output.cpu(), settings, err, host_wall_per_call_s=host_wall,
+            rt.synchronize()
+            tolerance = TF32_TOLERANCE if tf32["tf32"] == "on" else None
+            settings["output_tolerance"] = "tf32" if tolerance else "fp32"
+            err = check_output(self.name, output.float().cpu(), reference, tolerance)
+            events: list[float] = []
+            timer = cuda_timer(lambda: module(*inputs), rt, events)
+            stack.enter_context(rt.load_sampling(settings))
+            return PreparedRun(timer, output.cpu(), settings, err, device_event_per_call_s=events,
                                stack=stack.pop_all())
 
     def profile_ops(self, workload: Workload, runs: int) -> Any:
-        """Per-aten-op self CUDA times from ``torch.profiler``."""
+        """Per-aten-op GPU times from ``torch.profiler``'s CUDA activity (device timestamps of the kernels)."""
         from latprof.backends.op_profiling import profile_torch
 
-        with contextlib.ExitStack() as stack:
-            module = on_cuda(stack, _require_module(workload, self.name).eval())
+        rt = self.runtime
+        with device_failures(self.name, rt), contextlib.ExitStack() as stack:
+            module = on_device(stack, _require_module(workload, self.name).eval(), rt.device)
             stack.enter_context(CUDNN_BENCHMARK.held(True))
-            inputs = workload.make_inputs(device="cuda")
-            return profile_torch(lambda: module(*inputs), runs, cuda=True)
+            stack.enter_context(tf32_held(self.options.tf32))
+            inputs = workload.make_inputs(device=rt.device)
+            return profile_torch(lambda: module(*inputs), runs, cuda=True, synchronize=rt.synchronize)
 
 
 def on_cuda(stack: contextlib.ExitStack, module: torch.nn.Module) -> torch.nn.Module:
-    """Move ``module`` to the GPU for as long as ``stack`` is open (it goes back to the CPU on close)."""
-    stack.callback(module.to, "cpu")
-    return module.to("cuda")
-
-
-def cuda_settings() -> dict[str, Any]:
-    """cuDNN / TF32 switches in force and the device, driver, CUDA version and clocks (``environment.gpu_info``)."""
-    from latprof.measure.environment import gpu_info
-
-    index = torch.cuda.current_device()
-    gpu = next((g for g in gpu_info() if g["index"] == index), {})
-    return {
-        "device": torch.cuda.get_device_name(index),
-        "cuda_version": torch.version.cuda,
-        "cudnn_version": torch.backends.cudnn.version(),
-        "driver": gpu.get("driver"),
-        "clock_sm_mhz": gpu.get("clock_sm_mhz"),
-        "clock_sm_max_mhz": gpu.get("clock_sm_max_mhz"),
-        "clock_mem_mhz": gpu.get("clock_mem_mhz"),
-        "cudnn_benchmark": torch.backends.cudnn.benchmark,
-        "cudnn_enabled": torch.backends.cudnn.enabled,
-        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
-        "tf32_cudnn": torch.backends.cudnn.allow_tf32,
-    }
-
-
-def cuda_event_timer(call: Any, host_wall: list[float]) -> Any:
-    """Batch timer: CUDA events around n calls, then synchronise; appends the host wall time per call to ``host_wall``."""
-
-    def timer(n: int) -> float:
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        with torch.inference_mode():
-            t0 = time.perf_counter()
-            start.record()
-            for _ in range(n):
-                call()
-            end.record()
-            end.synchronize()
-            host_wall.append((time.perf_counter() - t0) / n)
-        return start.elapsed_time(end) / 1e3
-
-    return timer
+    """Move ``module`` to the GPU for as long as ``stack`` is open (``cuda_runtime.on_device``)."""
+    return on_device(stack, module, "cuda")

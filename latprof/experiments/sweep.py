@@ -21,8 +21,10 @@ from latprof.analysis.constancy import FLOPS_TOLERANCE, flops_not_constant
 from latprof.analysis.verdicts import (
     DECIDED, DEFAULT_EQUIVALENCE_MARGIN, INCONCLUSIVE, Interval, guideline_verdict, variant_outcome,
 )
-from latprof.backends import BackendError, BackendOptions, available_backends, backend_class, create_backend
-from latprof.backends.base import DEFAULT_ORT_OPT, PreparedRun, default_threads, validate_threads
+from latprof.backends import BackendOptions, available_backends, backend_class, create_backend
+from latprof.backends.base import (
+    DEFAULT_ORT_OPT, DEFAULT_TF32, PreparedRun, default_threads, failure_message, validate_threads,
+)
 from latprof.errors import LatprofError, one_line
 from latprof.experiments.spec import CHANNEL_SETS, ExperimentSpec, builtin_spec_paths, resolve_spec
 from latprof.measure.protocol import DEFAULT_MIN_TIME_S, DEFAULT_TARGET_CI, MeasureConfig, measure_interleaved
@@ -56,6 +58,7 @@ class SweepRequest:
     max_time_s: float | None = None
     min_time_s: float = DEFAULT_MIN_TIME_S
     ort_opt: str = DEFAULT_ORT_OPT
+    tf32: str = DEFAULT_TF32  # CUDA backends: TF32 for fp32 convolutions and matmuls, set and recorded
     out: Path | None = None
     resume: bool = False
     shard: tuple[int, int] | None = None
@@ -206,7 +209,7 @@ def engine_unit(unit: SweepUnit, request: SweepRequest, processes: int) -> Unit:
     payload = {
         "spec": str(unit.spec.path), "backend": unit.backend, "scale": unit.scale, "channels": unit.channels,
         "batch": unit.batch, "threads": unit.threads, "pin": request.pin, "ort_opt": request.ort_opt,
-        "config": asdict(config),
+        "tf32": request.tf32, "config": asdict(config),
     }
     return Unit("sweep", unit.label, payload, unit_rows_template(unit), time_s=config.max_time_s + 15.0,
                 extra={"sweep_unit": unit, "margin": request.equivalence_margin})
@@ -217,7 +220,8 @@ def measure_sweep_unit(payload: dict[str, Any]) -> list[dict[str, Any]]:
     spec = resolve_spec(payload["spec"])
     unit = SweepUnit(spec, payload["backend"], payload["scale"], payload["channels"], payload["batch"], payload["threads"])
     config = MeasureConfig(**payload["config"])
-    options = BackendOptions(unit.threads, None, payload["pin"], unit.batch, payload["ort_opt"])
+    options = BackendOptions(unit.threads, None, payload["pin"], unit.batch, payload["ort_opt"],
+                             tf32=payload.get("tf32", DEFAULT_TF32))
     templates = {r["variant"]: r for r in unit_rows_template(unit)}
     common = {"guideline_title": spec.title, "baseline_variant": spec.baseline, "channels": unit.channels,
               "hardware_id": payload.get("hardware_id", "")}
@@ -233,8 +237,8 @@ def measure_sweep_unit(payload: dict[str, Any]) -> list[dict[str, Any]]:
                 wl = spec.workload(v, unit.scale, unit.channels, unit.batch)
                 counts = _counts(wl)
                 prepared[v.name] = create_backend(unit.backend, options).prepare(wl)
-            except (BackendError, LatprofError, RuntimeError, ValueError) as exc:
-                rows[v.name] = error_row(one_line(exc), **ident, **counts)
+            except Exception as exc:  # BackendError, CUDA out of memory...: this variant's error row
+                rows[v.name] = error_row(failure_message(exc), **ident, **counts)
                 continue
             rows[v.name] = {**ident, **counts}
         if prepared:
@@ -249,7 +253,8 @@ def measure_sweep_unit(payload: dict[str, Any]) -> list[dict[str, Any]]:
             p.close()
     if im is not None:
         for name, p in prepared.items():
-            rows[name].update(latency_fields(im.measurements[name]), settings=p.settings,
+            rows[name].update(latency_fields(im.measurements[name]),
+                              **p.timing_fields(len(im.measurements[name].samples_ms)), settings=p.settings,
                               max_abs_error_vs_eager=p.max_abs_error, status="ok", error="", rounds=im.rounds)
     return [rows[v.name] for v in spec.variants]
 
@@ -349,7 +354,7 @@ def run_sweep(
             existing = read_results(store.path, quiet=True).other if request.resume else []
             configs = [(u.payload["backend"], u.payload["threads"]) for u in plan.units]
             outcome.notes = record_peaks(store, configs, env["hardware_id"], request.pin, request.ort_opt, existing,
-                                         request.run)
+                                         request.run, request.tf32)
         result = execute(plan, store, env, request.run, request.resume, on_unit)
     finally:
         outcome.paths = write_outputs(out_dir)

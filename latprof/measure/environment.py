@@ -10,7 +10,8 @@ that kernels dispatch on (a curated list: SSE4/AVX/AVX2/FMA/AVX-512 subsets/VNNI
 NEON/ASIMD dot product/SVE/SVE2/I8MM/BF16 on ARM; the other flags do not change which kernel runs), the L1d/L1i/L2/L3
 cache sizes of cpu0, the machine architecture, physical and logical core counts, memory (GiB), whether the CPU runs
 under a hypervisor (the cpuinfo ``hypervisor`` flag or ``/sys/hypervisor``), and each GPU's name and compute
-capability. ``hardware_id_fields`` returns exactly those fields; ``hardware_differences`` names the ones that differ
+capability, SM count, memory and MIG profile (``GPU_ID_FIELDS``; each CUDA device is matched to its nvidia-smi row by UUID,
+``latprof.measure.gpu``). ``hardware_id_fields`` returns exactly those fields; ``hardware_differences`` names the ones that differ
 between two stored environment records. Recorded but not hashed: the microcode revision (see
 ``hardware_id_fields``), the CPU frequency (it changes from run to run), the hypervisor's vendor (its detection
 depends on tools installed in the container, e.g. ``systemd-detect-virt``), and drivers, clocks and software
@@ -248,46 +249,14 @@ def _version(module: str) -> str | None:
 
 
 def gpu_info() -> list[dict[str, Any]]:
-    """Name, memory, driver, CUDA/cuDNN versions and clocks of each visible CUDA device."""
+    """Each visible CUDA device matched to its nvidia-smi row by UUID, with its set-up and idle clocks
+    (``latprof.measure.gpu``); [] without CUDA devices."""
+    from latprof.measure.gpu import gpu_devices
+
     try:
-        import torch
-    except ImportError:
+        return gpu_devices()
+    except Exception:  # a broken driver or torch build must not cost the fingerprint of the rest
         return []
-    if not torch.cuda.is_available():
-        return []
-    smi: dict[int, dict[str, str]] = {}
-    if shutil.which("nvidia-smi"):
-        fields = "index,driver_version,clocks.sm,clocks.max.sm,clocks.mem,power.limit,persistence_mode"
-        try:
-            out = subprocess.run(
-                ["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader,nounits"],
-                capture_output=True, text=True, timeout=10,
-            ).stdout
-            for line in out.strip().splitlines():
-                vals = [v.strip() for v in line.split(",")]
-                smi[int(vals[0])] = dict(zip(fields.split(",")[1:], vals[1:]))
-        except (OSError, subprocess.SubprocessError, ValueError):
-            pass
-    gpus = []
-    for i in range(torch.cuda.device_count()):
-        p = torch.cuda.get_device_properties(i)
-        q = smi.get(i, {})
-        gpus.append({
-            "index": i,
-            "name": p.name,
-            "memory_gib": round(p.total_memory / 2**30, 1),
-            "capability": f"{p.major}.{p.minor}",
-            "multiprocessors": p.multi_processor_count,
-            "driver": q.get("driver_version"),
-            "cuda": torch.version.cuda,
-            "cudnn": torch.backends.cudnn.version(),
-            "clock_sm_mhz": q.get("clocks.sm"),
-            "clock_sm_max_mhz": q.get("clocks.max.sm"),
-            "clock_mem_mhz": q.get("clocks.mem"),
-            "power_limit_w": q.get("power.limit"),
-            "persistence_mode": q.get("persistence_mode"),
-        })
-    return gpus
 
 
 def thread_settings() -> dict[str, Any]:
@@ -313,6 +282,11 @@ def _parallel_backend(info: str) -> str | None:
     return m.group(1).strip() if m else None
 
 
+# What identifies a GPU in hardware_id: the model (name, compute capability, SM count, memory) and, on a MIG
+# instance, its profile (a 3g.20gb slice is not the whole GPU). Not the UUID: two cards of one model are the same
+# hardware for comparisons, as two CPUs of one model are.
+GPU_ID_FIELDS = ("name", "capability", "multiprocessors", "memory_gib", "mig_profile")
+
 # The hardware fields that feed hardware_id, in the order hardware_differences reports them.
 HARDWARE_ID_FIELDS = (
     "machine", "cpu_vendor", "cpu_model", "cpu_family", "cpu_model_number", "cpu_stepping", "cpu_isa_flags",
@@ -322,8 +296,8 @@ HARDWARE_ID_FIELDS = (
 
 def _hashed_value(hardware: dict[str, Any], key: str) -> Any:
     value = hardware.get(key)
-    if key == "gpus":  # the device, not its driver, clocks or free memory
-        return [{"name": g.get("name"), "capability": g.get("capability")} for g in value or []]
+    if key == "gpus":  # the device model and slice, not which card (UUID), its driver, clocks or power settings
+        return [{k: g.get(k) for k in GPU_ID_FIELDS} for g in value or []]
     if key == "cpu_isa_flags" and value is not None:
         return sorted(value.split() if isinstance(value, str) else value)
     return value
@@ -335,7 +309,7 @@ def hardware_id_fields(env: dict[str, Any]) -> dict[str, Any]:
 
     Hashed: the CPU's identity (vendor, marketing name, family, model number, stepping), the ISA extensions kernels
     dispatch on, cache sizes, the machine architecture, core counts, memory, whether a hypervisor is present, and
-    each GPU's name and compute capability: what decides which kernels run and how fast.
+    each GPU's model (``GPU_ID_FIELDS``: name, compute capability, SM count, memory, MIG profile): what decides which kernels run and how fast.
 
     Not hashed, on purpose:
 
@@ -359,7 +333,9 @@ def hardware_id(env: dict[str, Any]) -> str:
 
 def _show(key: str, value: Any) -> str:
     if key == "gpus":
-        return ", ".join(f"{g['name']} ({g['capability']})" for g in value) or "none"
+        return ", ".join(f"{g['name']} ({g['capability']}"
+                         + "".join(f", {k} {g[k]}" for k in GPU_ID_FIELDS[2:] if g.get(k) is not None) + ")"
+                         for g in value) or "none"
     if isinstance(value, dict):
         return " ".join(f"{k}={v}" for k, v in value.items()) or "none"
     if isinstance(value, list):
@@ -455,6 +431,7 @@ def collect() -> Environment:
         "onnx": _version("onnx"),
         "numpy": _version("numpy"),
         "latprof": _version("latprof"),
+        **_gpu_software(hardware["gpus"]),
     }
     load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     state = {
@@ -466,6 +443,15 @@ def collect() -> Environment:
     env = Environment(hardware, software, thread_settings(), state)
     env.warnings = environment_warnings(env)
     return env
+
+
+def _gpu_software(gpus: list[dict[str, Any]]) -> dict[str, Any]:
+    """Driver and the CUDA / cuDNN builds of both runtimes (torch, onnxruntime); only on a machine with a GPU."""
+    from latprof.measure.gpu import runtime_versions
+
+    if not gpus:
+        return {}
+    return {"nvidia_driver": next((g.get("driver") for g in gpus if g.get("driver")), None), **runtime_versions()}
 
 
 def environment_warnings(env: Environment) -> list[str]:
@@ -482,4 +468,7 @@ def environment_warnings(env: Environment) -> list[str]:
     cores = env.hardware.get("cpu_logical_cores") or 1
     if load is not None and load > 0.5 * cores:
         out.append(f"system load is high ({load:.2f} over 1 min on {cores} logical cores); timings will be noisy")
+    from latprof.measure.gpu import gpu_warnings
+
+    out += gpu_warnings(env.hardware.get("gpus") or [])
     return out
