@@ -13,7 +13,7 @@ from torch import nn
 
 from latprof.backends import BackendError, BackendOptions
 from latprof.backends.base import GPU_TIMING, PreparedRun, default_threads
-from latprof.backends.cuda_runtime import CUDNN_BENCHMARK, cuda_timer, tf32_held, tf32_state
+from latprof.backends.cuda_runtime import cuda_timer, tf32_held, tf32_state
 from latprof.workloads.registry import Workload
 from tests.backend_models import tiny_workload
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from latprof.backends.base import DEFAULT_TF32, GPU_TIMING, TF32_CHOICES, BackendError, SharedSetting
+from latprof.backends.base import DEFAULT_TF32, TF32_CHOICES, BackendError, SharedSetting
 from latprof.errors import one_line
 
 TIMING_TEXT = ("per-call latency: host wall clock (time.perf_counter) around each call followed by a device "
