@@ -262,3 +262,20 @@ def test_ort_cuda_asks_for_one_thread_tf32_and_a_synchronised_run():
     assert s["tf32"] == "off" and s["tf32_conv"] == "ieee"
     assert s["provider_options"] == {"device_id": "0", "use_tf32": "0", "cudnn_conv_algo_search": "EXHAUSTIVE",
                                      "do_copy_in_default_stream": "1"}
+
+
+def test_tf32_tolerance_and_the_flag_reach_every_worker():
+    from latprof.backends.base import TF32_TOLERANCE, check_output
+    from latprof.per_block import blocks_plan
+    from latprof.profile import ProfileRequest, profile_plan
+
+    ref = torch.ones(4) * 10.0
+    off_by = ref * (1 + 5e-3)  # a TF32-sized error: too much for fp32, within the TF32 tolerance
+    with pytest.raises(BackendError, match="differs from PyTorch eager"):
+        check_output("x", off_by, ref)
+    assert check_output("x", off_by, ref, TF32_TOLERANCE) == pytest.approx(0.05, rel=1e-5)  # float32 rounding
+    with pytest.raises(BackendError):
+        check_output("x", ref * 1.5, ref, TF32_TOLERANCE)  # a wrong result still fails
+    request = ProfileRequest(models=["mobilenet_v1_x0_25"], backends=["torch-cpu"], tf32="on")
+    assert profile_plan(request).units[0].payload["options"]["tf32"] == "on"
+    assert blocks_plan(request).units[0].payload["tf32"] == "on"

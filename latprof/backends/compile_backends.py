@@ -65,10 +65,15 @@ def _dynamo_config() -> Any:
     return config
 
 
+# Each setting by its current name, then its name before torch 2.6 (cache_size_limit...).
+_LIMIT_NAMES = (("recompile_limit", "cache_size_limit"), ("accumulated_recompile_limit", "accumulated_cache_size_limit"),
+                ("fail_on_recompile_limit_hit", "fail_on_cache_limit_hit"))
+
+
 def _limit_keys() -> tuple[str, ...]:
     cfg = _dynamo_config()
-    return tuple(k for k in ("recompile_limit", "accumulated_recompile_limit", "fail_on_recompile_limit_hit")
-                 if hasattr(cfg, k))
+    return tuple(next(n for n in names if hasattr(cfg, n)) for names in _LIMIT_NAMES
+                 if any(hasattr(cfg, n) for n in names))
 
 
 def _read_limits() -> tuple[Any, ...]:
@@ -85,8 +90,10 @@ DYNAMO_LIMITS: SharedSetting[tuple[Any, ...]] = SharedSetting(_read_limits, _wri
 
 def compile_limits_held() -> Any:
     """Raise the recompile limits and make hitting them an error, for as long as a compiled run is open."""
-    wanted = {"recompile_limit": RECOMPILE_LIMIT, "accumulated_recompile_limit": max(RECOMPILE_LIMIT, 1024),
-              "fail_on_recompile_limit_hit": True}
+    limit, accumulated, fail = RECOMPILE_LIMIT, max(RECOMPILE_LIMIT, 1024), True
+    wanted = {"recompile_limit": limit, "cache_size_limit": limit, "accumulated_recompile_limit": accumulated,
+              "accumulated_cache_size_limit": accumulated, "fail_on_recompile_limit_hit": fail,
+              "fail_on_cache_limit_hit": fail}
     return DYNAMO_LIMITS.held(tuple(wanted[k] for k in _limit_keys()))
 
 

@@ -131,10 +131,10 @@ class CudaRuntime:
 def cuda_settings() -> dict[str, Any]:
     """The current device as the fingerprint matched it (by UUID, ``latprof.measure.gpu``), the CUDA / cuDNN build,
     and the cuDNN switches in force."""
-    from latprof.measure.environment import gpu_info
+    from latprof.measure.gpu import process_gpus
 
     index = torch.cuda.current_device()
-    gpu = next((g for g in gpu_info() if g["index"] == index), {})
+    gpu = next((g for g in process_gpus() if g["index"] == index), {})
     return {
         "device": torch.cuda.get_device_name(index),
         "device_index": index,

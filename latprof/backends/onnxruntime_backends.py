@@ -388,9 +388,9 @@ class OrtCUDA(OrtBackend):
 
 def _ort_cuda_device(ordinal: int) -> dict[str, Any]:
     """The GPU behind CUDA ordinal ``ordinal`` as the fingerprint matched it (``latprof.measure.gpu``)."""
-    from latprof.measure.environment import gpu_info
+    from latprof.measure.gpu import process_gpus
 
-    gpu = next((g for g in gpu_info() if g.get("index") == ordinal), {})
+    gpu = next((g for g in process_gpus() if g.get("index") == ordinal), {})
     return {"device": gpu.get("name"), "gpu_uuid": gpu.get("gpu_uuid"), "gpu_match": gpu.get("match"),
             "capability": gpu.get("capability"), "driver": gpu.get("driver"),
             "clock_sm_idle_mhz": gpu.get("clock_sm_mhz"), "power_limit_w": gpu.get("power_limit_w")}

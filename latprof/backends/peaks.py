@@ -106,14 +106,16 @@ def grow_batch(time_at: Any, bytes_at: Any, budget_bytes: float | None, min_s: f
 
 
 def _memory_budget(device_class: str) -> float | None:
-    """Bytes of tensors a peak kernel may use: ``MEMORY_SHARE`` of the GPU's free memory (of the available RAM on
-    a CPU)."""
-    if device_class == "cuda" and torch.cuda.is_available():
-        free, _ = torch.cuda.mem_get_info()
-        return free * MEMORY_SHARE
+    """Bytes of tensors a peak kernel may use: ``MEMORY_SHARE`` of the GPU's free memory, and never more than an
+    eighth of the available RAM (the eager reference and the output check hold the input, the output and two
+    float64 copies on the host)."""
     import psutil
 
-    return psutil.virtual_memory().available * MEMORY_SHARE / 2
+    host = psutil.virtual_memory().available / 8
+    if device_class == "cuda" and torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info()
+        return min(free * MEMORY_SHARE, host)
+    return host
 
 
 def median_s(backend_name: str, options: BackendOptions, workload: Workload, config: MeasureConfig) -> tuple[float, dict[str, Any]]:

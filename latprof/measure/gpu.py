@@ -19,9 +19,12 @@ running nvidia-smi, so recorded output can be tested on a machine without a GPU.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -303,6 +306,19 @@ def gpu_devices(runner: Runner = run_smi, env: dict[str, str] | None = None,
     return match_devices(devs, smi_rows, mig, env)
 
 
+_PROCESS_GPUS: list[list[dict[str, Any]]] = []
+
+
+def process_gpus() -> list[dict[str, Any]]:
+    """``environment.gpu_info()`` once per process: every CUDA prepare names its device without running nvidia-smi
+    again (a per-block run prepares dozens of blocks). Its clocks are those of the first call (idle)."""
+    if not _PROCESS_GPUS:
+        from latprof.measure.environment import gpu_info
+
+        _PROCESS_GPUS.append(gpu_info())
+    return _PROCESS_GPUS[0]
+
+
 def runtime_versions() -> dict[str, Any]:
     """CUDA / cuDNN versions each runtime was built with (and onnxruntime's package: onnxruntime or -gpu)."""
     out: dict[str, Any] = {"torch_cuda": None, "torch_cudnn": None, "onnxruntime_package": None,
@@ -429,7 +445,8 @@ class GpuLoadSampler:
             else:
                 self._file = tempfile.NamedTemporaryFile(prefix="latprof-gpuload-", suffix=".csv", delete=False)
                 try:
-                    self._proc = subprocess.Popen(cmd, stdout=self._file, stderr=subprocess.DEVNULL)
+                    self._proc = subprocess.Popen(cmd, stdout=self._file, stderr=subprocess.DEVNULL,
+                                                  preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
                 except OSError as exc:
                     self.error = f"not sampled: {exc}"
         token = self._next
@@ -447,7 +464,7 @@ class GpuLoadSampler:
                 self._stop()
             result = {**parse_load_samples("\n".join(self._lines()[start:])), "gpu": self.gpu}
         if not self._holds:
-            self._cleanup()
+            self._discard_output()
         return result
 
     def _stop(self) -> None:
@@ -459,13 +476,29 @@ class GpuLoadSampler:
                 self._proc.kill()
                 self._proc.wait()
 
-    def _cleanup(self) -> None:
+    def _discard_output(self) -> None:
         self._stop()
         self._proc = None
         if self._file is not None:
             self._file.close()
             Path(self._file.name).unlink(missing_ok=True)
             self._file = None
+
+
+def _die_with_parent() -> None:
+    """In the sampler child (Linux): SIGTERM when the measuring process dies, so no nvidia-smi loop outlives a
+    crashed worker."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@atexit.register
+def _stop_samplers() -> None:
+    for sampler in _SAMPLERS.values():
+        sampler._stop()
 
 
 # The throttle field's name on this driver, found when the fingerprint was taken (first entry is used).
