@@ -279,3 +279,16 @@ def test_tf32_tolerance_and_the_flag_reach_every_worker():
     request = ProfileRequest(models=["mobilenet_v1_x0_25"], backends=["torch-cpu"], tf32="on")
     assert profile_plan(request).units[0].payload["options"]["tf32"] == "on"
     assert blocks_plan(request).units[0].payload["tf32"] == "on"
+
+
+def test_tf32_through_the_legacy_flags_where_torch_has_no_fp32_precision(monkeypatch):
+    from latprof.backends import cuda_runtime
+
+    monkeypatch.setattr(cuda_runtime, "_has_precision_api", lambda: False)
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    with tf32_held("on") as on:
+        assert on["tf32"] == "on" and on["tf32_api"] == "allow_tf32 (legacy)"
+        assert torch.backends.cuda.matmul.allow_tf32 is True and torch.backends.cudnn.allow_tf32 is True
+        with tf32_held("off") as off:
+            assert off["tf32_conv"] == off["tf32_matmul"] == "ieee" and torch.backends.cudnn.allow_tf32 is False
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
