@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from latprof.backends import BackendError, BackendOptions, backend_class, create_backend
-from latprof.backends.base import PreparedRun, validate_threads
+from latprof.backends import BackendOptions, backend_class, create_backend
+from latprof.backends.base import PreparedRun, failure_message, validate_threads
 from latprof.errors import LatprofError, one_line, unknown_choice
 from latprof.measure.protocol import BatchTimer, MeasureConfig, measure_interleaved
 from latprof.regress.compare import GROUP_FIELD, REFERENCE_FIELD
@@ -244,10 +244,11 @@ def measure_suite_unit(payload: dict[str, Any]) -> list[dict[str, Any]]:
             try:
                 prepared[entry.name] = create_backend(backend_name, options).prepare(workload)
                 idents[entry.name] = ident
-            except BackendError as exc:
+            except Exception as exc:  # BackendError, CUDA out of memory...: that entry's error row
                 if entry is ref:
-                    raise LatprofError(f"reference workload {ref.name!r} failed on {backend_name}: {one_line(exc)}") from None
-                rows.append(error_row(one_line(exc), **ident, hardware_id=hardware_id))
+                    raise LatprofError(f"reference workload {ref.name!r} failed on {backend_name}: "
+                                       f"{failure_message(exc)}") from None
+                rows.append(error_row(failure_message(exc), **ident, hardware_id=hardware_id))
         wrap = thread_cpu_timer if suite.clock == "thread_cpu" else (lambda t: t)
         timers = {n: wrap(p.timer) for n, p in prepared.items()}
         m = measure_interleaved(timers, baseline=ref.name, config=suite.config)
