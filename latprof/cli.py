@@ -138,6 +138,25 @@ def _add_ort_opt(p: argparse.ArgumentParser) -> None:
                         "on the paper's GTX 1080Ti); set on torch and ONNX Runtime alike and recorded in every row")
 
 
+def _add_precision(p: argparse.ArgumentParser) -> None:
+    from latprof.backends.base import DEFAULT_PRECISION, PRECISIONS
+    from latprof.backends.precision import backends_for, quant_help
+
+    p.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
+                   help=f"numeric precision (default {DEFAULT_PRECISION}): int8 = static quantisation with ONNX Runtime "
+                        f"({', '.join(backends_for('int8'))}); fp16 on CUDA ({', '.join(backends_for('fp16'))})")
+    p.add_argument("--quant", action="append", metavar="KEY=VALUE", help=quant_help())
+
+
+def _quant(args: argparse.Namespace) -> Any:
+    """``--quant`` items as the dict ``ProfileRequest.quant`` / ``SweepRequest.quant`` take (validated there)."""
+    from dataclasses import asdict
+
+    from latprof.backends.precision import QuantSettings
+
+    return asdict(QuantSettings.parse(args.quant)) if args.quant else None
+
+
 # ---------------------------------------------------------------- profile
 def _add_measure_flags(p: argparse.ArgumentParser) -> None:
     d = _measure_defaults()
@@ -152,6 +171,7 @@ def _add_measure_flags(p: argparse.ArgumentParser) -> None:
                    help=f"sample at least this long even when the CI target is met sooner (default {d.min_time_s:g}); "
                         "longer gives more repeatable medians on a noisy machine")
     _add_ort_opt(p)
+    _add_precision(p)
     p.add_argument("--out", type=Path, help="output folder (default: a new reports/<date>-<time>-<hostname>/)")
     p.add_argument("--resume", action="store_true", help="skip rows already in the output's results.jsonl")
     p.add_argument("--json", action="store_true", help="print result rows as JSON")
@@ -203,6 +223,8 @@ def _profile_request(args: argparse.Namespace) -> Any:
         resume=args.resume,
         per_op=args.per_op,
         roofline=args.roofline,
+        precision=args.precision,
+        quant=_quant(args),
         run=_run_options(args),
     )
 
@@ -279,6 +301,7 @@ def _add_sweep(sub: Any) -> None:
                    help="sample each unit at least this long even when the CI targets are met sooner "
                         f"(default {d.min_time_s:g})")
     _add_ort_opt(p)
+    _add_precision(p)
     p.add_argument("--out", type=Path, help="output folder (default: a new reports/<date>-<time>-<hostname>/)")
     p.add_argument("--resume", action="store_true", help="skip units whose rows are already in the output")
     p.add_argument("--shard", help="run only part i of n of the units (i/n); join parts with 'latprof merge'")
@@ -304,7 +327,8 @@ def _run_sweep(args: argparse.Namespace) -> int:
         max_time_s=args.max_time, min_time_s=args.min_time, ort_opt=args.ort_opt, tf32=args.tf32, out=args.out,
         resume=args.resume,
         shard=parse_shard(args.shard) if args.shard else None, equivalence_margin=args.equivalence_margin,
-        budget_s=args.budget, roofline=not args.no_roofline, run=_run_options(args),
+        budget_s=args.budget, roofline=not args.no_roofline, precision=args.precision, quant=_quant(args),
+        run=_run_options(args),
     )
     with unit_progress(len(plan_units(request))) as on_unit:
         outcome = run_sweep(request, on_unit)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from latprof.backends import BackendOptions, backend_class
-from latprof.backends.base import DEFAULT_ORT_OPT, DEFAULT_TF32, default_threads, failure_message, validate_threads
+from latprof.backends.base import DEFAULT_ORT_OPT, DEFAULT_PRECISION, DEFAULT_TF32, default_threads, failure_message, validate_threads
 from latprof.cost import UnsupportedOpWarning, count_model
 from latprof.errors import LatprofError, one_line
 from latprof.measure.protocol import MeasureConfig
@@ -201,6 +201,9 @@ def summary_line(rows: list[dict[str, Any]]) -> str:
 def blocks_plan(request: ProfileRequest) -> Plan:
     """One unit per network x backend: the whole network, then each block alone, in one worker process."""
     validate_threads(request.threads)
+    if request.precision != DEFAULT_PRECISION:  # each block would be quantised on its own calibration: not the network's
+        raise LatprofError(f"--per-block measures {DEFAULT_PRECISION} only; run --precision {request.precision} "
+                           "without --per-block")
     units = []
     for model in request.models:  # build and check everything first: a bad name or shape fails before any file
         for backend in request.backends or ["torch-cpu"]:

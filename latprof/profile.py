@@ -9,7 +9,8 @@ from typing import Any
 
 
 from latprof.backends import BackendError, BackendOptions, backend_class, create_backend
-from latprof.backends.base import DEFAULT_ORT_OPT, DEFAULT_TF32, default_threads, failure_message, validate_threads
+from latprof.backends.base import DEFAULT_ORT_OPT, DEFAULT_PRECISION, DEFAULT_TF32, default_threads, failure_message, validate_threads
+from latprof.backends.precision import check_precision, output_check_fields, precision_fields
 from latprof.errors import LatprofError, one_line
 from latprof.measure.protocol import MeasureConfig, measure
 from latprof.results import ResultStore, base_row, error_row, latency_fields, read_results
@@ -41,6 +42,8 @@ class ProfileRequest:
     resume: bool = False
     roofline: bool = False
     per_op: bool = False  # also store a per_op breakdown record per workload x backend (profiled separately)
+    precision: str = DEFAULT_PRECISION  # fp32 | int8 (ONNX Runtime CPU backends) | fp16 (CUDA backends)
+    quant: dict[str, Any] | None = None  # INT8 settings (precision.QuantSettings fields); None: its defaults
     run: RunOptions = field(default_factory=RunOptions)
 
 
@@ -149,6 +152,7 @@ def measure_on_backend(
         **run.timing_fields(len(m.samples_ms)),
         "settings": run.settings,
         "max_abs_error_vs_eager": run.max_abs_error,
+        **output_check_fields(run.check),
     }
 
 
@@ -161,16 +165,19 @@ def profile_plan(request: ProfileRequest) -> Plan:
     for model in request.models:
         for backend_name in request.backends or default_backends_for(model):
             cls = backend_class(backend_name)  # unknown/unavailable backend: one line, before any work
+            quant = check_precision(request.precision, [backend_name], request.quant)  # int8 on torch-cpu: one line
             batch = resolve_batch(request.input_shape, request.batch, cls)
             workload = create_workload(model, input_shape=request.input_shape, batch=batch, **request.model_kwargs)
             workload.check_input()
             threads = request.threads or default_threads(cls)
-            ident = {**workload_fields(workload), "backend": backend_name, "threads": threads}
+            ident = {**workload_fields(workload), "backend": backend_name, "threads": threads,
+                     **precision_fields(request.precision, quant)}
             payload = {
                 "model": model, "kwargs": request.model_kwargs,
                 "input_shape": list(workload.input_shape), "backend": backend_name, "threads": threads,
                 "options": asdict(BackendOptions(threads, request.interop_threads, request.pin, workload.batch,
-                                                 request.ort_opt, tf32=request.tf32)),
+                                                 request.ort_opt, tf32=request.tf32, precision=request.precision,
+                                                 quant=asdict(quant) if quant else None)),
                 "config": asdict(request.config), "per_op": request.per_op,
             }
             units.append(Unit("profile", f"{workload.name} {backend_name}", payload, [base_row(**ident)],
@@ -185,7 +192,7 @@ def measure_profile_unit(payload: dict[str, Any]) -> list[dict[str, Any]]:
     workload = create_workload(payload["model"], input_shape=tuple(payload["input_shape"]), **payload["kwargs"])
     options = BackendOptions(**payload["options"])
     ident = {**workload_fields(workload), "backend": payload["backend"], "threads": payload["threads"],
-             "hardware_id": payload.get("hardware_id", "")}
+             "hardware_id": payload.get("hardware_id", ""), **precision_fields(options.precision, options.quant)}
     try:
         ident.update(workload_counts(workload))
     except (LatprofError, RuntimeError, ValueError, TypeError) as exc:  # a counting failure must not cost the row
@@ -250,7 +257,8 @@ def _per_op(workload: Workload, backend_name: str, options: BackendOptions, row:
     """Profile per operator in a separate pass: a ``per_op`` record (never a latency row)."""
     from latprof.backends.op_profiling import per_op_breakdown
 
-    ident = {k: row.get(k) for k in ("workload", "backend", "threads", "batch", "input_shape", "hardware_id")}
+    ident = {k: row.get(k) for k in ("workload", "backend", "threads", "batch", "input_shape", "hardware_id",
+                                     "precision", "quantization")}
     try:
         return per_op_breakdown(create_backend(backend_name, options), workload, row["latency_median_ms"], **ident)
     except Exception as exc:  # a failed profile is an error record; the latency row stands

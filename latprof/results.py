@@ -19,15 +19,15 @@ from typing import Any
 import pandas as pd
 
 from latprof.errors import LatprofError
-from latprof.rows import KEY_FIELDS, Record, legacy_kind, record_type, row_key
+from latprof.rows import KEY_DEFAULTS, KEY_FIELDS, Record, legacy_kind, record_type, row_key
 
 __all__ = ["KEY_FIELDS", "row_key"]  # the identity is defined in latprof.rows; re-exported for callers of this module
 
 SCHEMA_VERSION = 1
 
 CSV_COLUMNS = [
-    "experiment", "workload", "variant", "backend", "threads", "batch", "scale", "input_shape",
-    "mult_adds", "elementwise_ops", "mem_access", "mem_bytes", "params", "arithmetic_intensity",
+    "experiment", "workload", "variant", "backend", "threads", "batch", "scale", "input_shape", "precision",
+    "quantization", "mult_adds", "elementwise_ops", "mem_access", "mem_bytes", "params", "arithmetic_intensity",
     "latency_median_ms", "latency_mean_ms", "latency_p10_ms", "latency_p90_ms", "latency_iqr_ms",
     "latency_ci_low_ms", "latency_ci_high_ms", "latency_std_ms", "latency_min_ms", "latency_max_ms",
     "cv", "n_samples", "calls_per_sample", "outliers_low", "outliers_high", "stop_reason", "measure_wall_s",
@@ -35,6 +35,9 @@ CSV_COLUMNS = [
     "voluntary_ctx_switches_per_call", "involuntary_ctx_switches_per_call", "cpu_util",
     "speed_vs_baseline", "speed_vs_baseline_ci_low", "speed_vs_baseline_ci_high",
     "status", "error", "hardware_id", "timestamp",
+    # how the output was checked (the rule depends on the precision) and, for INT8 rows, how the model was quantised
+    "output_check", "output_sqnr_db", "quant_format", "quant_per_channel", "quant_activation_type",
+    "quant_weight_type", "quant_calibration", "quant_calibration_batches", "quant_reduce_range",
 ]
 
 

@@ -39,7 +39,11 @@ class RowKind(str, Enum):
 
 # Identity of a result row: --resume skips rows whose key is present, merge and compare match on it, a later row
 # with the same key supersedes an earlier one. The allocator is part of it: two allocators are two readings.
-KEY_FIELDS = ("experiment", "workload", "variant", "backend", "threads", "batch", "scale", "input_shape", "allocator")
+# So is the numeric precision: an INT8 or FP16 reading is never the FP32 one (``quantization`` names the INT8 settings).
+KEY_FIELDS = ("experiment", "workload", "variant", "backend", "threads", "batch", "scale", "input_shape", "allocator",
+              "precision", "quantization")
+# Rows written before precision was recorded were all FP32 runs: they keep matching (--resume, compare) as such.
+KEY_DEFAULTS: dict[str, Any] = {"precision": "fp32", "quantization": ""}
 
 # --per-block rows: ``experiment`` is this prefix + the network's name.
 BLOCKS_PREFIX = "blocks:"
@@ -62,6 +66,8 @@ class ResultRow(TypedDict, total=False):
     scale: int | None
     input_shape: str
     allocator: str
+    precision: str  # fp32 | int8 | fp16 (latprof/backends/precision.py)
+    quantization: str  # INT8: the settings in short ("QDQ per-channel A:S8 W:S8 MinMax x8"); "" otherwise
     settings: dict[str, Any]  # what the backend ran with (exporter, opset, providers, optimisation level, ...)
     # ---- analytic counts
     mult_adds: int
@@ -102,12 +108,17 @@ class ResultRow(TypedDict, total=False):
 
 def row_key(row: dict[str, Any]) -> tuple[Any, ...]:
     """The identity of a result row, comparable and hashable."""
-    return tuple(json.dumps(row.get(k), sort_keys=True) for k in KEY_FIELDS)
+    return tuple(json.dumps(_key_value(row, k), sort_keys=True) for k in KEY_FIELDS)
+
+
+def _key_value(row: dict[str, Any], k: str) -> Any:
+    value = row.get(k)
+    return KEY_DEFAULTS[k] if value in (None, "") and k in KEY_DEFAULTS else value
 
 
 def identity(row: dict[str, Any]) -> dict[str, Any]:
     """The identity fields of a row, as a dict (for messages and JSON)."""
-    return {k: row.get(k) for k in KEY_FIELDS}
+    return {k: _key_value(row, k) for k in KEY_FIELDS}
 
 
 def record_type(line: dict[str, Any]) -> str:

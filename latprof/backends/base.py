@@ -27,6 +27,11 @@ from latprof.workloads.registry import Workload
 # and the default of every command.
 ORT_OPT_LEVELS = ("none", "basic", "extended", "all")
 DEFAULT_ORT_OPT = "all"
+# Numeric precision of a run (``--precision``) and the default of every command. Each backend class lists the
+# precisions it runs in ``Backend.precisions``; ``latprof/backends/precision.py`` holds the rules (INT8 quantisation
+# settings, which output check suits which precision).
+PRECISIONS = ("fp32", "int8", "fp16")
+DEFAULT_PRECISION = "fp32"
 # Intra-op threads of the mobile-like backends when --threads is not given (one core of a phone's cluster).
 MOBILE_THREADS = 1
 # TF32 on the CUDA backends (``--tf32``): off by default, so fp32 is IEEE fp32 on every runtime, as on the paper's
@@ -60,6 +65,9 @@ class BackendOptions:
     ort_opt: str = DEFAULT_ORT_OPT
     extra: dict[str, Any] = field(default_factory=dict)
     tf32: str = DEFAULT_TF32  # CUDA backends only; CPU backends ignore it
+    precision: str = DEFAULT_PRECISION
+    # INT8 quantisation settings (``precision.QuantSettings`` as a dict; None: its defaults); int8 only
+    quant: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,6 +88,8 @@ class PreparedRun:
     # torch CUDA backends: CUDA-event time per call of every batch the timer ran (calibration and warm-up too),
     # set beside the host wall time of the samples; ``timing_fields`` keeps the timed samples' share only
     device_event_per_call_s: list[float] | None = None
+    # which output check was applied and what it found (``precision.output_check_fields``); empty: the FP32 check
+    check: dict[str, Any] = field(default_factory=dict)
     stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, repr=False, compare=False)
 
     def close(self) -> None:
@@ -188,6 +198,8 @@ class Backend(ABC):
     default_in_sweep: ClassVar[bool] = True
     # Intra-op threads when --threads is not given; None: ``default_threads``'s rule by device class.
     default_intra_threads: ClassVar[int | None] = None
+    # Numeric precisions it runs (``--precision``); fp32 only unless a backend implements more.
+    precisions: ClassVar[tuple[str, ...]] = (DEFAULT_PRECISION,)
 
     def __init__(self, options: BackendOptions) -> None:
         self.options = options

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from latprof.backends.base import (
+    DEFAULT_PRECISION,
     ORT_OPT_LEVELS,
     Backend,
     BackendError,
@@ -25,6 +26,13 @@ from latprof.backends.base import (
     pinning,
 )
 from latprof.backends.onnx_export import DEFAULT_OPSET, ExportedModel, export_workload
+from latprof.backends.precision import (
+    QuantSettings,
+    check_fp16_output,
+    check_int8_output,
+    fp32_check_text,
+    precision_fields,
+)
 from latprof.backends.registry import register_backend
 from latprof.errors import one_line
 from latprof.measure.protocol import wall_clock_timer
@@ -91,6 +99,7 @@ class OrtBackend(Backend):
     providers: ClassVar[tuple[str, ...]] = ("CPUExecutionProvider",)
     io_device: ClassVar[str] = "cpu"
     default_spinning: ClassVar[bool] = True  # ONNX Runtime's own default; recorded either way
+    precisions: ClassVar[tuple[str, ...]] = ("fp32", "int8")  # int8: static quantisation (backends/precision.py)
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
@@ -153,6 +162,24 @@ class OrtBackend(Backend):
         opset = int(self.options.extra.get("opset", DEFAULT_OPSET))
         return export_workload(workload, exporter, opset)
 
+    def model(self, workload: Workload) -> tuple[ExportedModel, Path, dict[str, Any]]:
+        """(the FP32 export, the file to run at ``--precision``, their settings): the export itself for fp32, else
+        its cached INT8 or FP16 version (``onnx_precision.convert_model``)."""
+        exported = self.export(workload)
+        settings: dict[str, Any] = exported.settings()
+        precision = self.options.precision
+        if precision == DEFAULT_PRECISION:
+            return exported, exported.path, settings
+        if precision not in type(self).precisions:
+            raise BackendError(f"{self.name} does not run {precision}; it runs {', '.join(type(self).precisions)}")
+        from latprof.backends.onnx_precision import convert_model
+
+        quant = QuantSettings.from_dict(self.options.quant) if precision == "int8" else None
+        lowp = convert_model(exported, precision, workload, quant)
+        settings.update(lowp.settings())
+        settings.update({k: v for k, v in precision_fields(precision, quant).items() if v is not None})
+        return exported, lowp.path, settings
+
     def feeds(self, session: Any, workload: Workload) -> dict[str, np.ndarray]:
         inputs = session.get_inputs()
         if len(inputs) != 1:
@@ -161,6 +188,8 @@ class OrtBackend(Backend):
         want = inputs[0].shape
         if len(want) != data.ndim or any(isinstance(w, int) and w != d for w, d in zip(want, data.shape)):
             raise BackendError(f"{workload.name}: model input {inputs[0].name} has shape {want}, got {list(data.shape)}")
+        if inputs[0].type == "tensor(float16)":  # an FP16 model takes half inputs, as torch-cuda's .half() module
+            data = data.astype(np.float16)
         return {inputs[0].name: data}
 
     def binding(self, session: Any, feeds: dict[str, np.ndarray]) -> Any:
@@ -178,7 +207,7 @@ class OrtBackend(Backend):
 
     # ---- the Backend interface
     def prepare(self, workload: Workload) -> PreparedRun:
-        exported = self.export(workload)
+        exported, path, model_settings = self.model(workload)
         with contextlib.ExitStack() as stack:
             # pinned before the session exists, so its thread pool inherits the affinity
             cores = stack.enter_context(pinning(self.pin(), self.intra_threads()))
@@ -188,7 +217,7 @@ class OrtBackend(Backend):
                 placement_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="latprof-placement-"))
                 so.enable_profiling = True
                 so.profile_file_prefix = str(Path(placement_dir) / "placement")
-            session = self.create_session(exported.path, so)
+            session = self.create_session(path, so)
             feeds = self.feeds(session, workload)
             binding = self.binding(session, feeds)
             run_options = self.run_options()
@@ -196,7 +225,7 @@ class OrtBackend(Backend):
             output = np.asarray(binding.copy_outputs_to_cpu()[0])
             settings: dict[str, Any] = {
                 **session_settings(session),
-                **exported.settings(),
+                **model_settings,
                 "pinned_cores": cores,
                 "io": f"IO binding, input allocated once on {self.io_device}",
                 "timing": "wall clock (time.perf_counter) around n run_with_iobinding calls, GC paused",
@@ -204,12 +233,13 @@ class OrtBackend(Backend):
             settings.update(provider_settings(session, self.providers[0]))
             if placement_dir is not None:
                 settings["node_placement"] = self.placement(session)
-            err = self._check(workload, output, settings)
+            err, check = self._check(workload, output, settings, exported)
 
             def call() -> None:
                 session.run_with_iobinding(binding, run_options)
 
-            return PreparedRun(wall_clock_timer(call), _tensor(output), settings, err, stack=stack.pop_all())
+            return PreparedRun(wall_clock_timer(call), _tensor(output), settings, err, check=check,
+                               stack=stack.pop_all())
 
     # Whether prepare profiles its first run to check node placement (backends whose first provider is not the CPU).
     check_placement: ClassVar[bool] = False
@@ -238,21 +268,44 @@ class OrtBackend(Backend):
         """(rtol, atol) of the output check; None: by dtype (``base.TOLERANCES``)."""
         return None
 
-    def _check(self, workload: Workload, output: np.ndarray, settings: dict[str, Any]) -> float | None:
-        if workload.module is None:
-            settings["output_check"] = "not possible: an ONNX file has no PyTorch eager reference"
-            return None
-        settings["output_check"] = "compared with PyTorch eager"
-        return check_output(self.name, _tensor(output), workload.reference_output(), self.output_tolerance())
+    def _check(self, workload: Workload, output: np.ndarray, settings: dict[str, Any],
+               exported: ExportedModel) -> tuple[float | None, dict[str, Any]]:
+        """(max abs error, the row's check columns): FP32 element-wise against eager; INT8 and FP16 by their own
+        rules (``backends/precision.py``) against eager FP32, or, for an ONNX file, against the FP32 file on
+        ONNX Runtime."""
+        precision = self.options.precision
+        actual = _tensor(output)
+        if precision == DEFAULT_PRECISION:
+            if workload.module is None:
+                settings["output_check"] = "not possible: an ONNX file has no PyTorch eager reference"
+                return None, {"output_check": "none: an ONNX file has no PyTorch eager reference"}
+            settings["output_check"] = "compared with PyTorch eager"
+            return (check_output(self.name, actual, workload.reference_output(), self.output_tolerance()),
+                    {"output_check": fp32_check_text()})
+        if workload.module is not None:
+            reference, against = workload.reference_output(), "PyTorch eager FP32"
+        else:
+            reference, against = self._fp32_file_output(exported.path, workload), "the FP32 model on ONNX Runtime"
+        rule = check_int8_output if precision == "int8" else check_fp16_output
+        check = rule(self.name, actual, reference, against)
+        settings["output_check"] = check["output_check"]
+        err = float((actual.double() - reference.double()).abs().max()) if reference.numel() else 0.0
+        return err, check
+
+    def _fp32_file_output(self, path: Path, workload: Workload) -> Any:
+        """The reference of a user's ONNX file at low precision: the FP32 file itself on the CPU provider."""
+        ort = _ort()
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return _tensor(np.asarray(session.run(None, self.feeds(session, workload))[0]))
 
     def profile_ops(self, workload: Workload, runs: int) -> Any:
         """Per-node kernel times from ONNX Runtime's profiler (``latprof.backends.op_profiling``)."""
         from latprof.backends.op_profiling import profile_ort
 
-        exported = self.export(workload)
+        _, path, _ = self.model(workload)  # the model at --precision: an INT8 run profiles the INT8 graph
 
         def session_factory(so: Any) -> Any:
-            return self.create_session(exported.path, so)
+            return self.create_session(path, so)
 
         with pinning(self.pin(), self.intra_threads()):
             feeds = self.feeds(session_factory(self.session_options()), workload)
@@ -353,6 +406,7 @@ class OrtCUDA(OrtBackend):
     io_device = "cuda"
     check_placement = True
     op_clock = "host-launch"
+    precisions = ("fp32", "fp16")  # fp16: the export converted by onnxruntime.transformers.float16
 
     def provider_list(self) -> list[Any]:
         from latprof.backends.cuda_runtime import check_tf32

@@ -50,6 +50,7 @@ def describe_backends() -> list[dict[str, Any]]:
             "reason": why or None,
             "device_class": cls.device_class,
             "default_batch": cls.fixed_batch or cls.default_batch,
+            "precisions": ",".join(cls.precisions),
             "description": cls.description,
         })
     return out

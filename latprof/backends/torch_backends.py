@@ -34,6 +34,7 @@ from latprof.backends.cuda_runtime import (
     on_device,
     tf32_held,
 )
+from latprof.backends.precision import check_fp16_output
 from latprof.backends.registry import register_backend
 from latprof.measure.protocol import wall_clock_timer
 from latprof.workloads.registry import Workload, first_tensor
@@ -130,6 +131,7 @@ class TorchCUDA(Backend):
     device_class = "cuda"
     default_batch = 8  # the paper's GPU setting (Figure 1)
     runtime: Any = CudaRuntime()  # the device seam (latprof.backends.cuda_runtime); tests use a CPU fake
+    precisions = ("fp32", "fp16")  # fp16: module.half() on half inputs, checked against eager FP32
 
     @classmethod
     def availability(cls) -> tuple[bool, str]:
@@ -148,16 +150,27 @@ class TorchCUDA(Backend):
             settings: dict[str, Any] = {**rt.settings(), **tf32, "timing": TIMING_TEXT, "timing_semantics": GPU_TIMING,
                                         "timing_beside": "cuda_event_median_ms: CUDA events around each batch"}
             inputs = workload.make_inputs(device=rt.device)
+            half = self.options.precision == "fp16"
+            if half:  # back to float32 on close, before on_device's move back to the CPU
+                module = on_half(stack, module)
+                inputs = tuple(x.half() for x in inputs)
+                settings["precision"] = "fp16"
             with torch.inference_mode():
                 output = first_tensor(module(*inputs)).detach()
             rt.synchronize()
-            tolerance = TF32_TOLERANCE if tf32["tf32"] == "on" else None
-            settings["output_tolerance"] = "tf32" if tolerance else "fp32"
-            err = check_output(self.name, output.float().cpu(), reference, tolerance)
+            check: dict[str, Any] = {}
+            if half:  # the FP16 rule (backends/precision.py) against eager FP32
+                check = check_fp16_output(self.name, output.float().cpu(), reference)
+                settings["output_tolerance"] = "fp16"
+                err = float((output.float().cpu() - reference).abs().max()) if reference.numel() else 0.0
+            else:
+                tolerance = TF32_TOLERANCE if tf32["tf32"] == "on" else None
+                settings["output_tolerance"] = "tf32" if tolerance else "fp32"
+                err = check_output(self.name, output.float().cpu(), reference, tolerance)
             events: list[float] = []
             timer = cuda_timer(lambda: module(*inputs), rt, events)
             stack.enter_context(rt.load_sampling(settings))
-            return PreparedRun(timer, output.cpu(), settings, err, device_event_per_call_s=events,
+            return PreparedRun(timer, output.cpu(), settings, err, device_event_per_call_s=events, check=check,
                                stack=stack.pop_all())
 
     def profile_ops(self, workload: Workload, runs: int) -> Any:
@@ -176,3 +189,9 @@ class TorchCUDA(Backend):
 def on_cuda(stack: contextlib.ExitStack, module: torch.nn.Module) -> torch.nn.Module:
     """Move ``module`` to the GPU for as long as ``stack`` is open (``cuda_runtime.on_device``)."""
     return on_device(stack, module, "cuda")
+
+
+def on_half(stack: contextlib.ExitStack, module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` in float16 for as long as ``stack`` is open (back to float32 on close)."""
+    stack.callback(module.float)
+    return module.half()

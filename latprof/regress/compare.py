@@ -107,8 +107,9 @@ def key_dict(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def label(key: dict[str, Any]) -> str:
-    """Short human name of a row: workload[/variant]."""
-    return "/".join(str(key[k]) for k in ("workload", "variant") if key.get(k) not in (None, ""))
+    """Short human name of a row: workload[/variant], and its precision when it is not FP32."""
+    text = "/".join(str(key[k]) for k in ("workload", "variant") if key.get(k) not in (None, ""))
+    return text + (f" [{key['precision']}]" if key.get("precision") not in (None, "", "fp32") else "")
 
 
 def hardware_ids(results: ResultsFile) -> list[str]:

@@ -97,7 +97,7 @@ PROCESS_NUMERIC = (
 )
 PROCESS_TEXT = ("allocator",)
 TEXT = ("experiment", "workload", "variant", "backend", "input_shape", "status", "error", "hardware_id",
-        "guideline_title", "baseline_variant", "channels", "verdict", "variant_outcome")
+        "guideline_title", "baseline_variant", "channels", "verdict", "variant_outcome", "precision", "quantization")
 
 
 def from_results_files(files: Sequence[ResultsFile]) -> ReportData:

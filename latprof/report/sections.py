@@ -47,6 +47,16 @@ def processes_text(value: Any) -> str:
     return fmt(n) if n > 0 else "—"
 
 
+def _precision_text(r: dict[str, Any]) -> str:
+    """An INT8 / FP16 reading is its own configuration. Sweep rows go by the sweep's --precision (a variant's own
+    precision, FP32 vs INT8 in one experiment, stays a variant of the same configuration)."""
+    if "sweep_precision" in r and isinstance(r["sweep_precision"], str) and r["sweep_precision"]:
+        return f" · {r['sweep_precision']}" if r["sweep_precision"] != "fp32" else ""
+    if r.get("precision") in (None, "", "fp32") or (isinstance(r.get("precision"), float)):
+        return ""
+    return f" · {r['precision']}" + (f" ({r['quantization']})" if r.get("quantization") else "")
+
+
 def add_config(df: pd.DataFrame, multi_machine: bool) -> pd.DataFrame:
     """A readable label per run configuration: backend, threads, batch (and machine, allocator and process count
     when the rows differ in them)."""
@@ -63,6 +73,7 @@ def add_config(df: pd.DataFrame, multi_machine: bool) -> pd.DataFrame:
             text += f" · {r['hardware_id'][:8]}"
         if alloc and r.get("allocator"):
             text += f" · {r['allocator']}"
+        text += _precision_text(r)
         if procs and processes_text(r.get("processes")) != "—":
             text += f" · {processes_text(r.get('processes'))} proc"
         labels.append(text)
@@ -425,7 +436,7 @@ def blocks_section(data: ReportData) -> Section | None:
 
 
 # ------------------------------------------------------------------ other results, errors
-RESULT_COLUMNS = ["experiment", "workload", "variant", "backend", "threads", "batch", "scale", "input_shape", "mult_adds",
+RESULT_COLUMNS = ["experiment", "workload", "variant", "backend", "precision", "threads", "batch", "scale", "input_shape", "mult_adds",
                   "elementwise_ops", "mem_access", "mem_bytes", "params", "arithmetic_intensity", "latency_median_ms",
                   "latency_ci_low_ms", "latency_ci_high_ms", "latency_p10_ms", "latency_p90_ms", "cv", "n_samples", "hardware_id"]
 

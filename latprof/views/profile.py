@@ -15,15 +15,15 @@ def result_table(rows: Sequence[dict[str, Any]], title: str = "Latency") -> Tabl
     """One line per result row: what ran, where, its median latency with CI, and its counts when known."""
     from latprof.console import fmt, table
 
-    cols = ["workload", "backend", "threads", "batch", "input", "median ms", "95% CI ms", "cv", "n", "mult_adds",
-            "mem_access", "status"]
+    cols = ["workload", "backend", "precision", "threads", "batch", "input", "median ms", "95% CI ms", "cv", "n",
+            "mult_adds", "mem_access", "status"]
     body = []
     for r in rows:
         ok = r.get("status") == "ok"
         ci = f"{fmt(r.get('latency_ci_low_ms'))} – {fmt(r.get('latency_ci_high_ms'))}" if ok else "-"
         body.append([
-            r.get("workload"), r.get("backend"), r.get("threads"), r.get("batch"), r.get("input_shape"),
-            r.get("latency_median_ms") if ok else None, ci, r.get("cv") if ok else None,
+            r.get("workload"), r.get("backend"), r.get("precision") or "fp32", r.get("threads"), r.get("batch"),
+            r.get("input_shape"), r.get("latency_median_ms") if ok else None, ci, r.get("cv") if ok else None,
             r.get("n_samples") if ok else None, r.get("mult_adds"), r.get("mem_access"),
             r.get("status") if ok else f"error: {r.get('error')}",
         ])
