@@ -8,13 +8,15 @@ file, the field and the problem, so a user's own spec fails with a line they can
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from latprof.backends.base import PRECISIONS
+from latprof.backends.precision import QuantSettings
 from latprof.errors import LatprofError, unknown_choice
 from latprof.workloads import Workload, get_spec
 from latprof.workloads.registry import seeded_build
@@ -37,6 +39,10 @@ class Variant:
     args: dict[str, dict[str, Any]]
     paper: dict[str, list[float]]
     expect: str | None  # relative to the baseline: "slower" | "faster"; None for the baseline itself
+    # numeric precision of this variant (FP32 vs INT8 as two variants of one experiment); None: the sweep's
+    # --precision. ``quant``: its INT8 settings (``precision.QuantSettings`` fields; the rest default).
+    precision: str | None = None
+    quant: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,10 @@ class ExperimentSpec:
         if idx is None or not base or not mine or idx >= len(base) or idx >= len(mine):
             return None
         return float(mine[idx]) / float(base[idx])
+
+    def precisions(self, default: str) -> list[str]:
+        """The precisions its variants run at when the sweep's ``--precision`` is ``default``."""
+        return list(dict.fromkeys(v.precision or default for v in self.variants))
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -219,7 +229,19 @@ def load_spec(path: str | Path) -> ExperimentSpec:
             raise c.fail(f"{where}.expect", f"{expect!r} is not one of {', '.join(EXPECTATIONS)}")
         if name != baseline and expect is None:
             raise c.fail(f"{where}.expect", "missing: say whether the guideline predicts 'slower' or 'faster' than the baseline")
-        variants.append(Variant(name, args, paper, expect if name != baseline else None))
+        precision = c.get(rv, "precision", str, where, required=False)
+        if precision is not None and precision not in PRECISIONS:
+            raise c.fail(f"{where}.precision", f"{precision!r} is not one of {', '.join(PRECISIONS)}")
+        quant = c.get(rv, "quant", dict, where, required=False)
+        if quant is not None:
+            if precision != "int8":
+                raise c.fail(f"{where}.quant", "INT8 settings need precision = \"int8\" in the same variant")
+            try:
+                quant = asdict(QuantSettings.from_dict(quant))
+            except LatprofError as exc:
+                raise c.fail(f"{where}.quant", str(exc)) from None
+        variants.append(Variant(name, args, paper, expect if name != baseline else None, precision=precision,
+                                quant=quant))
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
         raise c.fail("variants", f"variant names must be unique, got {names}")

@@ -23,7 +23,11 @@ from latprof.analysis.verdicts import (
 )
 from latprof.backends import BackendOptions, available_backends, backend_class, create_backend
 from latprof.backends.base import (
-    DEFAULT_ORT_OPT, DEFAULT_TF32, PreparedRun, default_threads, failure_message, validate_threads,
+    DEFAULT_ORT_OPT, DEFAULT_PRECISION, DEFAULT_TF32, PreparedRun, default_threads, failure_message,
+    validate_threads,
+)
+from latprof.backends.precision import (
+    QuantSettings, backends_for, check_precision, output_check_fields, precision_fields,
 )
 from latprof.errors import LatprofError, one_line
 from latprof.experiments.spec import CHANNEL_SETS, ExperimentSpec, builtin_spec_paths, resolve_spec
@@ -65,6 +69,9 @@ class SweepRequest:
     equivalence_margin: float = DEFAULT_EQUIVALENCE_MARGIN
     budget_s: float | None = None  # adaptive passes; default QUICK_BUDGET_S with --quick, none otherwise
     roofline: bool = True  # measure each backend's peaks for the report's roofline (a few seconds per backend)
+    # every variant's precision unless the spec gives it one (FP32 vs INT8 as variants of one experiment)
+    precision: str = DEFAULT_PRECISION
+    quant: dict[str, Any] | None = None  # INT8 settings for variants without their own (precision.QuantSettings)
     run: RunOptions = field(default_factory=RunOptions)
 
     def measure_config(self, processes: int = 1) -> MeasureConfig:
@@ -90,10 +97,20 @@ class SweepUnit:
     channels: str
     batch: int
     threads: int
+    precision: str = DEFAULT_PRECISION  # the sweep's --precision (a variant may set its own)
+    quant: dict[str, Any] | None = None  # the sweep's --quant
 
     @property
     def label(self) -> str:
-        return f"{self.spec.id} {self.backend} x{self.scale} ({self.channels} channels)"
+        lowp = f" {self.precision}" if self.precision != DEFAULT_PRECISION else ""
+        return f"{self.spec.id} {self.backend} x{self.scale}{lowp} ({self.channels} channels)"
+
+    def variant_precision(self, variant: Any) -> tuple[str, dict[str, Any] | None]:
+        """(precision, INT8 settings) of one variant: its own when the spec gives them, else the sweep's."""
+        precision = variant.precision or self.precision
+        if precision != "int8":
+            return precision, None
+        return precision, asdict(QuantSettings.from_dict(variant.quant if variant.quant is not None else self.quant))
 
 
 @dataclass
@@ -114,7 +131,8 @@ class SweepOutcome:
         cells: dict[tuple[Any, ...], str] = {}
         for r in self.rows:
             if r.get("experiment") and r.get("baseline_variant"):
-                cells[(r["experiment"], r["backend"], r.get("scale"), r.get("allocator"))] = r.get("verdict") or INCONCLUSIVE
+                cell = (r["experiment"], r["backend"], r.get("scale"), r.get("allocator"), r.get("sweep_precision"))
+                cells[cell] = r.get("verdict") or INCONCLUSIVE
         return sum(1 for v in cells.values() if v in DECIDED), len(cells)
 
 
@@ -132,7 +150,8 @@ def parse_shard(text: str) -> tuple[int, int]:
 def select_specs(guidelines: Sequence[str], spec_paths: Sequence[str | Path]) -> list[ExperimentSpec]:
     names: list[str] = []
     for g in guidelines:
-        names += list(builtin_spec_paths()) if g == "all" else [g]
+        # all: ShuffleNet V2's G1-G4 (the README's main job), not the claims that share kernels/ (int8-*)
+        names += [n for n in builtin_spec_paths() if n[:1] == "g" and n[1:].isdigit()] if g == "all" else [g]
     specs = [resolve_spec(n) for n in dict.fromkeys(names)]
     specs += [resolve_spec(str(p)) for p in spec_paths]
     if not specs:
@@ -143,6 +162,18 @@ def select_specs(guidelines: Sequence[str], spec_paths: Sequence[str | Path]) ->
 def default_backends() -> list[str]:
     """Every available backend that belongs in a default sweep (CPU ones, plus CUDA when present)."""
     return [n for n in available_backends() if getattr(backend_class(n), "default_in_sweep", True)]
+
+
+def sweep_backends(request: SweepRequest) -> list[str]:
+    """``--backend``, else the default ones that run ``--precision`` (an INT8 sweep defaults to ort-cpu and
+    ort-mobile); none at all is one line naming the backends that would."""
+    if request.backends:
+        return list(request.backends)
+    backends = [b for b in default_backends() if request.precision in backend_class(b).precisions]
+    if not backends:
+        raise LatprofError(f"--precision {request.precision}: no backend available here runs it; it runs on "
+                           f"{', '.join(backends_for(request.precision))}")
+    return backends
 
 
 def channel_set(choice: str, device_class: str, spec: ExperimentSpec) -> str:
@@ -163,9 +194,11 @@ def plan_units(request: SweepRequest) -> list[SweepUnit]:
     """All units in a fixed order (experiment, backend, scale); ``--shard i/n`` keeps every n-th from i."""
     validate_threads(request.threads)
     specs = select_specs(request.guidelines, request.spec_paths)
-    backends = list(request.backends) if request.backends else default_backends()
+    backends = sweep_backends(request)
     for b in backends:
         backend_class(b)
+    check_precision(request.precision, backends, request.quant)  # --precision int8 on torch-cpu: one line
+    runnable = _runnable(specs, backends, request.precision)
     units: list[SweepUnit] = []
     for spec in specs:
         scales = [1] if request.quick and not request.scales else list(request.scales or spec.scales)
@@ -173,15 +206,45 @@ def plan_units(request: SweepRequest) -> list[SweepUnit]:
             if s < 1:
                 raise LatprofError(f"--scale must be positive integers, got {s}")
         for b in backends:
+            if (spec.id, b) not in runnable:
+                continue
             cls = backend_class(b)
             batch = cls.fixed_batch or spec.batch.get(cls.device_class, cls.default_batch)
             threads = request.threads or default_threads(cls)
             for s in scales:
-                units.append(SweepUnit(spec, b, s, channel_set(request.channels, cls.device_class, spec), batch, threads))
+                units.append(SweepUnit(spec, b, s, channel_set(request.channels, cls.device_class, spec), batch, threads,
+                                       request.precision, request.quant))
     if request.shard:
         i, n = request.shard
         units = units[i - 1 :: n]
     return units
+
+
+def _runnable(specs: Sequence[ExperimentSpec], backends: Sequence[str], precision: str) -> set[tuple[str, str]]:
+    """(spec id, backend) pairs whose every variant's precision the backend runs. A spec with INT8 variants is left
+    out on the PyTorch backends (``precision_skips`` says so); when nothing at all is left, one line."""
+    ok = {(spec.id, b) for spec in specs for b in backends
+          if all(p in backend_class(b).precisions for p in spec.precisions(precision))}
+    if not ok:
+        needed = list(dict.fromkeys(p for spec in specs for p in spec.precisions(precision)))
+        can = [b for b in backends_for(needed[-1])
+               if all(p in backend_class(b).precisions for spec in specs for p in spec.precisions(precision))]
+        raise LatprofError(f"{', '.join(s.id for s in specs)}: variants at {'/'.join(needed)}; none of "
+                           f"{', '.join(backends)} runs them; use --backend {','.join(can) or '(none available)'}")
+    return ok
+
+
+def precision_skips(request: SweepRequest) -> list[str]:
+    """One note per experiment left out on some backends because of its variants' precisions."""
+    specs = select_specs(request.guidelines, request.spec_paths)
+    backends = sweep_backends(request)
+    notes = []
+    for spec in specs:
+        needed = spec.precisions(request.precision)
+        left_out = [b for b in backends if not all(p in backend_class(b).precisions for p in needed)]
+        if left_out:
+            notes.append(f"{spec.id} not run on {', '.join(left_out)}: its variants need {'/'.join(needed)}")
+    return notes
 
 
 def unit_rows_template(unit: SweepUnit) -> list[dict[str, Any]]:
@@ -192,7 +255,8 @@ def unit_rows_template(unit: SweepUnit) -> list[dict[str, Any]]:
         out.append(base_row(
             experiment=unit.spec.id, workload=f"{unit.spec.id}:{unit.spec.block}*{unit.spec.repeat}", variant=v.name,
             backend=unit.backend, threads=unit.threads, batch=unit.batch, scale=unit.scale,
-            input_shape=format_shape(shape),
+            input_shape=format_shape(shape), **precision_fields(*unit.variant_precision(v)),
+            sweep_precision=unit.precision,
         ))
     return out
 
@@ -209,7 +273,7 @@ def engine_unit(unit: SweepUnit, request: SweepRequest, processes: int) -> Unit:
     payload = {
         "spec": str(unit.spec.path), "backend": unit.backend, "scale": unit.scale, "channels": unit.channels,
         "batch": unit.batch, "threads": unit.threads, "pin": request.pin, "ort_opt": request.ort_opt,
-        "tf32": request.tf32, "config": asdict(config),
+        "tf32": request.tf32, "config": asdict(config), "precision": unit.precision, "quant": unit.quant,
     }
     return Unit("sweep", unit.label, payload, unit_rows_template(unit), time_s=config.max_time_s + 15.0,
                 extra={"sweep_unit": unit, "margin": request.equivalence_margin})
@@ -218,10 +282,9 @@ def engine_unit(unit: SweepUnit, request: SweepRequest, processes: int) -> Unit:
 def measure_sweep_unit(payload: dict[str, Any]) -> list[dict[str, Any]]:
     """In the worker: prepare every variant, measure them interleaved; one raw row per variant (no verdicts yet)."""
     spec = resolve_spec(payload["spec"])
-    unit = SweepUnit(spec, payload["backend"], payload["scale"], payload["channels"], payload["batch"], payload["threads"])
+    unit = SweepUnit(spec, payload["backend"], payload["scale"], payload["channels"], payload["batch"], payload["threads"],
+                     payload.get("precision", DEFAULT_PRECISION), payload.get("quant"))
     config = MeasureConfig(**payload["config"])
-    options = BackendOptions(unit.threads, None, payload["pin"], unit.batch, payload["ort_opt"],
-                             tf32=payload.get("tf32", DEFAULT_TF32))
     templates = {r["variant"]: r for r in unit_rows_template(unit)}
     common = {"guideline_title": spec.title, "baseline_variant": spec.baseline, "channels": unit.channels,
               "hardware_id": payload.get("hardware_id", "")}
@@ -236,6 +299,9 @@ def measure_sweep_unit(payload: dict[str, Any]) -> list[dict[str, Any]]:
             try:
                 wl = spec.workload(v, unit.scale, unit.channels, unit.batch)
                 counts = _counts(wl)
+                precision, quant = unit.variant_precision(v)
+                options = BackendOptions(unit.threads, None, payload["pin"], unit.batch, payload["ort_opt"],
+                                         tf32=payload.get("tf32", DEFAULT_TF32), precision=precision, quant=quant)
                 prepared[v.name] = create_backend(unit.backend, options).prepare(wl)
             except Exception as exc:  # BackendError, CUDA out of memory...: this variant's error row
                 rows[v.name] = error_row(failure_message(exc), **ident, **counts)
@@ -255,7 +321,8 @@ def measure_sweep_unit(payload: dict[str, Any]) -> list[dict[str, Any]]:
         for name, p in prepared.items():
             rows[name].update(latency_fields(im.measurements[name]),
                               **p.timing_fields(len(im.measurements[name].samples_ms)), settings=p.settings,
-                              max_abs_error_vs_eager=p.max_abs_error, status="ok", error="", rounds=im.rounds)
+                              max_abs_error_vs_eager=p.max_abs_error, status="ok", error="", rounds=im.rounds,
+                              **output_check_fields(p.check))
     return [rows[v.name] for v in spec.variants]
 
 
@@ -349,12 +416,13 @@ def run_sweep(
     out_dir, store = open_output(request.out, request.resume, request.run.append)
     env = record_environment(store)
     outcome = SweepOutcome(out_dir, store.path)
+    outcome.notes += precision_skips(request)
     try:
         if request.roofline:
             existing = read_results(store.path, quiet=True).other if request.resume else []
             configs = [(u.payload["backend"], u.payload["threads"]) for u in plan.units]
-            outcome.notes = record_peaks(store, configs, env["hardware_id"], request.pin, request.ort_opt, existing,
-                                         request.run, request.tf32)
+            outcome.notes += record_peaks(store, configs, env["hardware_id"], request.pin, request.ort_opt, existing,
+                                          request.run, request.tf32)
         result = execute(plan, store, env, request.run, request.resume, on_unit)
     finally:
         outcome.paths = write_outputs(out_dir)

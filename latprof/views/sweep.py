@@ -44,6 +44,12 @@ def _ci(row: dict[str, Any]) -> str:
             f"{fmt(row.get('speed_vs_baseline_ci_high'), 3)}]")
 
 
+def _backend_text(row: dict[str, Any]) -> str:
+    """The backend, with the sweep's --precision when it is not FP32 (a variant's own precision is in its name)."""
+    precision = row.get("sweep_precision")
+    return f"{row['backend']} {precision}" if precision not in (None, "", "fp32") else str(row["backend"])
+
+
 def verdict_table(rows: Sequence[dict[str, Any]]) -> Table:
     """Per guideline × backend × scale: each variant's speed vs the baseline with CI, the paper's and MAC's ratio."""
     from latprof.console import fmt
@@ -55,14 +61,14 @@ def verdict_table(rows: Sequence[dict[str, Any]]) -> Table:
         t.add_column(c)
     last = None
     for r in sorted((r for r in rows if is_guideline_row(r)),
-                    key=lambda r: (r["experiment"], r["backend"], r.get("scale") or 0)):
-        group = (r["experiment"], r["backend"], r.get("scale"))
+                    key=lambda r: (r["experiment"], r["backend"], r.get("scale") or 0, r.get("sweep_precision") or "")):
+        group = (r["experiment"], r["backend"], r.get("scale"), r.get("sweep_precision"))
         if last is not None and group != last:
             t.add_section()
         ok = r.get("status") == "ok"
         first = group != last
         t.add_row(
-            r["experiment"] if first else "", r["backend"] if first else "", f"x{r.get('scale')}" if first else "",
+            r["experiment"] if first else "", _backend_text(r) if first else "", f"x{r.get('scale')}" if first else "",
             r["variant"], _ci(r) if ok else f"error: {r.get('error')}",
             fmt(r.get("paper_speed_vs_baseline"), 3), fmt(r.get("mac_predicted_speed_vs_baseline"), 3),
             fmt(r.get("mult_adds_vs_baseline"), 3), fmt(r.get("variant_outcome") or ("baseline" if ok else "")),
