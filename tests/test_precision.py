@@ -111,6 +111,21 @@ def test_ort_cpu_int8_run_records_settings_and_check():
     assert run.settings["lowp_quant_nodes"]["QuantizeLinear"] >= 4
 
 
+def test_user_onnx_file_at_int8_is_checked_against_the_fp32_file_and_cached_outside_its_folder(tmp_path):
+    from latprof.backends.onnx_export import cache_dir
+    from latprof.workloads.registry import Workload
+
+    user_dir = tmp_path / "mine"
+    exported = export_workload(tiny_workload(), "torchscript", root=user_dir)
+    w = Workload("user.onnx", None, (1, 3, 16, 16), source="onnx", onnx_path=str(exported.path))
+    run = create_backend("ort-cpu", BackendOptions(threads=1, precision="int8")).prepare(w)
+    run.close()
+    assert run.check["output_check"].endswith("vs the FP32 model on ONNX Runtime")
+    assert run.check["output_sqnr_db"] >= SQNR_MIN_DB
+    lowp = Path(run.settings["lowp_path"])
+    assert lowp.parent == cache_dir() and sorted(p.name for p in user_dir.iterdir()) == [exported.path.name]
+
+
 def test_int8_output_check_fails_a_wrong_model():
     w = tiny_workload()
     w._reference = -w.reference_output()  # eager says the opposite: SQNR about -6 dB
