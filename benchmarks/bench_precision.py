@@ -14,7 +14,7 @@ The known x86 anchors (ONNX Model Zoo INT8 models quantised with Intel Neural Co
 FP32 -> INT8 speed-ups on Xeon): MobileNet V2 about 1.05x, ShuffleNet V2 about 1.6-1.8x. They are other machines,
 other batch sizes and thread counts; this script reports what this machine does, and says when it disagrees.
 
-    PYTHONPATH=$PWD python benchmarks/bench_precision.py                          # the networks below, 3 processes
+    PYTHONPATH=$PWD python benchmarks/bench_precision.py                          # the networks below, 2 processes
     PYTHONPATH=$PWD python benchmarks/bench_precision.py --networks resnet18 --processes 1 --max-time 3  # a smoke run
 """
 
