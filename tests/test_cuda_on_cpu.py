@@ -292,3 +292,13 @@ def test_tf32_through_the_legacy_flags_where_torch_has_no_fp32_precision(monkeyp
         with tf32_held("off") as off:
             assert off["tf32_conv"] == off["tf32_matmul"] == "ieee" and torch.backends.cudnn.allow_tf32 is False
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+
+
+def test_torch_cuda_fp16_runs_half_checks_against_fp32_and_puts_the_module_back():
+    w = tiny_workload()
+    with torch_cuda(FakeRuntime(), precision="fp16").prepare(w) as run:
+        assert run.settings["precision"] == "fp16" and run.settings["output_tolerance"] == "fp16"
+        assert run.output.dtype == torch.float16
+        assert run.check["output_check"].startswith("fp16: |out - ref| <= ") and run.check["output_sqnr_db"] > 30
+        assert next(w.module.parameters()).dtype == torch.float16
+    assert next(w.module.parameters()).dtype == torch.float32  # float32 again, back on the CPU
