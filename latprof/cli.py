@@ -270,6 +270,106 @@ def _run_count(args: argparse.Namespace) -> int:
     return show_count(report, by=args.by, per_layer=args.per_layer, csv=args.csv, as_json=args.json)
 
 
+# ---------------------------------------------------------------- calibrate / predict (latency predictor)
+def _add_calibrate(sub: Any) -> None:
+    from latprof.predict.calibrate import BACKENDS, DEFAULT_BUDGET_S, QUICK_BUDGET_S
+    from latprof.run.allocators import ALLOCATORS, DEFAULT_ALLOCATOR
+
+    p = sub.add_parser("calibrate", help="measure this machine's kernels on one backend and write a latency predictor")
+    p.add_argument("--backend", required=True, help=f"one of {', '.join(BACKENDS)}")
+    _add_threads_flags(p, "pin to as many cores as threads")
+    p.add_argument("--budget", type=_positive_float, metavar="SECONDS",
+                   help=f"time to spend measuring (default {DEFAULT_BUDGET_S:.0f}; {QUICK_BUDGET_S:.0f} with --quick)")
+    p.add_argument("--quick", action="store_true", help=f"a {QUICK_BUDGET_S:.0f} s calibration (coarser predictor)")
+    _add_ort_opt(p)
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.json", help="predictor file to write")
+    p.add_argument("--out", type=Path, help="folder of the calibration's raw readings (default: a new "
+                                            "reports/calibrate-<date>-<time>-<hostname>/)")
+    p.add_argument("--seed", type=_int, default=0, help="seed of the cell sampling (default 0)")
+    p.add_argument("--allocator", choices=ALLOCATORS, default=None,
+                   help=f"memory allocator of the worker processes (default {DEFAULT_ALLOCATOR}, as profile)")
+    p.add_argument("--in-process", action="store_true", help="measure in this process (debugging)")
+
+
+def _run_calibrate(args: argparse.Namespace) -> int:
+    from latprof.predict.calibrate import CalibrateRequest, calibrate
+    from latprof.run.engine import RunOptions
+
+    request = CalibrateRequest(args.backend, args.output, args.threads, args.budget, args.quick, args.pin,
+                               args.ort_opt, args.out, args.seed,
+                               run=RunOptions(in_process=args.in_process, allocator=args.allocator))
+
+    def on_round(units: int, samples: int, elapsed: float) -> None:
+        print(f"[calibrate {args.backend}] unit {units}: {samples} kernel samples, {elapsed:.0f} s", file=sys.stderr,
+              flush=True)
+
+    r = calibrate(request, on_round)
+    cv = r.cv[r.regressor]
+    others = ", ".join(f"{n} {c['rmspe']:.3f}" for n, c in r.cv.items() if c.get("rmspe") is not None)
+    print(f"predictor: {r.path}  ({r.samples} kernel samples from {r.cells} cells in {r.units} worker units, "
+          f"{r.failed_cells} cell(s) failed, {r.wall_s:.0f} s)")
+    if cv.get("rmspe") is not None:
+        print(f"regressor: {r.regressor} (kernel cross-validation RMSPE: {others}; {cv['within_10']:.0%} of kernels "
+              f"within +-10%); refit on load in {r.predictor_fit_s:.2f} s")
+    print(f"readings: {r.out_dir / 'results.jsonl'}")
+    return 0
+
+
+def _add_predict(sub: Any) -> None:
+    p = sub.add_parser("predict", help="predict a model's latency from a calibrated predictor, without running it")
+    p.add_argument("--model", required=True, type=_csv_list, action="extend",
+                   help="registered name, module:callable or path.py:callable (comma-separated or repeated)")
+    p.add_argument("--predictor", required=True, type=Path, metavar="FILE.json", help="from latprof calibrate")
+    p.add_argument("--input", help="input shape NxCxHxW (default: the model's)")
+    p.add_argument("--arg", action="append", metavar="KEY=VALUE", help="keyword argument for the model factory")
+    p.add_argument("--per-block", action="store_true", help="also predict each block of a zoo network alone")
+    p.add_argument("--kernels", action="store_true", help="print every kernel's prediction")
+    p.add_argument("--json", action="store_true", help="print JSON (predicted_ms per model, kernels, blocks)")
+    p.add_argument("--evaluate", action="store_true",
+                   help="also measure the models with the run engine and compare the kernel predictor with FLOPs-only, "
+                        "MAC-only, FLOPs+MAC fits and the roofline (share within +-10%%/+-5%%, RMSPE, Spearman)")
+    p.add_argument("--out", type=Path, help="--evaluate: output folder of the measurements (default: a new reports/ one)")
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from latprof.console import print_json, stdout, table
+    from latprof.predict import load
+    from latprof.predict.report import kernel_rows, prediction_rows
+    from latprof.shapes import parse_shape
+    from latprof.workloads import create_workload, parse_kwargs
+
+    predictor = load(args.predictor)
+    shape = parse_shape(args.input) if args.input is not None else None
+    kwargs = parse_kwargs(args.arg)
+    if args.evaluate:
+        from latprof.predict.evaluate import EvaluateRequest, evaluate, render_evaluation
+
+        outcome = evaluate(EvaluateRequest(predictor, args.model, shape, kwargs, args.per_block, args.out))
+        if args.json:
+            print_json(outcome.as_dict())
+        else:
+            render_evaluation(outcome)
+        return 0
+    predictions = []
+    for model in args.model:
+        workload = create_workload(model, input_shape=shape, batch=1 if shape is None else None, **kwargs)
+        predictions.append(predictor.predict_workload(workload, args.per_block))
+    if args.json:
+        print_json([p.as_dict(kernels=args.kernels) for p in predictions])
+        return 0
+    stdout.print(table(f"Predicted latency on {predictor.backend}, {predictor.threads} thread(s)",
+                       ["model", "input", "predicted ms", "kernels ms", "overhead ms", "kernels", "predict s"],
+                       prediction_rows(predictions)))
+    for p in predictions:
+        if args.kernels:
+            stdout.print(table(f"{p.model}: kernels", ["op", "kernel", "count", "ms each", "ms"], kernel_rows(p)))
+        if p.blocks:
+            stdout.print(table(f"{p.model}: blocks", ["#", "block", "input", "predicted ms", "kernels"],
+                               [[b["block_index"], b["block"], "x".join(map(str, b["input_shape"])),
+                                 b["predicted_ms"], b["kernels"]] for b in p.blocks]))
+    return 0
+
+
 # ---------------------------------------------------------------- sweep
 def _add_sweep(sub: Any) -> None:
     from latprof.analysis.verdicts import DEFAULT_EQUIVALENCE_MARGIN
@@ -443,6 +543,8 @@ COMMANDS: dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespace], 
     "compare": (_add_compare, _run_compare),
     "ci": (_add_ci, _run_ci),
     "report": (_add_report, _run_report),
+    "calibrate": (_add_calibrate, _run_calibrate),
+    "predict": (_add_predict, _run_predict),
 }
 
 

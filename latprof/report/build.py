@@ -19,6 +19,7 @@ from latprof.report.sections import (
     fits_section,
     guideline_sections,
     per_op_section,
+    predictions_section,
     results_section,
     roofline_section,
     summary_section,
@@ -53,6 +54,7 @@ def sections(data: ReportData) -> list[Section]:
         roofline_section(data),
         per_op_section(data),
         blocks_section(data),
+        predictions_section(data),
         results_section(data),
         errors_section(data),
     ]

@@ -49,6 +49,7 @@ class ReportData:
     rows: pd.DataFrame  # every result row (ok and error), no raw samples
     per_op: list[dict[str, Any]] = field(default_factory=list)
     peaks: list[dict[str, Any]] = field(default_factory=list)
+    predictions: list[dict[str, Any]] = field(default_factory=list)  # latprof predict --evaluate
 
     @property
     def ok(self) -> pd.DataFrame:
@@ -106,6 +107,7 @@ def from_results_files(files: Sequence[ResultsFile]) -> ReportData:
     environments: dict[str, dict[str, Any]] = {}
     per_op: list[dict[str, Any]] = []
     peaks: list[dict[str, Any]] = []
+    predictions: list[dict[str, Any]] = []
     sources = []
     source_of: list[str] = []
     for f in files:
@@ -125,6 +127,8 @@ def from_results_files(files: Sequence[ResultsFile]) -> ReportData:
                 per_op.append(rec)
             elif kind == Record.PEAKS:
                 peaks.append(rec)
+            elif kind == "prediction":
+                predictions.append(rec)
     df = _frame(rows)
     for col in NUMERIC + PROCESS_NUMERIC:
         df[col] = pd.to_numeric(df[col], errors="coerce") if col in df.columns else math.nan
@@ -139,7 +143,7 @@ def from_results_files(files: Sequence[ResultsFile]) -> ReportData:
     df["_guideline"] = [is_guideline_row(r) for r in rows]
     df["_blocks"] = [is_block_row(r) for r in rows]
     df["_source"] = source_of
-    return ReportData(sources, environments, df, per_op, peaks)
+    return ReportData(sources, environments, df, per_op, peaks, predictions)
 
 
 def load(paths: Sequence[str | Path]) -> ReportData:

@@ -203,3 +203,26 @@ def blocks_figure(d: pd.DataFrame, title: str) -> str:
     ax.set_title(title, fontsize=9)
     ax.grid(axis="x", alpha=0.3)
     return png_data_uri(fig)
+
+
+def prediction_figure(d: pd.DataFrame, title: str) -> str:
+    """Predicted against measured latency, one colour per predictor, the diagonal with its ±10% band (log axes)."""
+    fig = Figure(figsize=(6.2, 5.4), layout="constrained")
+    ax = fig.subplots()
+    values = np.concatenate([d["measured_ms"].to_numpy(float), d["predicted_ms"].to_numpy(float)])
+    values = values[np.isfinite(values) & (values > 0)]
+    lo, hi = (values.min() / 1.3, values.max() * 1.3) if len(values) else (0.1, 10.0)
+    line = np.geomspace(lo, hi, 50)
+    ax.fill_between(line, line * 0.9, line * 1.1, color="#999999", alpha=0.25, label="±10%")
+    ax.plot(line, line, color="#555555", lw=0.8)
+    for i, (name, grp) in enumerate(d.groupby("predictor", sort=False)):
+        ax.scatter(grp["measured_ms"], grp["predicted_ms"], s=18, color=COLORS[i % len(COLORS)], label=name, alpha=0.85)
+    _log_axes(ax)
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel("measured latency (ms)", fontsize=8)
+    ax.set_ylabel("predicted latency (ms)", fontsize=8)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    _legend_below(fig, ax, 7)
+    return png_data_uri(fig)

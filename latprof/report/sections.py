@@ -435,6 +435,41 @@ def blocks_section(data: ReportData) -> Section | None:
     return sec
 
 
+# ------------------------------------------------------------------ latency predictor (latprof predict --evaluate)
+def predictions_section(data: ReportData) -> Section | None:
+    """Predicted vs measured per backend: the kernel predictor beside the FLOPs / MAC fits and the roofline, with the
+    ±10% band; the per-block comparison when blocks were predicted."""
+    if not data.predictions:
+        return None
+    from latprof.predict.evaluate import metrics
+
+    df = pd.DataFrame(data.predictions)
+    sec = Section("predictions", "Predicted vs measured latency")
+    for (backend, threads), grp in df.groupby(["backend", "threads"], sort=False):
+        nets = grp[grp["block_index"] == -1].drop_duplicates(["workload", "predictor"], keep="last")
+        sub = Section(f"predictions_{backend}_{threads}", f"{backend}, {threads} thread(s)")
+        if not nets.empty:
+            sub.figures.append({"uri": figures.prediction_figure(nets, f"{backend} · {threads} thr · networks"),
+                                "alt": f"predicted vs measured on {backend}",
+                                "caption": "Each network's predicted latency against its measured median; the band is "
+                                           "±10%. flops / mac / flops+mac are leave-one-out fits to the other networks."})
+            body = []
+            for name, g in nets.groupby("predictor", sort=False):
+                m = metrics(list(g["predicted_ms"]), list(g["measured_ms"]))
+                body.append({"predictor": name, "n": m["n"], "within ±10%": m["within_10"], "within ±5%": m["within_5"],
+                             "RMSPE": m["rmspe"], "Spearman ρ": m["spearman"]})
+            sub.tables.append({"title": "Accuracy per predictor", **table(pd.DataFrame(body))})
+        blocks = grp[grp["block_index"] != -1]
+        if not blocks.empty:
+            b = blocks.drop_duplicates(["workload", "block_index"], keep="last").assign(
+                error=lambda x: (x["predicted_ms"] - x["measured_ms"]) / x["measured_ms"])
+            sub.tables.append({"title": "Per block (kernel predictor vs each block measured alone)",
+                               **table(b, ["workload", "block_index", "block", "measured_ms", "predicted_ms", "error"])})
+        sec.blocks.append(sub)
+    sec.csv["predictions"] = df
+    return sec
+
+
 # ------------------------------------------------------------------ other results, errors
 RESULT_COLUMNS = ["experiment", "workload", "variant", "backend", "precision", "threads", "batch", "scale", "input_shape", "mult_adds",
                   "elementwise_ops", "mem_access", "mem_bytes", "params", "arithmetic_intensity", "latency_median_ms",

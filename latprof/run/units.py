@@ -20,6 +20,7 @@ MEASURE_FUNCTIONS = {
     "sweep": "latprof.experiments.sweep:measure_sweep_unit",
     "suite": "latprof.regress.suite:measure_suite_unit",
     "peaks": "latprof.profile:measure_peaks_unit",
+    "calibrate": "latprof.predict.measure_cells:measure_calibrate_unit",
 }
 
 

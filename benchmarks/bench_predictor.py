@@ -1,0 +1,85 @@
+"""The latency predictor's figures (issue 15): calibration cost, regressor choice, predict() speed, accuracy.
+
+For each predictor file given (from ``latprof calibrate``):
+
+1. Calibration: backend, threads, wall time, kernel samples, cells, worker units (read from the file).
+2. Regressor choice: 4-fold cross-validated error on the file's own kernel samples for random forest, gradient
+   boosting (scikit-learn) and, when installed, LightGBM, measured side by side here; and the refit time on load.
+3. predict() wall time per zoo network (first call in the process, then warm), without running the networks.
+4. With ``--evaluate``: every zoo network measured with the run engine and the accuracy table per predictor
+   (kernel, FLOPs-only, MAC-only, FLOPs+MAC leave-one-out fits, roofline): within ±10% / ±5%, RMSPE, Spearman.
+
+Run: python benchmarks/bench_predictor.py p_torch.json p_ort.json [--evaluate] [--models a,b]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+
+def regressor_table(data: dict) -> None:
+    from latprof.predict.model import REGRESSOR_PARAMS, cross_validate
+
+    print(f"  {'regressor':18} {'kernel RMSPE':>13} {'within ±10%':>12} {'CV wall s':>10}")
+    for name in REGRESSOR_PARAMS:
+        t0 = time.perf_counter()
+        try:
+            cv = cross_validate(data["samples"], name)
+        except Exception as exc:  # noqa: BLE001  (lightgbm missing)
+            print(f"  {name:18} not measured: {str(exc).splitlines()[0]}")
+            continue
+        print(f"  {name:18} {cv['rmspe']:13.3f} {100 * cv['within_10']:11.1f}% {time.perf_counter() - t0:10.1f}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("predictors", nargs="+", type=Path)
+    ap.add_argument("--evaluate", action="store_true", help="measure every zoo network (minutes per backend)")
+    ap.add_argument("--models", help="comma-separated networks (default: every zoo network)")
+    ap.add_argument("--per-block", action="store_true", help="with --evaluate: also every block")
+    args = ap.parse_args()
+
+    from latprof.catalog import list_topic
+    from latprof.predict import load
+    from latprof.workloads import create_workload
+
+    models = args.models.split(",") if args.models else [n["name"] for n in list_topic("networks")]
+    for path in args.predictors:
+        data = json.loads(path.read_text())
+        cal = data["calibration"]
+        print(f"== {path}: {data['backend']}, {data['threads']} thread(s), hardware_id {data['hardware_id']}")
+        print(f"  calibration: {cal['wall_s']:.0f} s wall (budget {cal['budget_s']:.0f} s), {len(data['samples'])} "
+              f"kernel samples, {len(data['cells'])} cells, {cal['units']} worker units, {cal['failed_cells']} "
+              f"failed cells; chosen regressor {data['model']['regressor']}")
+        print(f"  overhead: {data['overhead']}")
+        regressor_table(data)
+        t0 = time.perf_counter()
+        import sklearn.ensemble  # noqa: F401  (import time is not refit time)
+        t_import = time.perf_counter() - t0
+        fits = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            p = load(path)
+            fits.append(p.fit_s)
+        print(f"  load + refit: median {statistics.median(fits):.3f} s refit ({t_import:.2f} s scikit-learn import once)")
+        print(f"  {'network':24} {'predicted ms':>12} {'first s':>8} {'warm s':>8}")
+        for m in models:
+            w = create_workload(m, batch=1)
+            first = p.predict_workload(w)
+            warm = p.predict_workload(w)
+            print(f"  {m:24} {warm.predicted_ms:12.3f} {first.predict_s:8.3f} {warm.predict_s:8.3f}")
+        if args.evaluate:
+            from latprof.predict.evaluate import EvaluateRequest, evaluate, render_evaluation
+
+            render_evaluation(evaluate(EvaluateRequest(p, models, per_block=args.per_block)))
+        sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,216 @@
+"""``latprof predict --evaluate``: predictions against measurements, beside the count-based predictors.
+
+The networks are measured with the run engine exactly as ``latprof profile`` measures them (a fresh worker per
+network, the predictor's backend, threads and settings); with ``--per-block`` as ``profile --per-block`` does (the
+whole network, then each block alone). Side by side on the same measurements:
+
+- ``kernel``: this predictor (calibrated on cells; no network was measured to fit it);
+- ``flops``: latency ~ a * mult_adds + b, ``mac``: ~ a * mem_access + b, ``flops+mac``: ~ a * mult_adds +
+  b * mem_access + c, each fitted by least squares leave-one-out: a network's prediction comes from a fit to the
+  *other* networks' measurements, never its own;
+- ``roofline``: max(2 * mult_adds / peak FLOP/s, mem_bytes / peak bandwidth), the peaks measured at calibration.
+
+Metrics per predictor: share of networks within ±10% and ±5% of the measured median, RMSPE (root mean square of
+the relative errors) and Spearman's rank correlation (what a NAS loop needs: the right order).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats as sps
+
+from latprof.errors import LatprofError
+from latprof.measure.protocol import MeasureConfig
+from latprof.predict.predictor import Predictor
+from latprof.results import ResultStore
+from latprof.run.engine import RunOptions
+from latprof.shapes import Shape
+from latprof.workloads import create_workload
+
+PREDICTOR_NAMES = ("kernel", "flops", "mac", "flops+mac", "roofline")
+
+
+@dataclass
+class EvaluateRequest:
+    predictor: Predictor
+    models: list[str]
+    input_shape: Shape | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    per_block: bool = False
+    out: Path | None = None
+    config: MeasureConfig = field(default_factory=MeasureConfig)
+    run: RunOptions = field(default_factory=RunOptions)
+
+
+@dataclass
+class Evaluation:
+    backend: str
+    threads: int
+    networks: list[dict[str, Any]]  # per network: measured_ms, each predictor's ms, counts
+    metrics: dict[str, dict[str, Any]]  # per predictor
+    blocks: list[dict[str, Any]] = field(default_factory=list)  # per block: measured_ms, predicted_ms
+    block_metrics: dict[str, Any] = field(default_factory=dict)
+    out_dir: Path | None = None
+    report_path: Path | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"backend": self.backend, "threads": self.threads, "networks": self.networks, "metrics": self.metrics,
+                "blocks": self.blocks, "block_metrics": self.block_metrics,
+                "out_dir": str(self.out_dir) if self.out_dir else None,
+                "report": str(self.report_path) if self.report_path else None}
+
+
+def metrics(predicted: list[float], measured: list[float]) -> dict[str, Any]:
+    """Share within ±10% and ±5%, RMSPE, Spearman rho over the pairs with both values."""
+    pairs = [(p, m) for p, m in zip(predicted, measured) if p is not None and m and math.isfinite(p)]
+    if not pairs:
+        return {"n": 0, "within_10": None, "within_5": None, "rmspe": None, "spearman": None}
+    p = np.array([a for a, _ in pairs])
+    m = np.array([b for _, b in pairs])
+    rel = (p - m) / m
+    rho = float(sps.spearmanr(p, m).statistic) if len(pairs) >= 3 and np.ptp(p) > 0 and np.ptp(m) > 0 else None
+    return {"n": len(pairs), "within_10": float(np.mean(np.abs(rel) <= 0.10)),
+            "within_5": float(np.mean(np.abs(rel) <= 0.05)), "rmspe": float(np.sqrt(np.mean(rel ** 2))),
+            "spearman": rho}
+
+
+def loo_fit(columns: list[list[float]], y: list[float]) -> list[float | None]:
+    """Leave-one-out least-squares predictions of y from the columns (plus an intercept)."""
+    X = np.column_stack([*[np.asarray(c, dtype=float) for c in columns], np.ones(len(y))])
+    Y = np.asarray(y, dtype=float)
+    out: list[float | None] = []
+    for i in range(len(Y)):
+        keep = np.arange(len(Y)) != i
+        if keep.sum() < X.shape[1] + 1:
+            out.append(None)
+            continue
+        coef, *_ = np.linalg.lstsq(X[keep], Y[keep], rcond=None)
+        out.append(float(X[i] @ coef))
+    return out
+
+
+def roofline_ms(mult_adds: float, mem_bytes: float, peaks: dict[str, Any] | None) -> float | None:
+    if not peaks or not peaks.get("peak_gflops") or not peaks.get("peak_gbytes_per_s"):
+        return None
+    return max(2 * mult_adds / (peaks["peak_gflops"] * 1e9), mem_bytes / (peaks["peak_gbytes_per_s"] * 1e9)) * 1e3
+
+
+def baselines(networks: list[dict[str, Any]], peaks: dict[str, Any] | None) -> None:
+    """Add each count-based predictor's prediction to every network row (leave-one-out fits)."""
+    ok = [n for n in networks if n.get("measured_ms") and n.get("mult_adds") is not None]
+    y = [n["measured_ms"] for n in ok]
+    ma = [float(n["mult_adds"]) for n in ok]
+    mac = [float(n["mem_access"]) for n in ok]
+    for name, cols in (("flops", [ma]), ("mac", [mac]), ("flops+mac", [ma, mac])):
+        for n, v in zip(ok, loo_fit(cols, y) if ok else []):
+            n[f"{name}_ms"] = v
+    for n in ok:
+        n["roofline_ms"] = roofline_ms(float(n["mult_adds"]), float(n.get("mem_bytes") or 0), peaks)
+
+
+def evaluate(request: EvaluateRequest) -> Evaluation:
+    """Measure the models with the run engine, predict them, and compare every predictor on the same readings."""
+    from latprof.per_block import run_per_block
+    from latprof.profile import ProfileRequest, run_profile
+
+    p = request.predictor
+    settings = p.data.get("backend_options", {})
+    for m in request.models:  # every model is built (and rejected in one line) before anything is measured
+        w = create_workload(m, input_shape=request.input_shape, batch=1, **request.model_kwargs)
+        if w.module is None:
+            raise LatprofError(f"{m}: prediction needs a PyTorch module (an .onnx file has none)")
+    profile_request = ProfileRequest(
+        models=request.models, backends=[p.backend], threads=p.threads, pin=bool(settings.get("pin", False)),
+        input_shape=request.input_shape, batch=None if request.input_shape else 1, model_kwargs=request.model_kwargs,
+        config=request.config, ort_opt=settings.get("ort_opt", "all"), out=request.out, run=request.run)
+    files = run_per_block(profile_request) if request.per_block else run_profile(profile_request)
+    rows = [r for r in files.rows if r.get("block_index", -1) == -1]
+    networks: list[dict[str, Any]] = []
+    blocks: list[dict[str, Any]] = []
+    for r in rows:
+        w = create_workload(r["workload"] if r["workload"] in request.models else _model_of(r, request.models),
+                            input_shape=request.input_shape, batch=1, **request.model_kwargs)
+        pred = p.predict_workload(w, per_block=request.per_block)
+        net = {"workload": r["workload"], "measured_ms": r.get("latency_median_ms") if r.get("status") == "ok" else None,
+               "measured_ci": [r.get("latency_ci_low_ms"), r.get("latency_ci_high_ms")], "kernel_ms": pred.predicted_ms,
+               "mult_adds": r.get("mult_adds"), "mem_access": r.get("mem_access"), "mem_bytes": r.get("mem_bytes"),
+               "predict_s": pred.predict_s, "error": r.get("error") or ""}
+        networks.append(net)
+        if request.per_block:
+            measured = {b.get("block_index"): b for b in files.rows
+                        if b.get("workload") == r["workload"] and b.get("block_index", -1) >= 0}
+            for b in pred.blocks:
+                m = measured.get(b["block_index"], {})
+                blocks.append({"workload": r["workload"], "block_index": b["block_index"], "block": b["block"],
+                               "measured_ms": m.get("latency_median_ms") if m.get("status") == "ok" else None,
+                               "predicted_ms": b["predicted_ms"]})
+    baselines(networks, p.data.get("peaks"))
+    result = Evaluation(p.backend, p.threads, networks, {
+        name: metrics([n.get(f"{name}_ms") for n in networks], [n.get("measured_ms") for n in networks])
+        for name in PREDICTOR_NAMES}, blocks,
+        metrics([b["predicted_ms"] for b in blocks], [b["measured_ms"] for b in blocks]) if blocks else {},
+        files.out_dir)
+    _store(result, files.results_path, p)
+    from latprof.experiments.outputs import write_outputs
+
+    result.report_path = write_outputs(files.out_dir)["report"]
+    return result
+
+
+def _model_of(row: dict[str, Any], models: list[str]) -> str:
+    return next((m for m in models if row.get("workload", "").startswith(m.split(":")[-1])), models[0])
+
+
+def _store(result: Evaluation, path: Path, p: Predictor) -> None:
+    """``prediction`` records beside the measurements, for the report's predicted-vs-measured scatter."""
+    store = ResultStore(path)
+    common = {"record": "prediction", "backend": result.backend, "threads": result.threads,
+              "predictor_file": p.path, "hardware_id": p.data["hardware_id"]}
+    for n in result.networks:
+        for name in PREDICTOR_NAMES:
+            if n.get(f"{name}_ms") is not None and n.get("measured_ms"):
+                store.append({**common, "workload": n["workload"], "block_index": -1, "predictor": name,
+                              "predicted_ms": n[f"{name}_ms"], "measured_ms": n["measured_ms"]})
+    for b in result.blocks:
+        if b.get("measured_ms"):
+            store.append({**common, "workload": b["workload"], "block_index": b["block_index"], "block": b["block"],
+                          "predictor": "kernel", "predicted_ms": b["predicted_ms"], "measured_ms": b["measured_ms"]})
+
+
+def render_evaluation(e: Evaluation) -> None:
+    """Print the side-by-side tables (per predictor, per network, per block)."""
+    from latprof.console import stdout, table
+
+    def pct(v: float | None) -> str:
+        return "—" if v is None else f"{100 * v:.0f}%"
+
+    stdout.print(table(f"Predictors on {e.backend}, {e.threads} thread(s): {len(e.networks)} network(s)",
+                       ["predictor", "n", "within ±10%", "within ±5%", "RMSPE", "Spearman ρ"],
+                       [[name, m["n"], pct(m["within_10"]), pct(m["within_5"]),
+                         "—" if m["rmspe"] is None else f"{m['rmspe']:.3f}",
+                         "—" if m["spearman"] is None else f"{m['spearman']:.3f}"] for name, m in e.metrics.items()]))
+    body = []
+    for n in e.networks:
+        meas = n.get("measured_ms")
+        cells = [n["workload"], meas]
+        for name in PREDICTOR_NAMES:
+            v = n.get(f"{name}_ms")
+            cells.append("—" if v is None or not meas else f"{v:.3g} ({100 * (v - meas) / meas:+.0f}%)")
+        body.append(cells)
+    stdout.print(table("Per network: predicted ms (error vs measured)", ["network", "measured ms", *PREDICTOR_NAMES],
+                       body))
+    if e.blocks:
+        stdout.print(table("Per block: kernel predictor vs each block measured alone",
+                           ["network", "#", "block", "measured ms", "predicted ms", "error"],
+                           [[b["workload"], b["block_index"], b["block"], b["measured_ms"], b["predicted_ms"],
+                             "—" if not b["measured_ms"] else f"{100 * (b['predicted_ms'] - b['measured_ms']) / b['measured_ms']:+.0f}%"]
+                            for b in e.blocks]))
+        m = e.block_metrics
+        stdout.print(f"blocks: {pct(m.get('within_10'))} within ±10%, RMSPE {m.get('rmspe') or float('nan'):.3f}")
+    if e.report_path:
+        stdout.print(f"report: {e.report_path}")

@@ -1,0 +1,181 @@
+"""In the worker: measure the kernels of calibration cells on one backend (the ``calibrate`` unit).
+
+PyTorch eager: every distinct aten op of a cell is replayed alone and timed with the ``latprof.measure`` protocol
+(a kernel sample each), and the whole cell is timed too: what the whole costs beyond its kernels (module calls,
+Python in ``forward``) is the framework overhead the predictor adds per module call. ONNX Runtime: the cell is
+exported and prepared exactly as a network is (``backend.prepare``: same session options, output checked), timed
+with the protocol, and split over the nodes of its optimised graph by one profiled pass; the session's own
+overhead (a one-node graph's latency) is measured in the same worker and what remains beyond the profiled node
+times is spread evenly over the nodes (the executor's per-node cost).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from typing import Any
+
+import torch
+from torch import nn
+
+from latprof.backends import BackendError, BackendOptions, create_backend
+from latprof.errors import LatprofError, one_line
+from latprof.measure.protocol import MeasureConfig, measure, wall_clock_timer
+from latprof.predict.space import build_cell, cell_type
+from latprof.results import base_row, error_row, latency_fields
+from latprof.workloads.registry import Workload
+
+# A kernel's reading: looser than a latency row (a regressor averages many samples), so a calibration spends its
+# budget on breadth. The whole-cell readings use the same.
+KERNEL_CONFIG = MeasureConfig(target_ci=0.04, max_time_s=0.4, min_samples=5, min_time_s=0.02, warmup_min_s=0.01,
+                              warmup_max_s=0.1)
+
+
+def sample_ident(backend: str, threads: int, cell_id: str, variant: str, shape: list[int]) -> dict[str, Any]:
+    return {"experiment": f"calibrate:{backend}", "workload": cell_id, "variant": variant, "backend": backend,
+            "threads": threads, "batch": 1, "input_shape": "x".join(str(d) for d in shape)}
+
+
+def _compact(fields: dict[str, Any]) -> dict[str, Any]:
+    """Latency fields without the raw counter dump (the samples stay: the pool and any re-analysis need them)."""
+    return {k: v for k, v in fields.items() if k != "counters_raw"}
+
+
+class _Idle(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def measure_calibrate_unit(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """Measure every cell of the unit; rows: one ``cell`` row per cell and one per kernel sample."""
+    torch.set_flush_denormal(True)  # replayed in-place ops must not drift into denormals (a network never does)
+    config = MeasureConfig(**payload["config"]) if payload.get("config") else KERNEL_CONFIG
+    backend_name, threads = payload["backend"], payload["threads"]
+    options = BackendOptions(threads, None, payload.get("pin", False), 1, payload.get("ort_opt", "all"))
+    if backend_name.startswith("torch"):
+        return _torch_unit(payload, options, config)
+    return _ort_unit(payload, options, config)
+
+
+# ------------------------------------------------------------------ PyTorch eager
+def _torch_unit(payload: dict[str, Any], options: BackendOptions, config: MeasureConfig) -> list[dict[str, Any]]:
+    from latprof.backends.base import pinning
+    from latprof.backends.torch_backends import torch_threads
+    from latprof.predict.torch_kernels import replay_timer, torch_kernels
+
+    backend, threads = payload["backend"], payload["threads"]
+    rows: list[dict[str, Any]] = []
+    seen: dict[str, Any] = {}  # a kernel already measured in this worker is not measured again
+    with torch_threads(threads, 1), pinning(options.pin, threads):
+        rows.append(_torch_module_overhead(backend, threads, config))
+        for cell_id, spec in payload["cells"]:
+            ident = sample_ident(backend, threads, cell_id, "cell", spec["input"])
+            try:
+                module, shape = build_cell(spec)
+                x = torch.randn(shape)
+                kernels, module_calls = torch_kernels(module, (x,))
+
+                def call(module: nn.Module = module, x: torch.Tensor = x) -> Any:
+                    with torch.inference_mode():
+                        return module(x)
+
+                cell_m = measure(wall_clock_timer(call), config)
+                kernel_rows = []
+                for k in kernels:
+                    key = json.dumps(k.spec, sort_keys=True)
+                    if key in seen:
+                        kernel_rows.append((k, seen[key]))
+                        continue
+                    m = seen[key] = measure(replay_timer(k.spec), config)
+                    kernel_rows.append((k, m))
+                    rows.append(base_row(**sample_ident(backend, threads, cell_id, f"k{len(rows)}", spec["input"]),
+                                         **_compact(latency_fields(m)), status="ok", error="", sample="kernel",
+                                         kernel=k.as_dict(), cell_type=cell_type(spec)))
+                kernels_ms = sum(k.count * m.stats.median_ms for k, m in kernel_rows)
+                rows.append(base_row(**ident, **_compact(latency_fields(cell_m)), status="ok", error="", sample="cell",
+                                     cell=spec, cell_type=cell_type(spec), module_calls=module_calls,
+                                     kernel_calls=sum(k.count for k, _ in kernel_rows), kernels_ms=kernels_ms))
+            except (RuntimeError, ValueError, TypeError, LatprofError) as exc:
+                rows.append(error_row(one_line(exc), **ident, sample="cell", cell=spec))
+    return rows
+
+
+def _torch_module_overhead(backend: str, threads: int, config: MeasureConfig) -> dict[str, Any]:
+    """Cost of one module call that does nothing (``nn.Module.__call__`` and its hooks check), per call."""
+    chain = nn.Sequential(*[_Idle() for _ in range(64)])
+    x = torch.zeros(1)
+
+    def call() -> Any:
+        with torch.inference_mode():
+            return chain(x)
+
+    m = measure(wall_clock_timer(call), config)
+    return base_row(**sample_ident(backend, threads, "overhead", "module_call", [1]), **_compact(latency_fields(m)),
+                    status="ok", error="", sample="overhead", module_calls=65,
+                    module_call_ms=m.stats.median_ms / 65)
+
+
+# ------------------------------------------------------------------ ONNX Runtime
+def _ort_unit(payload: dict[str, Any], options: BackendOptions, config: MeasureConfig) -> list[dict[str, Any]]:
+    from latprof.predict.ort_kernels import graph_kernels, optimized_model
+
+    backend_name, threads = payload["backend"], payload["threads"]
+    backend = create_backend(backend_name, options)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="latprof-calib-") as tmp, _cache(tmp):
+        idle = Workload("calibrate-idle", nn.ReLU(), (1, 1), "block", {}, "calibration")
+        with backend.prepare(idle) as run:
+            idle_m = measure(run.timer, config)
+        session_ms = idle_m.stats.median_ms
+        rows.append(base_row(**sample_ident(backend_name, threads, "overhead", "session", [1, 1]),
+                             **_compact(latency_fields(idle_m)), status="ok", error="", sample="overhead",
+                             session_ms=session_ms))
+        for cell_id, spec in payload["cells"]:
+            ident = sample_ident(backend_name, threads, cell_id, "cell", spec["input"])
+            try:
+                module, shape = build_cell(spec)
+                workload = Workload(f"cell-{cell_id}", module, shape, "block", {}, "calibration")
+                with backend.prepare(workload) as run:
+                    cell_m = measure(run.timer, config)
+                exported = backend.export(workload)
+                kernels = graph_kernels(optimized_model(backend, exported.path))
+                profile = backend.profile_ops(workload, 10)
+            except (BackendError, RuntimeError, ValueError, TypeError, LatprofError, OSError) as exc:
+                rows.append(error_row(one_line(exc), **ident, sample="cell", cell=spec))
+                continue
+            by_node = {o.name: o.time_ms for o in profile.ops}
+            total = cell_m.stats.median_ms
+            node_ms = [by_node.get(k.spec["node"], 0.0) for k in kernels]
+            profiled = sum(node_ms)
+            work = max(total - session_ms, 0.0)
+            gap = work - profiled
+            for k, p in zip(kernels, node_ms):
+                if gap >= 0:
+                    ms = p + gap / len(kernels)
+                    overhead = gap / len(kernels)
+                else:  # the profiler's own overhead inflated the node times: scale them to the timed total
+                    ms = p * work / profiled if profiled else work / len(kernels)
+                    overhead = 0.0
+                rows.append(base_row(**sample_ident(backend_name, threads, cell_id, f"k{len(rows)}", spec["input"]),
+                                     status="ok", error="", sample="kernel", kernel=k.as_dict(), latency_median_ms=ms,
+                                     profiled_ms=p, framework_overhead_ms=overhead, cell_type=cell_type(spec)))
+            rows.append(base_row(**ident, **_compact(latency_fields(cell_m)), status="ok", error="", sample="cell",
+                                 cell=spec, cell_type=cell_type(spec), kernel_calls=len(kernels),
+                                 profiled_ms=profiled, session_ms=session_ms, export=exported.settings()))
+    return rows
+
+
+@contextlib.contextmanager
+def _cache(path: str) -> Any:
+    """Cells are exported into a scratch cache (one-off models must not fill the user's export cache)."""
+    old = os.environ.get("LATPROF_CACHE")
+    os.environ["LATPROF_CACHE"] = path
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("LATPROF_CACHE", None)
+        else:
+            os.environ["LATPROF_CACHE"] = old

@@ -1,0 +1,131 @@
+"""The kernel regressors: one per kernel family, refitted from the stored samples whenever a predictor is loaded.
+
+Each family with enough samples gets its own regressor over ``latprof.predict.kernels.FEATURES``, predicting the
+log of the kernel's latency (errors are relative, as the evaluation's are); rarer families fall back to one
+regressor over all samples with the family as an extra feature. Candidates are scikit-learn's random forest and
+gradient boosting; calibration picks the one with the lower cross-validated error on its own kernel samples
+(``select_regressor``) and the file records the choice and the figures.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from latprof.errors import LatprofError
+from latprof.predict.kernels import feature_vector
+
+MIN_FAMILY_SAMPLES = 8
+REGRESSORS = ("random_forest", "gradient_boosting")
+DEFAULT_REGRESSOR = "random_forest"
+# Sized so a refit of a few thousand samples stays well under a second on one core (benchmarks/bench_predictor.py).
+REGRESSOR_PARAMS: dict[str, dict[str, Any]] = {
+    "random_forest": {"n_estimators": 40, "min_samples_leaf": 1, "max_features": 0.6, "random_state": 0, "n_jobs": 1},
+    "gradient_boosting": {"n_estimators": 150, "learning_rate": 0.08, "max_depth": 4, "subsample": 0.9,
+                          "random_state": 0},
+    # Not a dependency: benchmarks/bench_predictor.py compares it when installed (calibration picks among REGRESSORS).
+    "lightgbm": {"n_estimators": 200, "learning_rate": 0.08, "num_leaves": 15, "min_child_samples": 3,
+                 "random_state": 0, "verbose": -1, "n_jobs": 1},
+}
+
+
+def _make(name: str) -> Any:
+    if name == "lightgbm":
+        try:
+            from lightgbm import LGBMRegressor
+        except ImportError:
+            raise LatprofError("regressor lightgbm needs the lightgbm package (pip install lightgbm)") from None
+        return LGBMRegressor(**REGRESSOR_PARAMS[name])
+    try:
+        from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
+    except ImportError:
+        raise LatprofError("the latency predictor needs scikit-learn (pip install scikit-learn)") from None
+    if name not in REGRESSOR_PARAMS:
+        raise LatprofError(f"unknown regressor {name!r}; valid: {', '.join(REGRESSORS)}")
+    cls = RandomForestRegressor if name == "random_forest" else GradientBoostingRegressor
+    return cls(**REGRESSOR_PARAMS[name])
+
+
+def _family_code(op: str) -> float:
+    return float(zlib.crc32(op.encode()) % 10007)
+
+
+@dataclass
+class KernelModel:
+    """Per-family regressors of log latency (ms)."""
+
+    regressor: str = DEFAULT_REGRESSOR
+    families: dict[str, Any] = field(default_factory=dict)
+    fallback: Any = None
+    constant: dict[str, float] = field(default_factory=dict)  # families with too few samples for any regressor
+
+    def fit(self, samples: list[dict[str, Any]]) -> KernelModel:
+        by: dict[str, list[dict[str, Any]]] = {}
+        for s in samples:
+            by.setdefault(s["op"], []).append(s)
+        self.families, self.constant = {}, {}
+        for op, group in by.items():
+            self.constant[op] = float(np.median([math.log(s["latency_ms"]) for s in group]))
+            if len(group) >= MIN_FAMILY_SAMPLES:
+                X = np.array([feature_vector(s["features"]) for s in group])
+                y = np.array([math.log(s["latency_ms"]) for s in group])
+                self.families[op] = _make(self.regressor).fit(X, y)
+        if len(samples) >= MIN_FAMILY_SAMPLES:
+            X = np.array([[*feature_vector(s["features"]), _family_code(s["op"])] for s in samples])
+            y = np.array([math.log(s["latency_ms"]) for s in samples])
+            self.fallback = _make(self.regressor).fit(X, y)
+        return self
+
+    def predict(self, ops: list[str], features: list[dict[str, float]]) -> np.ndarray:
+        """Predicted latency (ms) of each kernel."""
+        out = np.zeros(len(ops))
+        groups: dict[str, list[int]] = {}
+        for i, op in enumerate(ops):
+            groups.setdefault(op, []).append(i)
+        for op, idx in groups.items():
+            X = np.array([feature_vector(features[i]) for i in idx])
+            if op in self.families:
+                out[idx] = self.families[op].predict(X)
+            elif self.fallback is not None:
+                out[idx] = self.fallback.predict(np.column_stack([X, np.full(len(idx), _family_code(op))]))
+            else:
+                out[idx] = self.constant.get(op, 0.0)
+        return np.exp(out)
+
+
+def cross_validate(samples: list[dict[str, Any]], regressor: str, folds: int = 4, seed: int = 0) -> dict[str, Any]:
+    """K-fold error of the kernel model on its own samples: relative errors, RMSPE, share within ±10%, per family."""
+    if len(samples) < 2 * folds:
+        return {"regressor": regressor, "n": len(samples), "rmspe": None, "within_10": None, "families": {}}
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(samples))
+    rel = np.zeros(len(samples))
+    for f in range(folds):
+        test = order[f::folds]
+        train = np.setdiff1d(order, test)
+        model = KernelModel(regressor).fit([samples[i] for i in train])
+        pred = model.predict([samples[i]["op"] for i in test], [samples[i]["features"] for i in test])
+        truth = np.array([samples[i]["latency_ms"] for i in test])
+        rel[test] = (pred - truth) / truth
+    families: dict[str, dict[str, float]] = {}
+    for op in sorted({s["op"] for s in samples}):
+        idx = [i for i, s in enumerate(samples) if s["op"] == op]
+        families[op] = {"n": len(idx), "rmspe": float(np.sqrt(np.mean(rel[idx] ** 2))),
+                        "mean_abs": float(np.mean(np.abs(rel[idx])))}
+    return {"regressor": regressor, "n": len(samples), "rmspe": float(np.sqrt(np.mean(rel ** 2))),
+            "within_10": float(np.mean(np.abs(rel) <= 0.10)), "relative_errors": rel.tolist(), "families": families}
+
+
+def select_regressor(samples: list[dict[str, Any]]) -> tuple[str, dict[str, dict[str, Any]]]:
+    """The candidate with the lower cross-validated RMSPE, and every candidate's figures."""
+    results = {}
+    for name in REGRESSORS:
+        r = cross_validate(samples, name)
+        r.pop("relative_errors", None)
+        results[name] = r
+    scored = [(r["rmspe"], n) for n, r in results.items() if r["rmspe"] is not None]
+    return (min(scored)[1] if scored else DEFAULT_REGRESSOR), results

@@ -1,0 +1,157 @@
+"""``Predictor``: a network's latency on one backend from its kernels, without running it.
+
+predicted = sum over the kernels the backend would run (each kernel's regressor prediction, times how often it
+runs) + the framework overhead calibrated on this machine: per module call on PyTorch eager (what a cell cost
+beyond its kernels, per ``nn.Module`` call), per session run on ONNX Runtime (a one-node graph's latency).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from latprof.errors import LatprofError
+from latprof.predict.kernels import Kernel
+from latprof.predict.model import KernelModel
+from latprof.predict.store import check_compatible, read
+
+
+@functools.lru_cache(maxsize=1)
+def this_hardware_id() -> str:
+    from latprof.measure import environment
+
+    return environment.collect().hardware_id
+
+
+@dataclass
+class KernelPrediction:
+    op: str
+    label: str
+    count: int
+    ms_each: float
+
+    @property
+    def ms(self) -> float:
+        return self.count * self.ms_each
+
+
+@dataclass
+class Prediction:
+    """One model's predicted latency on the predictor's backend, with its parts."""
+
+    model: str
+    backend: str
+    threads: int
+    input_shape: list[int]
+    predicted_ms: float
+    kernels_ms: float
+    overhead_ms: float
+    kernels: list[KernelPrediction] = field(default_factory=list)
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+    predict_s: float = 0.0  # wall time of the prediction itself (kernel extraction + regressors)
+
+    def as_dict(self, kernels: bool = True) -> dict[str, Any]:
+        d = asdict(self)
+        d["kernels"] = [{**asdict(k), "ms": k.ms} for k in self.kernels] if kernels else []
+        return d
+
+
+class Predictor:
+    """A loaded predictor file: the regressors refitted from its samples, the overhead terms, its backend."""
+
+    def __init__(self, data: dict[str, Any], path: str | Path = "") -> None:
+        self.data = data
+        self.path = str(path)
+        self.backend: str = data["backend"]
+        self.threads: int = int(data["threads"])
+        t0 = time.perf_counter()
+        self.model = KernelModel(data["model"]["regressor"]).fit(data["samples"])
+        self.fit_s = time.perf_counter() - t0
+        self._ort_backend: Any = None
+
+    @property
+    def overhead(self) -> dict[str, float]:
+        return self.data["overhead"]
+
+    # ---------------------------------------------------------------- kernels of a model
+    def kernels(self, module: nn.Module, input_shape: tuple[int, ...], name: str = "model") -> tuple[list[Kernel], int]:
+        """The kernels this backend runs for ``module`` on ``input_shape``, and its module calls (eager)."""
+        if self.backend.startswith("torch"):
+            from latprof.predict.torch_kernels import torch_kernels
+
+            return torch_kernels(module, (torch.zeros(input_shape, device="meta"),))
+        from latprof.predict.ort_kernels import ort_kernels
+        from latprof.workloads.registry import Workload
+
+        return ort_kernels(self._ort(), Workload(name, module.eval(), tuple(input_shape), "block", {}, "predict")), 0
+
+    def _ort(self) -> Any:
+        if self._ort_backend is None:
+            from latprof.backends import BackendOptions, create_backend
+
+            s = self.data.get("backend_options", {})
+            self._ort_backend = create_backend(self.backend, BackendOptions(
+                self.threads, None, bool(s.get("pin", False)), 1, s.get("ort_opt", "all")))
+        return self._ort_backend
+
+    # ---------------------------------------------------------------- prediction
+    def predict(self, module: nn.Module, input_shape: tuple[int, ...] | list[int], name: str = "model") -> Prediction:
+        """Predicted latency of ``module`` on ``input_shape`` (batch first); nothing is run."""
+        t0 = time.perf_counter()
+        shape = tuple(int(d) for d in input_shape)
+        kernels, module_calls = self.kernels(module, shape, name)
+        if not kernels:
+            raise LatprofError(f"{name}: no kernels found to predict")
+        ms = self.model.predict([k.op for k in kernels], [k.features for k in kernels])
+        preds = [KernelPrediction(k.op, k.label, k.count, float(m)) for k, m in zip(kernels, ms)]
+        kernels_ms = float(sum(p.ms for p in preds))
+        overhead = self.overhead_ms(module_calls)
+        return Prediction(name, self.backend, self.threads, list(shape), kernels_ms + overhead, kernels_ms, overhead,
+                          preds, predict_s=time.perf_counter() - t0)
+
+    def overhead_ms(self, module_calls: int) -> float:
+        o = self.overhead
+        return float(o.get("per_run_ms", 0.0) + module_calls * o.get("per_module_call_ms", 0.0))
+
+    def predict_workload(self, workload: Any, per_block: bool = False) -> Prediction:
+        """Predict a ``Workload``; with ``per_block``, also each block alone (as ``profile --per-block`` times them)."""
+        if workload.module is None:
+            raise LatprofError(f"{workload.name}: prediction needs a PyTorch module (an .onnx file has none)")
+        p = self.predict(workload.module, workload.input_shape, workload.name)
+        if per_block:
+            from latprof.predict.torch_kernels import block_input_shapes
+
+            if not hasattr(workload.module, "blocks"):
+                raise LatprofError(f"{workload.name} is not a network with a block decomposition; --per-block needs "
+                                   "a zoo network")
+            for i, (block_name, module, shape) in enumerate(block_input_shapes(workload.module, workload.input_shape)):
+                b = self.predict(module, shape, f"{workload.name}/{block_name}")
+                p.blocks.append({"block_index": i, "block": block_name, "input_shape": list(shape),
+                                 "predicted_ms": b.predicted_ms, "kernels": len(b.kernels)})
+        return p
+
+    def kernel_errors(self) -> np.ndarray:
+        """Relative error of the refitted model on its own samples (a sanity figure, not an accuracy claim)."""
+        s = self.data["samples"]
+        pred = self.model.predict([x["op"] for x in s], [x["features"] for x in s])
+        truth = np.array([x["latency_ms"] for x in s])
+        return (pred - truth) / truth
+
+
+def load(path: str | Path, *, backend: str | None = None, threads: int | None = None,
+         check_hardware: bool = True) -> Predictor:
+    """Load a predictor file and refit it. A corrupt or foreign file (other hardware_id, or another backend /
+    thread count than asked) raises ``LatprofError`` with one line."""
+    data = read(path)
+    if check_hardware:
+        check_compatible(data, path, this_hardware_id(), backend, threads)
+    elif backend is not None or threads is not None:
+        check_compatible(data, path, data["hardware_id"], backend, threads)
+    return Predictor(data, path)

@@ -1,0 +1,210 @@
+"""The calibration space: small "cells" drawn from the building blocks the zoo networks are made of.
+
+A cell is a stem, a chain of one to three zoo blocks (``latprof list blocks``: inverted residuals, MBConv with SE,
+ShuffleNet V1/V2 units, ResNet units, IGCV3 and MicroNet blocks, ...) with sampled widths, kernel sizes, strides,
+expansions and activations at a sampled resolution, or a classifier head. Ranges follow what the zoo spans (widths
+8-2048, resolutions 224 down to 7, expansions 1-6, kernels 3-7); no zoo network is built or measured. A cell is
+plain JSON, so a worker process rebuilds it exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+import torch
+from torch import nn
+
+from latprof.errors import LatprofError
+from latprof.workloads.layers import activation, conv_norm_act
+from latprof.workloads.micronet import MicroHead, MicroStem
+
+# Resolution -> (min, max) channels the zoo uses there (wider at lower resolution).
+CHANNELS_AT = {112: (8, 96), 56: (12, 256), 28: (16, 512), 14: (32, 1024), 7: (64, 2048)}
+RESOLUTIONS = (112, 56, 28, 14, 7)
+# Cap on expanded widths (the zoo's widest: ResNet-50's 2048, MobileNet V2 x1.4's 2688 at 7x7).
+MAX_EXPANDED = 2700
+BLOCKS = ("inverted_residual", "mbconv", "fused_mbconv", "depthwise_separable", "resnet_basic", "resnet_bottleneck",
+          "shufflenet_v1_unit", "shufflenet_v2_unit", "igcv3_block", "micronet_block_a", "micronet_block_b",
+          "micronet_block_c", "conv_bn_relu")
+CELL_TYPES = (*BLOCKS, "stem", "head")
+
+
+def _channels(rng: random.Random, h: int, multiple: int = 4) -> int:
+    lo, hi = CHANNELS_AT[min(CHANNELS_AT, key=lambda r: abs(r - h))]
+    c = math.exp(rng.uniform(math.log(lo), math.log(hi)))
+    return max(multiple, int(round(c / multiple)) * multiple)
+
+
+def _block_kwargs(name: str, c: int, h: int, rng: random.Random) -> dict[str, Any]:
+    """Sampled factory arguments for one zoo block with ``c`` input channels at resolution ``h``."""
+    stride = rng.choice((1, 1, 2)) if h > 7 else 1
+    widen = rng.choice((1.0, 1.0, 1.5, 2.0))
+    out = max(8, int(round(c * widen / 8)) * 8) if stride == 2 or rng.random() < 0.4 else c
+    if name == "inverted_residual":
+        e = rng.choice((1, 2, 3, 4, 6, 6))
+        return dict(in_channels=c, out_channels=out, stride=stride, expansion=float(min(e, MAX_EXPANDED // c or 1)),
+                    kernel_size=rng.choice((3, 3, 5, 7)), act=rng.choice(("relu6", "relu6", "relu", "hswish")))
+    if name == "mbconv":
+        e = rng.choice((3, 4, 6))
+        return dict(in_channels=c, out_channels=out, stride=stride, expansion=float(min(e, MAX_EXPANDED // c or 1)),
+                    kernel_size=rng.choice((3, 5)), se=rng.random() < 0.7, act=rng.choice(("hswish", "relu", "swish")))
+    if name == "fused_mbconv":
+        return dict(in_channels=c, out_channels=out, stride=stride, expansion=float(rng.choice((1, 4))),
+                    kernel_size=3, se=False, act="swish")
+    if name == "depthwise_separable":
+        return dict(in_channels=c, out_channels=out, stride=stride, kernel_size=rng.choice((3, 3, 5)),
+                    act=rng.choice(("relu", "relu6")))
+    if name == "resnet_basic":
+        return dict(in_channels=c, out_channels=out, stride=stride)
+    if name == "resnet_bottleneck":
+        mid = max(8, int(round(c / rng.choice((1, 2, 4)) / 8)) * 8)
+        return dict(in_channels=c, mid_channels=min(mid, 512), out_channels=out, stride=stride)
+    if name == "shufflenet_v1_unit":
+        g = rng.choice((3, 8))
+        unit = 4 * g
+        cin = max(unit, c // unit * unit)
+        return dict(in_channels=cin, out_channels=cin if stride == 1 else cin, stride=stride, groups=g)
+    if name == "shufflenet_v2_unit":
+        cin = max(8, c // 2 * 2)
+        return dict(in_channels=cin, out_channels=cin if stride == 1 else max(cin, out // 2 * 2), stride=stride)
+    if name == "igcv3_block":
+        cin = max(8, c // 8 * 8)
+        return dict(in_channels=cin, out_channels=max(8, out // 8 * 8), stride=stride, expansion=float(rng.choice((3, 6))),
+                    groups=2)
+    if name.startswith("micronet_block"):
+        scale = rng.choice((1, 2, 3, 4, 6))
+        base = {"micronet_block_a": (8, 12), "micronet_block_b": (16, 32), "micronet_block_c": (32, 32)}[name]
+        return dict(in_channels=base[0] * scale, out_channels=base[1] * scale, stride=stride,
+                    kernel_size=rng.choice((3, 5)))
+    if name == "conv_bn_relu":
+        return dict(in_channels=c, out_channels=out, kernel_size=rng.choice((1, 1, 3)), stride=stride)
+    raise LatprofError(f"unknown calibration block {name!r}; valid: {', '.join(BLOCKS)}")
+
+
+def sample_cell(rng: random.Random, cell_type: str | None = None, max_blocks: int = 3) -> dict[str, Any]:
+    """One cell spec (plain JSON); ``cell_type`` picks the kind (a block name, ``stem`` or ``head``)."""
+    kind = cell_type or rng.choice(CELL_TYPES)
+    if kind == "stem":
+        h = rng.choice((224, 224, 192, 160, 128))
+        return {"type": "stem", "input": [1, 3, h, h], "out_channels": rng.choice((8, 16, 24, 32, 48, 64)),
+                "kernel_size": rng.choice((3, 3, 3, 7)), "act": rng.choice(("relu", "relu6", "hswish", "swish")),
+                "maxpool": rng.random() < 0.3, "micro": rng.random() < 0.15}
+    if kind == "head":
+        h = rng.choice((7, 7, 7, 5, 6))
+        c = _channels(rng, 7, 8) // rng.choice((1, 2))
+        return {"type": "head", "input": [1, c, h, h], "conv_channels": rng.choice((0, 0, c * 2, 576, 960, 1280)),
+                "hidden": rng.choice((0, 0, 1024, 1280, 640)), "act": rng.choice(("relu", "hswish", "swish")),
+                "micro": rng.random() < 0.15}
+    h = rng.choice(RESOLUTIONS)
+    c = _channels(rng, h)
+    blocks = []
+    cc, hh = c, h
+    for i in range(rng.randint(1, max_blocks)):
+        name = kind if i == 0 else rng.choice(BLOCKS)
+        kw = _block_kwargs(name, cc, hh, rng)
+        if i == 0:
+            c = int(kw.get("in_channels", c))
+        elif int(kw.get("in_channels", cc)) != cc:
+            break
+        blocks.append({"name": name, "kwargs": kw})
+        cc = int(kw.get("out_channels") or kw.get("in_channels"))
+        hh = max(1, (hh + 1) // int(kw.get("stride", 1)))
+    return {"type": "chain", "input": [1, c, h, h], "blocks": blocks}
+
+
+class _Head(nn.Module):
+    def __init__(self, c: int, conv_channels: int, hidden: int, act: str) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        if conv_channels:
+            layers.append(conv_norm_act(c, conv_channels, 1, act=act))
+            c = conv_channels
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(1)]
+        if hidden:
+            layers += [nn.Linear(c, hidden), activation(act)]
+            c = hidden
+        layers.append(nn.Linear(c, 1000))
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def build_cell(spec: dict[str, Any]) -> tuple[nn.Module, tuple[int, ...]]:
+    """The module of a cell spec and its input shape (eval mode, seeded weights)."""
+    from latprof.workloads import create_workload
+
+    torch.manual_seed(0)
+    shape = tuple(int(d) for d in spec["input"])
+    if spec["type"] == "stem":
+        if spec.get("micro"):
+            module: nn.Module = MicroStem((2, 2) if spec["out_channels"] <= 16 else (3, 4))
+        else:
+            layers = [conv_norm_act(3, spec["out_channels"], spec["kernel_size"], 2, act=spec["act"])]
+            if spec.get("maxpool"):
+                layers.append(nn.MaxPool2d(3, 2, 1))
+            module = nn.Sequential(*layers)
+    elif spec["type"] == "head":
+        if spec.get("micro"):
+            module = MicroHead(shape[1], spec.get("hidden") or 640, 1000, 0.0)
+        else:
+            module = _Head(shape[1], spec["conv_channels"], spec["hidden"], spec["act"])
+    else:
+        parts = []
+        for b in spec["blocks"]:
+            w = create_workload(b["name"], **b["kwargs"])
+            parts.append(w.module)
+        module = nn.Sequential(*parts)
+    return module.eval(), shape
+
+
+def cell_type(spec: dict[str, Any]) -> str:
+    """The kind a cell was drawn as (its first block's name, ``stem`` or ``head``)."""
+    return spec["type"] if spec["type"] != "chain" else spec["blocks"][0]["name"]
+
+
+def mutate_cell(spec: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    """A neighbour of a cell: the same kind at a nearby width and resolution (adaptive sampling near errors)."""
+    kind = cell_type(spec)
+    for _ in range(10):
+        new = sample_cell(rng, kind)
+        if new["type"] == "chain" and spec["type"] == "chain":
+            h = spec["input"][2]
+            c = spec["input"][1]
+            c2 = max(8, int(round(c * rng.uniform(0.7, 1.4) / 4)) * 4)
+            kw = _block_kwargs(kind, c2, h, rng)
+            new = {"type": "chain", "input": [1, int(kw.get("in_channels", c2)), h, h],
+                   "blocks": [{"name": kind, "kwargs": kw}]}
+        try:
+            if valid_cell(new):
+                return new
+        except Exception:  # noqa: BLE001  (an argument combination the block rejects: draw again)
+            continue
+    return sample_cell(rng, kind)
+
+
+def valid_cell(spec: dict[str, Any]) -> bool:
+    """Whether a cell builds and runs on its input (checked on meta tensors, no arithmetic)."""
+    try:
+        module, shape = build_cell(spec)
+        with torch.no_grad():
+            module.to("meta")(torch.zeros(shape, device="meta"))
+        return True
+    except Exception:  # noqa: BLE001  (a combination a block rejects)
+        return False
+
+
+def draw_cells(rng: random.Random, n: int, weights: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    """``n`` valid cells, cell kinds drawn by ``weights`` (uniform when None)."""
+    kinds = list(CELL_TYPES)
+    w = [max(1e-3, (weights or {}).get(k, 1.0)) for k in kinds]
+    out: list[dict[str, Any]] = []
+    tries = 0
+    while len(out) < n and tries < 50 * n:
+        tries += 1
+        spec = sample_cell(rng, rng.choices(kinds, w)[0])
+        if valid_cell(spec):
+            out.append(spec)
+    return out

@@ -1,0 +1,43 @@
+"""An injected ``calibrate`` measure function for tests: real kernel extraction, synthetic latencies.
+
+Latency of a kernel = 1 µs + 1 ns per multiply-add + 0.1 ns per element moved; a cell costs its kernels plus
+2 µs per module call. Deterministic, so tests can check what calibration and prediction make of it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from latprof.predict.measure_cells import sample_ident
+from latprof.predict.space import build_cell, cell_type
+from latprof.predict.torch_kernels import torch_kernels
+from latprof.results import base_row
+
+PER_CALL_MS = 0.002
+
+
+def kernel_ms(features: dict[str, float]) -> float:
+    return 1e-3 + 1e-6 * features.get("mult_adds", 0.0) + 1e-7 * features.get("mem_access", 0.0)
+
+
+def measure(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    backend, threads = payload["backend"], payload["threads"]
+    rows = [base_row(**sample_ident(backend, threads, "overhead", "module_call", [1]), status="ok", error="",
+                     sample="overhead", latency_median_ms=0.13, module_call_ms=PER_CALL_MS, samples_ms=[0.13])]
+    for cell_id, spec in payload["cells"]:
+        module, shape = build_cell(spec)
+        kernels, calls = torch_kernels(module, (torch.zeros(shape),))
+        total = 0.0
+        for i, k in enumerate(kernels):
+            ms = kernel_ms(k.features)
+            total += k.count * ms
+            rows.append(base_row(**sample_ident(backend, threads, cell_id, f"k{i}", spec["input"]), status="ok",
+                                 error="", sample="kernel", kernel=k.as_dict(), latency_median_ms=ms,
+                                 samples_ms=[ms], cell_type=cell_type(spec)))
+        rows.append(base_row(**sample_ident(backend, threads, cell_id, "cell", spec["input"]), status="ok", error="",
+                             sample="cell", cell=spec, cell_type=cell_type(spec), module_calls=calls,
+                             kernel_calls=sum(k.count for k in kernels), kernels_ms=total,
+                             latency_median_ms=total + calls * PER_CALL_MS, samples_ms=[total + calls * PER_CALL_MS]))
+    return rows

@@ -1,0 +1,286 @@
+"""The latency predictor: kernel extraction (aten ops, ORT optimised graphs), the predictor file (round trip,
+refusals), calibration through the run engine with an injected measure function, prediction without running,
+and the evaluation's metrics and baselines."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+from torch import nn
+
+from latprof.cli import main
+from latprof.errors import LatprofError
+from latprof.predict import load
+from latprof.predict.kernels import FEATURES
+from latprof.predict.ort_kernels import graph_kernels
+from latprof.predict.store import KIND, SCHEMA_VERSION, save
+from latprof.predict.torch_kernels import replay_timer, torch_kernels
+
+HW = "feedfacefeedface"
+
+
+@pytest.fixture(autouse=True)
+def _fixed_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("latprof.predict.predictor.this_hardware_id", lambda: HW)
+
+
+def conv_bn_relu(cin: int = 8, cout: int = 16) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()).eval()
+
+
+# ------------------------------------------------------------------ kernels: PyTorch eager (aten ops)
+def test_torch_kernels_are_the_aten_ops_with_counts() -> None:
+    kernels, calls = torch_kernels(conv_bn_relu(), (torch.zeros(1, 8, 10, 10),))
+    ops = [k.op for k in kernels]
+    assert ops[0] == "convolution" and "relu" in ops
+    assert any("batch_norm" in op for op in ops)
+    conv = kernels[0]
+    assert conv.features["mult_adds"] == 16 * 10 * 10 * 8 * 9
+    assert (conv.features["k_h"], conv.features["stride"], conv.features["groups"]) == (3, 1, 1)
+    assert (conv.features["in_c"], conv.features["out_c"], conv.features["out_h"]) == (8, 16, 10)
+    assert calls == 4  # the Sequential and its three children
+
+
+def test_torch_kernels_dedupe_repeated_ops_and_split_depthwise() -> None:
+    block = nn.Sequential(nn.ReLU(), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, groups=8)).eval()
+    kernels, _ = torch_kernels(block, (torch.zeros(1, 8, 6, 6),))
+    relu = [k for k in kernels if k.op == "relu"]
+    assert len(relu) == 1 and relu[0].count == 2
+    assert [k.op for k in kernels if "convolution" in k.op] == ["convolution_dw"]
+
+
+def test_views_are_kernels_and_replay_runs_each_op_alone() -> None:
+    class Shuffle(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            n, c, h, w = x.shape
+            return x.view(n, 2, c // 2, h, w).transpose(1, 2).contiguous().view(n, c, h, w)
+
+    kernels, _ = torch_kernels(Shuffle(), (torch.zeros(1, 8, 4, 4),))
+    ops = [k.op for k in kernels]
+    assert ops == ["view", "transpose", "clone", "view"]  # two views of different shapes: two kernels
+    clone = kernels[ops.index("clone")]
+    assert clone.spec["args"][0]["stride"] != [128, 16, 4, 1, 1]  # replayed on the non-contiguous input it copies
+    for k in kernels:
+        assert replay_timer(k.spec)(3) >= 0.0
+
+
+# ------------------------------------------------------------------ kernels: ONNX Runtime optimised graph
+def _fused_graph() -> onnx.ModelProto:
+    """What ORT's optimiser writes for conv+bn+relu (+ residual), hand-built: NCHWc convs, a FusedConv, reorders."""
+    w1 = helper.make_tensor("w1", TensorProto.FLOAT, [16, 8, 3, 3], np.zeros(16 * 8 * 9, np.float32))
+    w2 = helper.make_tensor("w2", TensorProto.FLOAT, [16, 16, 1, 1], np.zeros(256, np.float32))
+    w3 = helper.make_tensor("w3", TensorProto.FLOAT, [16, 1, 3, 3], np.zeros(144, np.float32))
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["t0"], domain="com.microsoft.nchwc", name="c1", kernel_shape=[3, 3],
+                         pads=[1, 1, 1, 1], strides=[2, 2], group=1, activation="Relu"),
+        helper.make_node("Conv", ["t0", "w2", "", "t0"], ["t1"], domain="com.microsoft.nchwc", name="c2",
+                         kernel_shape=[1, 1], group=1),
+        helper.make_node("ReorderOutput", ["t1"], ["y0"], domain="com.microsoft.nchwc", name="r", channels=16),
+        helper.make_node("FusedConv", ["y0", "w3"], ["y1"], domain="com.microsoft", name="dw", kernel_shape=[3, 3],
+                         pads=[1, 1, 1, 1], group=16, activation="Clip"),
+        helper.make_node("GlobalAveragePool", ["y1"], ["y"], name="gap"),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 20, 20])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w1, w2, w3])
+    return helper.make_model(graph)
+
+
+def test_graph_kernels_read_fusions_and_propagate_shapes() -> None:
+    kernels = {k.spec["node"]: k for k in graph_kernels(_fused_graph())}
+    assert kernels["c1"].op == "nchwc.Conv+Relu"
+    assert kernels["c2"].op == "nchwc.Conv+Add"  # a summand input: Conv+Add fused
+    assert kernels["dw"].op == "FusedConv+Clip"
+    assert kernels["c1"].features["mult_adds"] == 16 * 10 * 10 * 8 * 9
+    assert (kernels["c2"].features["in_h"], kernels["c2"].features["out_c"]) == (10, 16)
+    assert kernels["c2"].features["mult_adds"] == 16 * 10 * 10 * 16
+    assert kernels["dw"].features["groups"] == 16 and kernels["dw"].features["cin_per_group"] == 1
+    assert (kernels["gap"].features["out_h"], kernels["gap"].features["in_c"]) == (1, 16)
+
+
+@pytest.mark.slow
+def test_ort_kernels_come_from_the_sessions_optimised_graph(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from latprof.backends import BackendOptions, create_backend
+    from latprof.predict.ort_kernels import ort_kernels
+    from latprof.workloads.registry import Workload
+
+    monkeypatch.setenv("LATPROF_CACHE", str(tmp_path))
+    backend = create_backend("ort-cpu", BackendOptions(threads=1))
+    kernels = ort_kernels(backend, Workload("cbr", conv_bn_relu(16, 32), (1, 16, 12, 12), "block", {}, "test"))
+    convs = [k for k in kernels if "Conv" in k.op]
+    assert len(convs) == 1 and convs[0].op.endswith("+Relu")  # BN folded, ReLU fused: one kernel
+    assert not any("BatchNormalization" in k.op or k.op == "Relu" for k in kernels)
+    assert convs[0].features["mult_adds"] == 32 * 12 * 12 * 16 * 9
+
+
+# ------------------------------------------------------------------ the predictor file
+def _samples(n: int = 40) -> list[dict]:
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        ma = float(rng.integers(1e4, 1e7))
+        for op in ("convolution", "relu"):
+            f = {"mult_adds": ma if op == "convolution" else 0.0, "mem_access": ma / 10, "in_c": 16.0, "out_c": 16.0}
+            out.append({"op": op, "label": op, "features": f, "latency_ms": 1e-3 + 1e-6 * ma + 1e-7 * ma / 10})
+    return out
+
+
+def predictor_data(**over: object) -> dict:
+    data = {"schema_version": SCHEMA_VERSION, "kind": KIND, "backend": "torch-cpu", "threads": 1, "hardware_id": HW,
+            "backend_settings": {"backend": "torch-cpu", "threads": 1}, "features": list(FEATURES),
+            "model": {"regressor": "random_forest"}, "overhead": {"per_module_call_ms": 0.002, "per_run_ms": 0.0},
+            "samples": _samples()}
+    data.update(over)
+    return data
+
+
+def test_file_round_trip_refits_and_predicts_without_running(tmp_path: Path) -> None:
+    path = save(predictor_data(), tmp_path / "p.json")
+    assert json.loads(path.read_text())["kind"] == KIND  # plain JSON, no pickle
+    p = load(path)
+    net = conv_bn_relu()
+    pred = p.predict(net, (1, 8, 10, 10))
+    assert pred.kernels_ms > 0 and pred.predicted_ms == pytest.approx(pred.kernels_ms + 4 * 0.002)
+    assert sum(k.count for k in pred.kernels) == len(torch_kernels(net, (torch.zeros(1, 8, 10, 10),))[0])
+    assert set(p.model.families) == {"convolution", "relu"}  # refitted per family from the stored samples
+
+
+def test_predict_on_a_zoo_network_without_running_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from latprof.workloads import create_workload
+
+    p = load(save(predictor_data(), tmp_path / "p.json"))
+
+    def refuse(*a: object, **k: object) -> None:
+        raise AssertionError("the network was run")
+
+    w = create_workload("mobilenet_v1_x0_25", input_shape=(1, 3, 64, 64))
+    monkeypatch.setattr(torch.nn.Conv2d, "_conv_forward", lambda self, x, w_, b: refuse() if x.device.type != "meta" else torch.nn.functional.conv2d(x, w_, b, self.stride, self.padding, self.dilation, self.groups))
+    pred = p.predict_workload(w, per_block=True)
+    assert pred.predicted_ms > 0 and len(pred.blocks) == len(w.module.blocks())
+    assert all(b["predicted_ms"] > 0 for b in pred.blocks)
+
+
+def test_cli_predict_json_prints_predicted_ms(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = save(predictor_data(), tmp_path / "p.json")
+    assert main(["predict", "--model", "mobilenet_v1_x0_25", "--input", "1x3x64x64", "--predictor", str(path),
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out[0]["model"] == "mobilenet_v1_x0_25" and out[0]["predicted_ms"] > 0
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"hardware_id": "0000000000000000"}, "calibrated on hardware_id 0000000000000000"),
+    ({"schema_version": 99}, "schema_version 99"),
+    ({"samples": []}, "no valid kernel samples"),
+    ({"kind": "something"}, "not a latprof predictor file"),
+])
+def test_foreign_or_broken_files_are_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                         change: dict, needle: str) -> None:
+    path = save(predictor_data(**change), tmp_path / "p.json")
+    assert main(["predict", "--model", "resnet18", "--predictor", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1
+
+
+def test_corrupt_and_missing_files_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"kind": "latprof-predictor", "samples": [')
+    assert main(["predict", "--model", "resnet18", "--predictor", str(bad)]) == 2
+    assert "not readable JSON" in capsys.readouterr().err
+    assert main(["predict", "--model", "resnet18", "--predictor", str(tmp_path / "none.json")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_another_backend_or_thread_count_is_refused(tmp_path: Path) -> None:
+    path = save(predictor_data(), tmp_path / "p.json")
+    with pytest.raises(LatprofError, match="for backend torch-cpu, not ort-mobile"):
+        load(path, backend="ort-mobile")
+    with pytest.raises(LatprofError, match="for 1 thread"):
+        load(path, threads=2)
+
+
+# ------------------------------------------------------------------ calibration through the run engine
+def test_calibrate_with_an_injected_measure_function(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from latprof.predict.calibrate import CalibrateRequest, calibrate
+    from latprof.predict.model import REGRESSORS
+    from latprof.run.engine import RunOptions
+    from latprof.run.units import MEASURE_FUNCTIONS
+    from tests.predict_fake import PER_CALL_MS, kernel_ms
+
+    monkeypatch.setitem(MEASURE_FUNCTIONS, "calibrate", "tests.predict_fake:measure")
+    monkeypatch.setattr("latprof.predict.calibrate.CELLS_PER_UNIT", 4)
+    rounds: list[int] = []
+    result = calibrate(CalibrateRequest("torch-cpu", tmp_path / "p.json", threads=1, budget_s=0.01,
+                                        out=tmp_path / "runs", peaks=False, run=RunOptions(in_process=True)),
+                       on_round=lambda u, n, t: rounds.append(n))
+    assert result.units == 1 and rounds == [result.samples]  # a tiny budget still runs one unit, then stops
+    data = json.loads(result.path.read_text())
+    assert data["backend"] == "torch-cpu" and data["threads"] == 1 and data["model"]["regressor"] in REGRESSORS
+    assert len(data["samples"]) == result.samples > 0 and len(data["cells"]) == 4
+    assert all(s["latency_ms"] == pytest.approx(kernel_ms(s["features"])) for s in data["samples"])
+    assert data["overhead"]["per_module_call_ms"] == pytest.approx(PER_CALL_MS, rel=0.05)
+    rows = (tmp_path / "runs" / "results.jsonl").read_text().splitlines()
+    assert sum('"sample": "kernel"' in r for r in rows) == result.samples  # every reading stored by the engine
+
+
+def test_calibrate_refuses_unsupported_backends_and_budgets(tmp_path: Path) -> None:
+    from latprof.predict.calibrate import CalibrateRequest, calibrate
+
+    with pytest.raises(LatprofError, match="unknown backend"):
+        calibrate(CalibrateRequest("torch-gpu", tmp_path / "p.json"))
+    with pytest.raises(LatprofError, match="--budget must be > 0"):
+        calibrate(CalibrateRequest("torch-cpu", tmp_path / "p.json", budget_s=-1, peaks=False))
+
+
+@pytest.mark.slow
+def test_calibrate_unit_measures_kernels_and_the_cell_in_the_worker_function() -> None:
+    from latprof.predict.measure_cells import measure_calibrate_unit
+
+    cell = {"type": "chain", "input": [1, 8, 7, 7],
+            "blocks": [{"name": "conv_bn_relu", "kwargs": {"in_channels": 8, "out_channels": 8, "kernel_size": 1}}]}
+    rows = measure_calibrate_unit({"backend": "torch-cpu", "threads": 1, "cells": [["c0", cell]]})
+    kinds = [r["sample"] for r in rows]
+    assert kinds[0] == "overhead" and kinds[-1] == "cell" and kinds.count("kernel") >= 3
+    assert all(r["status"] == "ok" and r["latency_median_ms"] > 0 for r in rows)
+    assert rows[-1]["module_calls"] == 5  # Sequential(conv_bn_relu(Sequential(conv, bn, relu)))
+
+
+# ------------------------------------------------------------------ evaluation: metrics and baselines
+def test_metrics_count_shares_rmspe_and_rank() -> None:
+    from latprof.predict.evaluate import metrics
+
+    m = metrics([1.04, 2.3, 2.9, 4.0], [1.0, 2.0, 3.0, 4.0])
+    assert m["n"] == 4 and m["within_10"] == 0.75 and m["within_5"] == 0.75
+    assert m["rmspe"] == pytest.approx(math.sqrt((0.04**2 + 0.15**2 + (0.1 / 3) ** 2) / 4))
+    assert m["spearman"] == pytest.approx(1.0)
+
+
+def test_leave_one_out_fits_never_see_the_network_they_predict() -> None:
+    from latprof.predict.evaluate import loo_fit
+
+    x = [1.0, 2.0, 3.0, 4.0, 100.0]
+    y = [2.0, 4.0, 6.0, 8.0, 1000.0]  # the last network is far off the line the others make
+    pred = loo_fit([x], y)
+    assert pred[-1] == pytest.approx(200.0)  # from the other four: y = 2x exactly
+    assert pred[0] != pytest.approx(2.0)  # the outlier moves the fit the others see
+
+
+def test_report_shows_predicted_vs_measured(tmp_path: Path) -> None:
+    from latprof.report.build import build_report
+    from latprof.results import ResultStore, base_row
+
+    store = ResultStore(tmp_path / "results.jsonl")
+    store.append(base_row(workload="resnet18", backend="torch-cpu", threads=1, batch=1, input_shape="1x3x224x224",
+                          status="ok", error="", latency_median_ms=10.0))
+    for name, ms in (("kernel", 10.5), ("flops", 14.0)):
+        store.append({"record": "prediction", "workload": "resnet18", "backend": "torch-cpu", "threads": 1,
+                      "block_index": -1, "predictor": name, "predicted_ms": ms, "measured_ms": 10.0})
+    html = build_report([tmp_path / "results.jsonl"], tmp_path / "r.html").read_text()
+    assert "Predicted vs measured latency" in html and "Accuracy per predictor" in html
+    assert (tmp_path / "r_predictions.csv").exists()
