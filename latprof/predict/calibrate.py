@@ -25,7 +25,7 @@ from latprof.backends.base import DEFAULT_ORT_OPT, default_threads, validate_thr
 from latprof.errors import LatprofError
 from latprof.predict.kernels import FEATURES
 from latprof.predict.model import cross_validate, select_regressor
-from latprof.predict.space import cell_type, draw_cells, mutate_cell
+from latprof.predict.space import draw_cells, mutate_cell
 from latprof.predict.store import KIND, SCHEMA_VERSION, save
 from latprof.results import base_row, read_results
 from latprof.run.engine import Plan, RunOptions, default_out_dir, execute, open_output, record_environment

@@ -24,7 +24,7 @@ REGRESSORS = ("random_forest", "gradient_boosting")
 DEFAULT_REGRESSOR = "random_forest"
 # Sized so a refit of a few thousand samples stays well under a second on one core (benchmarks/bench_predictor.py).
 REGRESSOR_PARAMS: dict[str, dict[str, Any]] = {
-    "random_forest": {"n_estimators": 40, "min_samples_leaf": 1, "max_features": 0.6, "random_state": 0, "n_jobs": 1},
+    "random_forest": {"n_estimators": 25, "min_samples_leaf": 1, "max_features": 0.6, "random_state": 0, "n_jobs": 1},
     "gradient_boosting": {"n_estimators": 150, "learning_rate": 0.08, "max_depth": 4, "subsample": 0.9,
                           "random_state": 0},
     # Not a dependency: benchmarks/bench_predictor.py compares it when installed (calibration picks among REGRESSORS).

@@ -162,8 +162,6 @@ class _Shapes:
 def _op_key(node: Any, a: dict[str, Any]) -> str:
     """Family of a node: its type (NCHWc ops prefixed), what it fused, and whether a summand is fused in."""
     key = ("nchwc." if node.domain == "com.microsoft.nchwc" else "") + node.op_type
-    if "Conv" in node.op_type and len(node.input) > 1:
-        pass
     if len(node.input) >= 4 and node.input[3] and "Conv" in node.op_type:
         key += "+Add"
     if a.get("activation"):
