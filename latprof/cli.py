@@ -310,7 +310,7 @@ def _run_calibrate(args: argparse.Namespace) -> int:
           f"{r.failed_cells} cell(s) failed, {r.wall_s:.0f} s)")
     if cv.get("rmspe") is not None:
         print(f"regressor: {r.regressor} (kernel cross-validation RMSPE: {others}; {cv['within_10']:.0%} of kernels "
-              f"within +-10%); refit on load in {r.predictor_fit_s:.2f} s")
+              f"within +-10%); refit on load in {r.predictor_fit_s:.2f} s ({r.predictor_fit_cpu_s:.2f} s CPU)")
     print(f"readings: {r.out_dir / 'results.jsonl'}")
     return 0
 

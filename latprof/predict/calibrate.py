@@ -67,6 +67,7 @@ class CalibrationResult:
     cv: dict[str, Any]
     overhead: dict[str, float]
     predictor_fit_s: float = 0.0
+    predictor_fit_cpu_s: float = 0.0
 
 
 def budget_for(request: CalibrateRequest) -> float:
@@ -162,9 +163,9 @@ def calibrate(request: CalibrateRequest, on_round: Callable[[int, int, float], N
     path = save(data, request.output)
     from latprof.predict.predictor import Predictor
 
-    fit_s = Predictor(data, path).fit_s
+    refit = Predictor(data, path)
     return CalibrationResult(path, out_dir, len(samples), len(cells), failed, units, time.monotonic() - t0,
-                             regressor, cv, overhead, fit_s)
+                             regressor, cv, overhead, refit.fit_s, refit.fit_cpu_s)
 
 
 def _unit(request: CalibrateRequest, threads: int, cells: list[tuple[str, dict[str, Any]]]) -> Unit:

@@ -4,7 +4,7 @@ PyTorch eager: every distinct aten op of a cell is replayed alone and timed with
 (a kernel sample each), and the whole cell is timed too: what the whole costs beyond its kernels (module calls,
 Python in ``forward``) is the framework overhead the predictor adds per module call. ONNX Runtime: the cell is
 exported and prepared exactly as a network is (``backend.prepare``: same session options, output checked), timed
-with the protocol, and split over the nodes of its optimised graph by one profiled pass; the session's own
+with the protocol, and split over the nodes of its optimised graph by one profiled pass (each node's median over the profiled runs); the session's own
 overhead (a one-node graph's latency) is measured in the same worker and what remains beyond the profiled node
 times is spread evenly over the nodes (the executor's per-node cost).
 """
@@ -97,7 +97,7 @@ def _torch_unit(payload: dict[str, Any], options: BackendOptions, config: Measur
                 rows.append(base_row(**ident, **_compact(latency_fields(cell_m)), status="ok", error="", sample="cell",
                                      cell=spec, cell_type=cell_type(spec), module_calls=module_calls,
                                      kernel_calls=sum(k.count for k, _ in kernel_rows), kernels_ms=kernels_ms))
-            except (RuntimeError, ValueError, TypeError, LatprofError) as exc:
+            except (RuntimeError, ValueError, TypeError, NotImplementedError, LatprofError) as exc:
                 rows.append(error_row(one_line(exc), **ident, sample="cell", cell=spec))
     return rows
 
@@ -141,11 +141,11 @@ def _ort_unit(payload: dict[str, Any], options: BackendOptions, config: MeasureC
                     cell_m = measure(run.timer, config)
                 exported = backend.export(workload)
                 kernels = graph_kernels(optimized_model(backend, exported.path))
-                profile = backend.profile_ops(workload, 10)
-            except (BackendError, RuntimeError, ValueError, TypeError, LatprofError, OSError) as exc:
+                by_node = node_medians(backend, exported.path, workload)
+            except (BackendError, RuntimeError, ValueError, TypeError, NotImplementedError, LatprofError,
+                    OSError) as exc:
                 rows.append(error_row(one_line(exc), **ident, sample="cell", cell=spec))
                 continue
-            by_node = {o.name: o.time_ms for o in profile.ops}
             total = cell_m.stats.median_ms
             node_ms = [by_node.get(k.spec["node"], 0.0) for k in kernels]
             profiled = sum(node_ms)
@@ -165,6 +165,44 @@ def _ort_unit(payload: dict[str, Any], options: BackendOptions, config: MeasureC
                                  cell=spec, cell_type=cell_type(spec), kernel_calls=len(kernels),
                                  profiled_ms=profiled, session_ms=session_ms, export=exported.settings()))
     return rows
+
+
+PROFILE_RUNS = 30
+
+
+def node_medians(backend: Any, onnx_path: Any, workload: Workload, runs: int = PROFILE_RUNS,
+                 warmup: int = 3) -> dict[str, float]:
+    """Median kernel time (ms) of every node over ``runs`` profiled runs: on a shared machine one run preempted
+    mid-node would dominate a mean (``latprof.backends.op_profiling`` reports means, for breakdowns)."""
+    import json as _json
+    from collections import defaultdict
+    from pathlib import Path
+
+    import numpy as np
+
+    from latprof.backends.op_profiling import native_output_silenced
+
+    with tempfile.TemporaryDirectory(prefix="latprof-nodeprof-") as tmp:
+        so = backend.session_options()
+        so.enable_profiling = True
+        so.profile_file_prefix = str(Path(tmp) / "prof")
+        with native_output_silenced():
+            session = backend.create_session(onnx_path, so)
+        feeds = backend.feeds(session, workload)
+        for _ in range(warmup + runs):
+            session.run(None, feeds)
+        with native_output_silenced():
+            events = _json.loads(Path(session.end_profiling()).read_text())
+    starts = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
+    if len(starts) <= warmup:
+        raise ValueError(f"ONNX Runtime trace has {len(starts)} runs, need more than {warmup}")
+    first = starts[warmup]
+    per_node: dict[str, list[float]] = defaultdict(list)
+    for e in events:
+        name = e.get("name", "")
+        if e.get("cat") == "Node" and name.endswith("_kernel_time") and e["ts"] >= first:
+            per_node[name[: -len("_kernel_time")]].append(float(e["dur"]) / 1e3)
+    return {n: float(np.median(v)) for n, v in per_node.items()}
 
 
 @contextlib.contextmanager
