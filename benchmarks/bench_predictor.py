@@ -75,9 +75,10 @@ def main() -> int:
             warm = p.predict_workload(w)
             print(f"  {m:24} {warm.predicted_ms:12.3f} {first.predict_s:8.3f} {warm.predict_s:8.3f}")
         if args.evaluate:
-            from latprof.predict.evaluate import EvaluateRequest, evaluate, render_evaluation
+            from latprof.predict.evaluate import EvaluateRequest, evaluate
+            from latprof.views.predict import show_evaluation
 
-            render_evaluation(evaluate(EvaluateRequest(p, models, per_block=args.per_block)))
+            show_evaluation(evaluate(EvaluateRequest(p, models, per_block=args.per_block)))
         sys.stdout.flush()
     return 0
 

@@ -294,25 +294,12 @@ def _add_calibrate(sub: Any) -> None:
 def _run_calibrate(args: argparse.Namespace) -> int:
     from latprof.predict.calibrate import CalibrateRequest, calibrate
     from latprof.run.engine import RunOptions
+    from latprof.views.predict import calibration_progress, show_calibration
 
     request = CalibrateRequest(args.backend, args.output, args.threads, args.budget, args.quick, args.pin,
                                args.ort_opt, args.out, args.seed,
                                run=RunOptions(in_process=args.in_process, allocator=args.allocator))
-
-    def on_round(units: int, samples: int, elapsed: float) -> None:
-        print(f"[calibrate {args.backend}] unit {units}: {samples} kernel samples, {elapsed:.0f} s", file=sys.stderr,
-              flush=True)
-
-    r = calibrate(request, on_round)
-    cv = r.cv[r.regressor]
-    others = ", ".join(f"{n} {c['rmspe']:.3f}" for n, c in r.cv.items() if c.get("rmspe") is not None)
-    print(f"predictor: {r.path}  ({r.samples} kernel samples from {r.cells} cells in {r.units} worker units, "
-          f"{r.failed_cells} cell(s) failed, {r.wall_s:.0f} s)")
-    if cv.get("rmspe") is not None:
-        print(f"regressor: {r.regressor} (kernel cross-validation RMSPE: {others}; {cv['within_10']:.0%} of kernels "
-              f"within +-10%); refit on load in {r.predictor_fit_s:.2f} s ({r.predictor_fit_cpu_s:.2f} s CPU)")
-    print(f"readings: {r.out_dir / 'results.jsonl'}")
-    return 0
+    return show_calibration(calibrate(request, calibration_progress(args.backend)))
 
 
 def _add_predict(sub: Any) -> None:
@@ -332,42 +319,21 @@ def _add_predict(sub: Any) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    from latprof.console import print_json, stdout, table
-    from latprof.predict import load
-    from latprof.predict.report import kernel_rows, prediction_rows
+    from latprof.predict import load, predict_models
     from latprof.shapes import parse_shape
-    from latprof.workloads import create_workload, parse_kwargs
+    from latprof.views.predict import show_evaluation, show_predictions
+    from latprof.workloads import parse_kwargs
 
     predictor = load(args.predictor)
     shape = parse_shape(args.input) if args.input is not None else None
     kwargs = parse_kwargs(args.arg)
     if args.evaluate:
-        from latprof.predict.evaluate import EvaluateRequest, evaluate, render_evaluation
+        from latprof.predict.evaluate import EvaluateRequest, evaluate
 
         outcome = evaluate(EvaluateRequest(predictor, args.model, shape, kwargs, args.per_block, args.out))
-        if args.json:
-            print_json(outcome.as_dict())
-        else:
-            render_evaluation(outcome)
-        return 0
-    predictions = []
-    for model in args.model:
-        workload = create_workload(model, input_shape=shape, batch=1 if shape is None else None, **kwargs)
-        predictions.append(predictor.predict_workload(workload, args.per_block))
-    if args.json:
-        print_json([p.as_dict(kernels=args.kernels) for p in predictions])
-        return 0
-    stdout.print(table(f"Predicted latency on {predictor.backend}, {predictor.threads} thread(s)",
-                       ["model", "input", "predicted ms", "kernels ms", "overhead ms", "kernels", "predict s"],
-                       prediction_rows(predictions)))
-    for p in predictions:
-        if args.kernels:
-            stdout.print(table(f"{p.model}: kernels", ["op", "kernel", "count", "ms each", "ms"], kernel_rows(p)))
-        if p.blocks:
-            stdout.print(table(f"{p.model}: blocks", ["#", "block", "input", "predicted ms", "kernels"],
-                               [[b["block_index"], b["block"], "x".join(map(str, b["input_shape"])),
-                                 b["predicted_ms"], b["kernels"]] for b in p.blocks]))
-    return 0
+        return show_evaluation(outcome, args.json)
+    predictions = predict_models(predictor, args.model, shape, kwargs, args.per_block)
+    return show_predictions(predictor, predictions, args.kernels, args.json)
 
 
 # ---------------------------------------------------------------- sweep

@@ -26,6 +26,7 @@ class Record(str, Enum):
     ENVIRONMENT = "environment"
     PEAKS = "peaks"
     PER_OP = "per_op"
+    PREDICTION = "prediction"  # latprof predict --evaluate: one predictor's prediction of a measured network/block
 
 
 class RowKind(str, Enum):
@@ -35,6 +36,7 @@ class RowKind(str, Enum):
     BLOCKS = "blocks"
     SWEEP = "sweep"
     SUITE = "suite"
+    CALIBRATE = "calibrate"  # latprof calibrate: a kernel sample or a whole calibration cell
 
 
 # Identity of a result row: --resume skips rows whose key is present, merge and compare match on it, a later row

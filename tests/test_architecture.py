@@ -15,7 +15,7 @@ LAYERS: dict[str, int] = {
     "workloads": 1, "measure": 1,
     "cost": 2, "analysis": 2,
     "backends": 3, "run": 3,
-    "profile": 4, "per_block": 4, "experiments": 4, "regress": 4, "report": 4, "catalog": 4,
+    "profile": 4, "per_block": 4, "experiments": 4, "regress": 4, "report": 4, "catalog": 4, "predict": 4,
     "views": 5,
     "cli": 6,
 }

@@ -253,7 +253,7 @@ def test_calibrate_unit_measures_kernels_and_the_cell_in_the_worker_function() -
 
 # ------------------------------------------------------------------ evaluation: metrics and baselines
 def test_metrics_count_shares_rmspe_and_rank() -> None:
-    from latprof.predict.evaluate import metrics
+    from latprof.analysis.prediction import metrics
 
     m = metrics([1.04, 2.3, 2.9, 4.0], [1.0, 2.0, 3.0, 4.0])
     assert m["n"] == 4 and m["within_10"] == 0.75 and m["within_5"] == 0.75
@@ -262,7 +262,7 @@ def test_metrics_count_shares_rmspe_and_rank() -> None:
 
 
 def test_leave_one_out_fits_never_see_the_network_they_predict() -> None:
-    from latprof.predict.evaluate import loo_fit
+    from latprof.analysis.prediction import loo_fit
 
     x = [1.0, 2.0, 3.0, 4.0, 100.0]
     y = [2.0, 4.0, 6.0, 8.0, 1000.0]  # the last network is far off the line the others make

@@ -16,18 +16,16 @@ the relative errors) and Spearman's rank correlation (what a NAS loop needs: the
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from scipy import stats as sps
-
+from latprof.analysis.prediction import loo_fit, metrics, roofline_ms
 from latprof.errors import LatprofError
 from latprof.measure.protocol import MeasureConfig
 from latprof.predict.predictor import Predictor
 from latprof.results import ResultStore
+from latprof.rows import Record
 from latprof.run.engine import RunOptions
 from latprof.shapes import Shape
 from latprof.workloads import create_workload
@@ -63,41 +61,6 @@ class Evaluation:
                 "blocks": self.blocks, "block_metrics": self.block_metrics,
                 "out_dir": str(self.out_dir) if self.out_dir else None,
                 "report": str(self.report_path) if self.report_path else None}
-
-
-def metrics(predicted: list[float], measured: list[float]) -> dict[str, Any]:
-    """Share within ±10% and ±5%, RMSPE, Spearman rho over the pairs with both values."""
-    pairs = [(p, m) for p, m in zip(predicted, measured) if p is not None and m and math.isfinite(p)]
-    if not pairs:
-        return {"n": 0, "within_10": None, "within_5": None, "rmspe": None, "spearman": None}
-    p = np.array([a for a, _ in pairs])
-    m = np.array([b for _, b in pairs])
-    rel = (p - m) / m
-    rho = float(sps.spearmanr(p, m).statistic) if len(pairs) >= 3 and np.ptp(p) > 0 and np.ptp(m) > 0 else None
-    return {"n": len(pairs), "within_10": float(np.mean(np.abs(rel) <= 0.10)),
-            "within_5": float(np.mean(np.abs(rel) <= 0.05)), "rmspe": float(np.sqrt(np.mean(rel ** 2))),
-            "spearman": rho}
-
-
-def loo_fit(columns: list[list[float]], y: list[float]) -> list[float | None]:
-    """Leave-one-out least-squares predictions of y from the columns (plus an intercept)."""
-    X = np.column_stack([*[np.asarray(c, dtype=float) for c in columns], np.ones(len(y))])
-    Y = np.asarray(y, dtype=float)
-    out: list[float | None] = []
-    for i in range(len(Y)):
-        keep = np.arange(len(Y)) != i
-        if keep.sum() < X.shape[1] + 1:
-            out.append(None)
-            continue
-        coef, *_ = np.linalg.lstsq(X[keep], Y[keep], rcond=None)
-        out.append(float(X[i] @ coef))
-    return out
-
-
-def roofline_ms(mult_adds: float, mem_bytes: float, peaks: dict[str, Any] | None) -> float | None:
-    if not peaks or not peaks.get("peak_gflops") or not peaks.get("peak_gbytes_per_s"):
-        return None
-    return max(2 * mult_adds / (peaks["peak_gflops"] * 1e9), mem_bytes / (peaks["peak_gbytes_per_s"] * 1e9)) * 1e3
 
 
 def baselines(networks: list[dict[str, Any]], peaks: dict[str, Any] | None) -> None:
@@ -169,7 +132,7 @@ def _model_of(row: dict[str, Any], models: list[str]) -> str:
 def _store(result: Evaluation, path: Path, p: Predictor) -> None:
     """``prediction`` records beside the measurements, for the report's predicted-vs-measured scatter."""
     store = ResultStore(path)
-    common = {"record": "prediction", "backend": result.backend, "threads": result.threads,
+    common = {"record": Record.PREDICTION.value, "backend": result.backend, "threads": result.threads,
               "predictor_file": p.path, "hardware_id": p.data["hardware_id"]}
     for n in result.networks:
         for name in PREDICTOR_NAMES:
@@ -180,37 +143,3 @@ def _store(result: Evaluation, path: Path, p: Predictor) -> None:
         if b.get("measured_ms"):
             store.append({**common, "workload": b["workload"], "block_index": b["block_index"], "block": b["block"],
                           "predictor": "kernel", "predicted_ms": b["predicted_ms"], "measured_ms": b["measured_ms"]})
-
-
-def render_evaluation(e: Evaluation) -> None:
-    """Print the side-by-side tables (per predictor, per network, per block)."""
-    from latprof.console import stdout, table
-
-    def pct(v: float | None) -> str:
-        return "—" if v is None else f"{100 * v:.0f}%"
-
-    stdout.print(table(f"Predictors on {e.backend}, {e.threads} thread(s): {len(e.networks)} network(s)",
-                       ["predictor", "n", "within ±10%", "within ±5%", "RMSPE", "Spearman ρ"],
-                       [[name, m["n"], pct(m["within_10"]), pct(m["within_5"]),
-                         "—" if m["rmspe"] is None else f"{m['rmspe']:.3f}",
-                         "—" if m["spearman"] is None else f"{m['spearman']:.3f}"] for name, m in e.metrics.items()]))
-    body = []
-    for n in e.networks:
-        meas = n.get("measured_ms")
-        cells = [n["workload"], meas]
-        for name in PREDICTOR_NAMES:
-            v = n.get(f"{name}_ms")
-            cells.append("—" if v is None or not meas else f"{v:.3g} ({100 * (v - meas) / meas:+.0f}%)")
-        body.append(cells)
-    stdout.print(table("Per network: predicted ms (error vs measured)", ["network", "measured ms", *PREDICTOR_NAMES],
-                       body))
-    if e.blocks:
-        stdout.print(table("Per block: kernel predictor vs each block measured alone",
-                           ["network", "#", "block", "measured ms", "predicted ms", "error"],
-                           [[b["workload"], b["block_index"], b["block"], b["measured_ms"], b["predicted_ms"],
-                             "—" if not b["measured_ms"] else f"{100 * (b['predicted_ms'] - b['measured_ms']) / b['measured_ms']:+.0f}%"]
-                            for b in e.blocks]))
-        m = e.block_metrics
-        stdout.print(f"blocks: {pct(m.get('within_10'))} within ±10%, RMSPE {m.get('rmspe') or float('nan'):.3f}")
-    if e.report_path:
-        stdout.print(f"report: {e.report_path}")

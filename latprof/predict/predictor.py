@@ -156,3 +156,16 @@ def load(path: str | Path, *, backend: str | None = None, threads: int | None = 
     elif backend is not None or threads is not None:
         check_compatible(data, path, data["hardware_id"], backend, threads)
     return Predictor(data, path)
+
+
+def predict_models(predictor: Predictor, models: list[str], input_shape: tuple[int, ...] | None = None,
+                   model_kwargs: dict[str, Any] | None = None, per_block: bool = False) -> list[Prediction]:
+    """``latprof predict``: each named model built (batch 1 unless ``input_shape`` says otherwise) and predicted."""
+    from latprof.workloads import create_workload
+
+    out = []
+    for model in models:
+        workload = create_workload(model, input_shape=input_shape, batch=1 if input_shape is None else None,
+                                   **(model_kwargs or {}))
+        out.append(predictor.predict_workload(workload, per_block))
+    return out

@@ -127,7 +127,7 @@ def from_results_files(files: Sequence[ResultsFile]) -> ReportData:
                 per_op.append(rec)
             elif kind == Record.PEAKS:
                 peaks.append(rec)
-            elif kind == "prediction":
+            elif kind == Record.PREDICTION:
                 predictions.append(rec)
     df = _frame(rows)
     for col in NUMERIC + PROCESS_NUMERIC:

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from latprof.analysis.fits import PREDICTORS, better_predictor, fit_latency
+from latprof.analysis.prediction import metrics
 from latprof.analysis.roofline import attained
 from latprof.report import figures, overview
 from latprof.report.data import BLOCKS_PREFIX, PROCESS_NUMERIC, PROCESS_TEXT, ReportData, settings_text
@@ -441,8 +442,6 @@ def predictions_section(data: ReportData) -> Section | None:
     ±10% band; the per-block comparison when blocks were predicted."""
     if not data.predictions:
         return None
-    from latprof.predict.evaluate import metrics
-
     df = pd.DataFrame(data.predictions)
     sec = Section("predictions", "Predicted vs measured latency")
     for (backend, threads), grp in df.groupby(["backend", "threads"], sort=False):

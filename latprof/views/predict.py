@@ -1,0 +1,97 @@
+"""``latprof calibrate`` and ``latprof predict``: calibration summary, predictions, and the evaluation tables."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from latprof.predict.evaluate import PREDICTOR_NAMES, Evaluation
+from latprof.predict.predictor import Prediction, Predictor
+
+
+def calibration_progress(backend: str) -> Callable[[int, int, float], None]:
+    """One stderr line per finished calibration unit."""
+
+    def on_round(units: int, samples: int, elapsed: float) -> None:
+        print(f"[calibrate {backend}] unit {units}: {samples} kernel samples, {elapsed:.0f} s", file=sys.stderr,
+              flush=True)
+
+    return on_round
+
+
+def show_calibration(r: Any) -> int:
+    """What a ``CalibrationResult`` holds: where the file is, samples, the regressor's figures, refit time."""
+    cv = r.cv[r.regressor]
+    others = ", ".join(f"{n} {c['rmspe']:.3f}" for n, c in r.cv.items() if c.get("rmspe") is not None)
+    print(f"predictor: {r.path}  ({r.samples} kernel samples from {r.cells} cells in {r.units} worker units, "
+          f"{r.failed_cells} cell(s) failed, {r.wall_s:.0f} s)")
+    if cv.get("rmspe") is not None:
+        print(f"regressor: {r.regressor} (kernel cross-validation RMSPE: {others}; {cv['within_10']:.0%} of kernels "
+              f"within +-10%); refit on load in {r.predictor_fit_s:.2f} s ({r.predictor_fit_cpu_s:.2f} s CPU)")
+    print(f"readings: {r.out_dir / 'results.jsonl'}")
+    return 0
+
+
+def show_predictions(predictor: Predictor, predictions: list[Prediction], kernels: bool = False,
+                     as_json: bool = False) -> int:
+    from latprof.console import print_json, stdout, table
+
+    if as_json:
+        print_json([p.as_dict(kernels=kernels) for p in predictions])
+        return 0
+    stdout.print(table(f"Predicted latency on {predictor.backend}, {predictor.threads} thread(s)",
+                       ["model", "input", "predicted ms", "kernels ms", "overhead ms", "kernels", "predict s"],
+                       [[p.model, "x".join(map(str, p.input_shape)), p.predicted_ms, p.kernels_ms, p.overhead_ms,
+                         sum(k.count for k in p.kernels), f"{p.predict_s:.3f}"] for p in predictions]))
+    for p in predictions:
+        if kernels:
+            stdout.print(table(f"{p.model}: kernels", ["op", "kernel", "count", "ms each", "ms"],
+                               [[k.op, k.label, k.count, k.ms_each, k.ms]
+                                for k in sorted(p.kernels, key=lambda k: -k.ms)]))
+        if p.blocks:
+            stdout.print(table(f"{p.model}: blocks", ["#", "block", "input", "predicted ms", "kernels"],
+                               [[b["block_index"], b["block"], "x".join(map(str, b["input_shape"])),
+                                 b["predicted_ms"], b["kernels"]] for b in p.blocks]))
+    return 0
+
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:.0f}%"
+
+
+def show_evaluation(e: Evaluation, as_json: bool = False) -> int:
+    """The side-by-side tables: per predictor, per network, per block."""
+    from latprof.console import print_json, stdout, table
+
+    if as_json:
+        print_json(e.as_dict())
+        return 0
+    stdout.print(table(f"Predictors on {e.backend}, {e.threads} thread(s): {len(e.networks)} network(s)",
+                       ["predictor", "n", "within ±10%", "within ±5%", "RMSPE", "Spearman ρ"],
+                       [[name, m["n"], _pct(m["within_10"]), _pct(m["within_5"]),
+                         "—" if m["rmspe"] is None else f"{m['rmspe']:.3f}",
+                         "—" if m["spearman"] is None else f"{m['spearman']:.3f}"] for name, m in e.metrics.items()]))
+    body = []
+    for n in e.networks:
+        meas = n.get("measured_ms")
+        cells = [n["workload"], meas]
+        for name in PREDICTOR_NAMES:
+            v = n.get(f"{name}_ms")
+            cells.append("—" if v is None or not meas else f"{v:.3g} ({100 * (v - meas) / meas:+.0f}%)")
+        body.append(cells)
+    stdout.print(table("Per network: predicted ms (error vs measured)", ["network", "measured ms", *PREDICTOR_NAMES],
+                       body))
+    if e.blocks:
+        stdout.print(table("Per block: kernel predictor vs each block measured alone",
+                           ["network", "#", "block", "measured ms", "predicted ms", "error"],
+                           [[b["workload"], b["block_index"], b["block"], b["measured_ms"], b["predicted_ms"],
+                             "—" if not b["measured_ms"] else
+                             f"{100 * (b['predicted_ms'] - b['measured_ms']) / b['measured_ms']:+.0f}%"]
+                            for b in e.blocks]))
+        m = e.block_metrics
+        rmspe = "—" if m.get("rmspe") is None else f"{m['rmspe']:.3f}"
+        stdout.print(f"blocks: {_pct(m.get('within_10'))} within ±10%, RMSPE {rmspe}")
+    if e.report_path:
+        stdout.print(f"report: {e.report_path}")
+    return 0
