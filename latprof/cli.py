@@ -276,7 +276,10 @@ def _add_calibrate(sub: Any) -> None:
     from latprof.run.allocators import ALLOCATORS, DEFAULT_ALLOCATOR
 
     p = sub.add_parser("calibrate", help="measure this machine's kernels on one backend and write a latency predictor")
-    p.add_argument("--backend", required=True, help=f"one of {', '.join(BACKENDS)}")
+    p.add_argument("--backend", help=f"one of {', '.join(BACKENDS)}")
+    p.add_argument("--from-readings", type=Path, metavar="DIR",
+                   help="measure nothing: build the predictor from an earlier calibration's readings (its --out "
+                        "folder or results.jsonl), with this latprof's attribution and regressors")
     _add_threads_flags(p, "pin to as many cores as threads")
     p.add_argument("--budget", type=_positive_float, metavar="SECONDS",
                    help=f"time to spend measuring (default {DEFAULT_BUDGET_S:.0f}; {QUICK_BUDGET_S:.0f} with --quick)")
@@ -292,10 +295,14 @@ def _add_calibrate(sub: Any) -> None:
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:
-    from latprof.predict.calibrate import CalibrateRequest, calibrate
+    from latprof.predict.calibrate import BACKENDS, CalibrateRequest, calibrate, rebuild
     from latprof.run.engine import RunOptions
     from latprof.views.predict import calibration_progress, show_calibration
 
+    if args.from_readings is not None:
+        return show_calibration(rebuild(args.from_readings, args.output, args.pin, args.ort_opt))
+    if not args.backend:
+        raise LatprofError(f"latprof calibrate needs --backend (one of {', '.join(BACKENDS)}) or --from-readings DIR")
     request = CalibrateRequest(args.backend, args.output, args.threads, args.budget, args.quick, args.pin,
                                args.ort_opt, args.out, args.seed,
                                run=RunOptions(in_process=args.in_process, allocator=args.allocator))
@@ -316,6 +323,9 @@ def _add_predict(sub: Any) -> None:
                    help="also measure the models with the run engine and compare the kernel predictor with FLOPs-only, "
                         "MAC-only, FLOPs+MAC fits and the roofline (share within +-10%%/+-5%%, RMSPE, Spearman)")
     p.add_argument("--out", type=Path, help="--evaluate: output folder of the measurements (default: a new reports/ one)")
+    p.add_argument("--readings", type=Path, metavar="DIR",
+                   help="--evaluate without measuring: use the network rows of an earlier --evaluate (or profile) "
+                        "run's folder or results.jsonl, so predictors are compared on the same readings")
 
 
 def _run_predict(args: argparse.Namespace) -> int:
@@ -330,7 +340,8 @@ def _run_predict(args: argparse.Namespace) -> int:
     if args.evaluate:
         from latprof.predict.evaluate import EvaluateRequest, evaluate
 
-        outcome = evaluate(EvaluateRequest(predictor, args.model, shape, kwargs, args.per_block, args.out))
+        outcome = evaluate(EvaluateRequest(predictor, args.model, shape, kwargs, args.per_block, args.out,
+                                           readings=args.readings))
         return show_evaluation(outcome, args.json)
     predictions = predict_models(predictor, args.model, shape, kwargs, args.per_block)
     return show_predictions(predictor, predictions, args.kernels, args.json)

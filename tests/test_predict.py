@@ -229,6 +229,67 @@ def test_calibrate_with_an_injected_measure_function(tmp_path: Path, monkeypatch
     assert sum('"sample": "kernel"' in r for r in rows) == result.samples  # every reading stored by the engine
 
 
+def test_a_predictor_is_rebuilt_from_stored_readings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from latprof.predict.calibrate import CalibrateRequest, calibrate
+    from latprof.run.engine import RunOptions
+    from latprof.run.units import MEASURE_FUNCTIONS
+
+    monkeypatch.setitem(MEASURE_FUNCTIONS, "calibrate", "tests.predict_fake:measure")
+    first = calibrate(CalibrateRequest("torch-cpu", tmp_path / "a.json", threads=1, budget_s=0.01,
+                                       out=tmp_path / "runs", peaks=False, run=RunOptions(in_process=True)))
+    assert main(["calibrate", "--from-readings", str(tmp_path / "runs"), "-o", str(tmp_path / "b.json")]) == 0
+    a, b = (json.loads((tmp_path / n).read_text()) for n in ("a.json", "b.json"))
+    assert b["samples"] == a["samples"] and b["cells"] == a["cells"] and b["overhead"] == a["overhead"]
+    assert b["calibration"]["rebuilt_from_readings"] and len(b["samples"]) == first.samples
+
+
+def test_ort_samples_add_the_median_per_node_overhead_to_each_profiled_node() -> None:
+    from latprof.predict.calibrate import MIN_NODE_MS, Readings
+
+    def kernel(cell: str, ms: float) -> dict:
+        return {"status": "ok", "sample": "kernel", "workload": cell, "latency_median_ms": ms, "profiled_ms": ms,
+                "kernel": {"op": "Add", "label": "add", "features": {}}}
+
+    def cell(name: str, timed: float, profiled: float) -> dict:
+        return {"status": "ok", "sample": "cell", "workload": name, "latency_median_ms": timed, "session_ms": 0.002,
+                "profiled_ms": profiled, "kernel_calls": 2}
+
+    r = Readings("ort-mobile")
+    # per-node excess: (0.012 - 0.002 - 0.006) / 2 = 0.002; (0.0142 - 0.002 - 0.008) / 2 = 0.0021; a cell timed
+    # during a busy spell: (1.0 - 0.002 - 0.004) / 2 = 0.497. The median is 0.0021.
+    r.add([kernel("a", 0.004), kernel("a", 0.002), cell("a", 0.012, 0.006),
+           kernel("b", 0.008), kernel("b", 0.0), cell("b", 0.0142, 0.008),
+           kernel("c", 0.004), kernel("c", 0.0), cell("c", 1.0, 0.004)])
+    assert r.node_overhead_ms() == pytest.approx(0.0021)
+    ms = [s["latency_ms"] for s in r.samples()]
+    assert ms == pytest.approx([0.0061, 0.0041, 0.0101, MIN_NODE_MS + 0.0021, 0.0061, MIN_NODE_MS + 0.0021])
+
+
+def test_evaluate_on_earlier_readings_measures_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    from latprof.results import ResultStore, base_row
+
+    store = ResultStore(tmp_path / "old" / "results.jsonl")
+    store.append({"record": "environment", "hardware_id": HW})
+    nets = {"mobilenet_v1_x0_25": (1.0, 4.0e7, 5.0e6), "mobilenet_v1_x0_5": (2.0, 1.5e8, 1.0e7),
+            "shufflenet_v2_x0_5": (1.5, 4.0e7, 9.0e6), "micronet_m0": (0.8, 5.0e6, 4.0e6)}
+    for name, (ms, ma, mac) in nets.items():
+        store.append(base_row(workload=name, backend="torch-cpu", threads=1, batch=1, input_shape="1x3x224x224",
+                              status="ok", error="", latency_median_ms=ms, mult_adds=ma, mem_access=mac,
+                              mem_bytes=4 * mac))
+    monkeypatch.setattr("latprof.profile.run_profile", lambda *a, **k: pytest.fail("measured"))
+    path = save(predictor_data(), tmp_path / "p.json")
+    assert main(["predict", "--evaluate", "--predictor", str(path), "--model", ",".join(nets), "--readings",
+                 str(tmp_path / "old"), "--out", str(tmp_path / "new"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [n["measured_ms"] for n in out["networks"]] == [v[0] for v in nets.values()]
+    assert out["metrics"]["kernel"]["n"] == 4 and out["metrics"]["flops"]["n"] == 4
+    records = [json.loads(x) for x in (tmp_path / "new" / "results.jsonl").read_text().splitlines()]
+    assert out["metrics"]["flops+mac"]["n"] == 0  # three parameters cannot be fitted to the other three networks
+    assert sum(r.get("record") == "prediction" for r in records) == 4 * 3  # kernel, flops, mac
+    assert (tmp_path / "new" / "report.html").exists()
+
+
 def test_calibrate_refuses_unsupported_backends_and_budgets(tmp_path: Path) -> None:
     from latprof.predict.calibrate import CalibrateRequest, calibrate
 

@@ -43,6 +43,7 @@ class EvaluateRequest:
     out: Path | None = None
     config: MeasureConfig = field(default_factory=MeasureConfig)
     run: RunOptions = field(default_factory=RunOptions)
+    readings: Path | None = None  # an earlier run's results: its rows are the measurements, nothing is measured
 
 
 @dataclass
@@ -91,7 +92,10 @@ def evaluate(request: EvaluateRequest) -> Evaluation:
         models=request.models, backends=[p.backend], threads=p.threads, pin=bool(settings.get("pin", False)),
         input_shape=request.input_shape, batch=None if request.input_shape else 1, model_kwargs=request.model_kwargs,
         config=request.config, ort_opt=settings.get("ort_opt", "all"), out=request.out, run=request.run)
-    files = run_per_block(profile_request) if request.per_block else run_profile(profile_request)
+    if request.readings is not None:
+        files = _from_readings(request, p)
+    else:
+        files = run_per_block(profile_request) if request.per_block else run_profile(profile_request)
     rows = [r for r in files.rows if r.get("block_index", -1) == -1]
     networks: list[dict[str, Any]] = []
     blocks: list[dict[str, Any]] = []
@@ -123,6 +127,29 @@ def evaluate(request: EvaluateRequest) -> Evaluation:
 
     result.report_path = write_outputs(files.out_dir)["report"]
     return result
+
+
+def _from_readings(request: EvaluateRequest, p: Predictor) -> Any:
+    """The measurements of an earlier run (its rows for the predictor's backend and threads, the last per identity),
+    copied with its environment records into a new output folder beside which the predictions are stored."""
+    from latprof.profile import RunFiles
+    from latprof.results import read_results
+    from latprof.run.engine import default_out_dir, open_output
+
+    from latprof.results import row_key
+
+    f = read_results(request.readings, quiet=True)
+    last = {row_key(r): r for r in f.results if r.get("backend") == p.backend and r.get("threads") == p.threads
+            and r.get("workload") in request.models}
+    rows = list(last.values())
+    missing = [m for m in request.models if not any(r.get("workload") == m for r in rows)]
+    if missing:
+        raise LatprofError(f"{f.path} has no {p.backend} rows with {p.threads} thread(s) for {', '.join(missing)}")
+    out_dir, store = open_output(request.out or default_out_dir("evaluate-"), False, False)
+    for env in f.environments.values():
+        store.append({"record": "environment", **env})
+    store.append_many(rows)
+    return RunFiles(out_dir, store.path, out_dir / "results.csv", rows)
 
 
 def _model_of(row: dict[str, Any], models: list[str]) -> str:

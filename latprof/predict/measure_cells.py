@@ -4,9 +4,10 @@ PyTorch eager: every distinct aten op of a cell is replayed alone and timed with
 (a kernel sample each), and the whole cell is timed too: what the whole costs beyond its kernels (module calls,
 Python in ``forward``) is the framework overhead the predictor adds per module call. ONNX Runtime: the cell is
 exported and prepared exactly as a network is (``backend.prepare``: same session options, output checked), timed
-with the protocol, and split over the nodes of its optimised graph by one profiled pass (each node's median over the profiled runs); the session's own
-overhead (a one-node graph's latency) is measured in the same worker and what remains beyond the profiled node
-times is spread evenly over the nodes (the executor's per-node cost).
+with the protocol, and split over the nodes of its optimised graph by one profiled pass (each node's median over
+the profiled runs); the session's own overhead (a one-node graph's latency) is measured in the same worker. What
+the timed cells exceed their session overhead and node times by, per node (the executor's per-node cost), is
+estimated over all cells by the parent (``latprof.predict.calibrate.Readings``).
 """
 
 from __future__ import annotations
@@ -146,21 +147,12 @@ def _ort_unit(payload: dict[str, Any], options: BackendOptions, config: MeasureC
                     OSError) as exc:
                 rows.append(error_row(one_line(exc), **ident, sample="cell", cell=spec))
                 continue
-            total = cell_m.stats.median_ms
             node_ms = [by_node.get(k.spec["node"], 0.0) for k in kernels]
             profiled = sum(node_ms)
-            work = max(total - session_ms, 0.0)
-            gap = work - profiled
-            for k, p in zip(kernels, node_ms):
-                if gap >= 0:
-                    ms = p + gap / len(kernels)
-                    overhead = gap / len(kernels)
-                else:  # the profiler's own overhead inflated the node times: scale them to the timed total
-                    ms = p * work / profiled if profiled else work / len(kernels)
-                    overhead = 0.0
+            for k, p in zip(kernels, node_ms):  # the parent adds the executor's per-node overhead (calibrate.Readings)
                 rows.append(base_row(**sample_ident(backend_name, threads, cell_id, f"k{len(rows)}", spec["input"]),
-                                     status="ok", error="", sample="kernel", kernel=k.as_dict(), latency_median_ms=ms,
-                                     profiled_ms=p, framework_overhead_ms=overhead, cell_type=cell_type(spec)))
+                                     status="ok", error="", sample="kernel", kernel=k.as_dict(), latency_median_ms=p,
+                                     profiled_ms=p, cell_type=cell_type(spec)))
             rows.append(base_row(**ident, **_compact(latency_fields(cell_m)), status="ok", error="", sample="cell",
                                  cell=spec, cell_type=cell_type(spec), kernel_calls=len(kernels),
                                  profiled_ms=profiled, session_ms=session_ms, export=exported.settings()))
