@@ -53,9 +53,11 @@ def main() -> int:
         data = json.loads(path.read_text())
         cal = data["calibration"]
         print(f"== {path}: {data['backend']}, {data['threads']} thread(s), hardware_id {data['hardware_id']}")
-        print(f"  calibration: {cal['wall_s']:.0f} s wall (budget {cal['budget_s']:.0f} s), {len(data['samples'])} "
-              f"kernel samples, {len(data['cells'])} cells, {cal['units']} worker units, {cal['failed_cells']} "
-              f"failed cells; chosen regressor {data['model']['regressor']}")
+        when = (f"rebuilt from the readings {cal['results']}" if cal.get("rebuilt_from_readings") else
+                f"{cal['wall_s']:.0f} s wall (budget {cal['budget_s']:.0f} s)")
+        print(f"  calibration: {when}, {len(data['samples'])} kernel samples, {len(data['cells'])} cells, "
+              f"{cal['units']} worker units, {cal['failed_cells']} failed cells; chosen regressor "
+              f"{data['model']['regressor']}")
         print(f"  overhead: {data['overhead']}")
         regressor_table(data)
         t0 = time.perf_counter()
