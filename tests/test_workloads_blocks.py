@@ -11,7 +11,8 @@ from torch import nn
 from latprof.cost import count_workload
 from latprof.errors import LatprofError
 from latprof.workloads import build_registered, get_spec
-from latprof.workloads.igcv import IGCV1Block, IGCV3Block
+from latprof.workloads.efficientnet import FusedMBConv
+from latprof.workloads.igcv import IGCV1Block, IGCV2Block, IGCV3Block
 from latprof.workloads.layers import SqueezeExcite, channel_shuffle
 from latprof.workloads.micronet import DynamicShiftMax, dsm_elementwise_counts, micro_factorized_groups, shift_index
 from latprof.workloads.shufflenet import ShuffleV1Unit, ShuffleV2Unit
@@ -20,7 +21,7 @@ BLOCKS = [
     "conv_bn_relu", "resnet_bottleneck", "resnet_basic", "depthwise_separable", "inverted_residual", "mbconv",
     "fused_mbconv", "dilated_conv3x3", "conv5x5", "factorized_conv5x5", "conv_norm",
     "shufflenet_v1_unit", "shufflenet_v2_unit", "micronet_block_a", "micronet_block_b", "micronet_block_c",
-    "igcv1_block", "igcv3_block",
+    "igcv1_block", "igcv3_block", "igcv2_block", "micro_depthwise",
 ]
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -296,3 +297,66 @@ def test_igcv1_permutation_makes_the_composition_dense() -> None:
 def test_igcv3_loose_complementary_condition() -> None:
     reach = _dense_reach(IGCV3Block(32, 32, expansion=6, residual=False), 32)
     assert bool(reach.all())
+
+
+# ------------------------------------------------------------------ blocks of the claim experiments (kernels/)
+def test_igcv2_interleaved_group_convs_are_dense_and_cheap() -> None:
+    assert bool(_dense_reach(IGCV2Block(64, (8, 8)), 64).all())  # L=3, K=8: complementary
+    assert bool(_dense_reach(IGCV2Block(64, (16, 16, 16)), 64).all())  # L=4, K=4
+    assert not bool(_dense_reach(IGCV2Block(64, (8,)), 64).all())  # one group 1x1 alone is not
+    w = build_registered("igcv2_block")
+    assert _mult_adds(w) == 56 * 56 * (9 * 64 + 2 * 64 * 8)
+    with pytest.raises(LatprofError):
+        build_registered("igcv2_block", pointwise_groups=(5, 8))
+
+
+def test_low_rank_pointwise_is_the_talks_5x() -> None:
+    dense, low = build_registered("low_rank_pointwise"), build_registered("low_rank_pointwise", rank=10)
+    assert _mult_adds(dense) == 56 * 56 * 100 * 100 and _mult_adds(low) == 56 * 56 * 2 * 100 * 10
+    assert _output(low).shape == (1, 100, 56, 56)
+    with pytest.raises(LatprofError):
+        build_registered("low_rank_pointwise", rank=-1)
+
+
+def test_conv_stack_depth_and_width() -> None:
+    w = build_registered("conv_stack", in_channels=45, depth=8)
+    assert _count(w.module, nn.Conv2d) == 8 and _conv_weights(w.module) == 8 * 9 * 45 * 45
+    assert _output(w).shape == (1, 45, 56, 56)
+    with pytest.raises(LatprofError, match="depth"):
+        build_registered("conv_stack", depth=0)
+
+
+def test_micro_factorized_pointwise_and_depthwise_against_dense() -> None:
+    fac, dense = (build_registered("micro_factorized_pointwise", factorized=f) for f in (True, False))
+    assert micro_factorized_groups(128, 4) == 4
+    assert _mult_adds(fac) == 56 * 56 * 2 * 128 * 32 // 4 and _mult_adds(dense) == 56 * 56 * 128 * 128
+    assert _output(fac).shape == _output(dense).shape == (1, 128, 56, 56)
+    fdw, ddw = (build_registered("micro_depthwise", kernel_size=5, factorized=f) for f in (True, False))
+    assert (_conv_weights(fdw.module), _conv_weights(ddw.module)) == (10 * 64, 25 * 64)
+
+
+def test_micronet_block_c_activation_swap_keeps_the_convs() -> None:
+    blocks = {a: build_registered("micronet_block_c", act=a).module for a in ("dsm", "relu", "hswish")}
+    assert _count(blocks["dsm"], DynamicShiftMax) == 3
+    assert _count(blocks["relu"], DynamicShiftMax) == 0 and _count(blocks["relu"], nn.ReLU) == 3
+    assert _count(blocks["hswish"], nn.Hardswish) == 3
+    assert len({_conv_weights(b) for b in blocks.values()}) == 1
+    with pytest.raises(LatprofError, match="unknown activation"):
+        build_registered("micronet_block_c", act="gelu")
+
+
+def test_shufflenet_v1_unit_without_shuffle_keeps_the_convs() -> None:
+    on, off = build_registered("shufflenet_v1_unit"), build_registered("shufflenet_v1_unit", shuffle=False)
+    assert on.module.shuffle.groups == 3 and off.module.shuffle.groups == 1
+    assert _conv_weights(on.module) == _conv_weights(off.module) and _mult_adds(on) == _mult_adds(off)
+    assert not torch.allclose(_output(on), _output(off))
+
+
+def test_efficientnetv2_early_stages_fuse_the_first_stages() -> None:
+    for fused in range(4):
+        w = build_registered("efficientnetv2_early_stages", fused_stages=fused)
+        assert _count(w.module, FusedMBConv) == (0, 2, 6, 10)[fused]  # stages of 2, 4, 4 blocks
+        assert _count(w.module, SqueezeExcite) == (10, 8, 4, 0)[fused]  # MBConv keeps EfficientNet's SE
+    assert _output(build_registered("efficientnetv2_early_stages", input_shape=(1, 3, 64, 64))).shape == (1, 64, 8, 8)
+    with pytest.raises(LatprofError):
+        build_registered("efficientnetv2_early_stages", fused_stages=4)

@@ -40,6 +40,11 @@ EXACT = {
     "micronet_m2": (10_338_128, 2_393_876, 22_652_216),
     "micronet_m3": (18_236_000, 2_622_960, 30_018_176),
     "igcv3_d_x1_0": (312_970_176, 3_491_688, 75_667_408),
+    # at their own resolution (published.toml's `resolution`): 240, 260, 300, 384
+    "efficientnet_b1": (686_802_832, 7_794_184, 85_476_288),
+    "efficientnet_b2": (993_561_872, 9_109_994, 107_979_882),
+    "efficientnet_b3": (1_827_141_392, 12_233_232, 182_197_880),
+    "efficientnetv2_s": (8_365_617_152, 21_458_488, 272_932_496),
 }
 PUBLISHED = published_figures()
 NETWORKS = sorted(s.name for s in list_workloads("network"))
@@ -72,7 +77,7 @@ def _counts(name: str, hw: int = 224) -> dict:
 
 @pytest.fixture(scope="module")
 def counts() -> dict[str, dict]:
-    return {name: _counts(name) for name in NETWORKS}
+    return {name: _counts(name, PUBLISHED[name].resolution) for name in NETWORKS}
 
 
 @pytest.fixture(scope="module")
@@ -82,10 +87,12 @@ def built() -> dict[str, object]:
 
 
 def test_every_network_is_registered_at_224_with_published_figures_and_exact_counts() -> None:
-    """A network added to the zoo must bring its published figures (published.toml) and pinned exact counts."""
+    """A network added to the zoo must bring its published figures (published.toml) and pinned exact counts; its
+    default input is 224×224, or the resolution its paper counts it at (EfficientNet B1-B3, V2-S)."""
     specs = {s.name: s for s in list_workloads("network")}
     for name in NETWORKS:
-        assert specs[name].input_for({}) == (1, 3, 224, 224), name
+        r = PUBLISHED[name].resolution
+        assert specs[name].input_for({}) == (1, 3, r, r), name
     assert set(NETWORKS) == set(PUBLISHED), "published.toml and the registry's networks differ"
     assert set(NETWORKS) == set(EXACT), "EXACT and the registry's networks differ"
 
@@ -98,7 +105,7 @@ def test_forward_at_224_gives_1000_classes(name: str, counts: dict) -> None:
 @pytest.mark.parametrize("name", [n for n in NETWORKS if n not in MICRONETS])
 def test_mult_adds_match_the_paper(name: str, counts: dict) -> None:
     mult_adds = counts[name]["mult_adds"]
-    published = PUBLISHED[name].mult_adds
+    published = PUBLISHED[name].mult_adds_checked
     assert abs(mult_adds - published) / published <= TOLERANCE, f"{name}: {mult_adds / 1e6:.1f} M vs {published / 1e6:.0f} M"
 
 
@@ -174,3 +181,24 @@ def test_workload_blocks_report_input_shapes() -> None:
     assert blocks[1].input_shape == (1, 24, 56, 56)
     assert blocks[-1].name == "head" and blocks[-1].input_shape == (1, 1024, 7, 7)
     assert len(blocks) == 1 + 16 + 2
+
+
+
+def test_unreachable_published_mult_adds_are_explained() -> None:
+    """Only EfficientNetV2-S's paper figure is out of reach; the check uses the released architecture's, with why."""
+    out_of_reach = {n: p for n, p in PUBLISHED.items() if p.mult_adds_reachable is not None}
+    assert set(out_of_reach) == {"efficientnetv2_s"}
+    p = out_of_reach["efficientnetv2_s"]
+    assert p.mult_adds == 8.8e9 and "torchvision" in p.mult_adds_why
+    assert abs(p.mult_adds_checked / p.mult_adds - 1) > TOLERANCE  # why it needs the exception
+
+
+def test_compound_scaling_repeats_and_widths() -> None:
+    """B3 = B0 with width 1.2 (channels rounded to 8) and depth 1.4 (ceil of repeats): 26 MBConv blocks, stem 40."""
+    from latprof.workloads.layers import MBConv
+
+    with torch.device("meta"):
+        b0, b3 = get_spec("efficientnet_b0").factory(), get_spec("efficientnet_b3").factory()
+    assert sum(isinstance(m, MBConv) for m in b0.modules()) == 16
+    assert sum(isinstance(m, MBConv) for m in b3.modules()) == 26  # ceil(1.4 * (1, 2, 2, 3, 3, 4, 1))
+    assert b3.stem[0].out_channels == 40 and b3.head[0][0].out_channels == 1536

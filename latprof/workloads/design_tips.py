@@ -1,5 +1,6 @@
 """Design-tip variants from the efficient-CNN literature, each a block to time against its alternative:
-3×3 dilated (d=2) vs 5×5 (same receptive field), 5×5 vs 5×1 + 1×5 (factorised), BatchNorm vs GroupNorm.
+3×3 dilated (d=2) vs 5×5 (same receptive field), 5×5 vs 5×1 + 1×5 (factorised), BatchNorm vs GroupNorm, and a
+stack of k×k convs whose depth and width trade against each other at equal FLOPs (fewer, wider layers).
 
 ``groups`` makes any of them depthwise (``groups=in_channels``), the setting where these tips are usually argued.
 """
@@ -69,3 +70,11 @@ def conv_norm(
     if norm == "gn":
         block[1] = norm_layer("gn", out_channels, num_groups)
     return block
+
+
+@register_workload(kind="block", family="design_tips", default_input=_INPUT)
+def conv_stack(in_channels: int = 64, depth: int = 1, kernel_size: int = 3) -> nn.Module:
+    """``depth`` k×k conv → BN → ReLU layers, c→c; depth d at width c/√d keeps FLOPs (fewer layers at equal FLOPs)."""
+    if depth < 1:
+        raise LatprofError(f"depth must be >= 1, got {depth}")
+    return nn.Sequential(*(conv_norm_act(in_channels, in_channels, kernel_size) for _ in range(depth)))

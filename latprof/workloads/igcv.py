@@ -2,6 +2,11 @@
 
 IGCV1 (Zhang et al., 2017): a primary group conv (L groups of M channels) followed, after an interleaving
 permutation, by a secondary 1×1 group conv (M groups of L channels), then the inverse permutation.
+IGCV2 (Xie et al., 2018): more than two structured-sparse convolutions — a channel-wise (depthwise) k×k conv, then
+L−1 group 1×1 convs, each after an interleaving permutation, so every output channel depends on every input channel
+(the complementary condition) with far fewer weights than one dense 1×1; balanced when each 1×1 has the same
+branch width K = C^(1/(L−1)).
+Low-rank factorisation (the IGCV talk's example): a dense C×C 1×1 conv as C×r then r×C, C²/(2Cr) fewer mult-adds.
 IGCV3 (Sun et al., 2018): MobileNet V2's inverted residual made low-rank: group 1×1 expand (2 groups) →
 permutation → depthwise → group 1×1 project (2 groups) → permutation; the "loose complementary condition" holds
 because each project group sees channels from every expand group. IGCV3-D is the deeper MobileNet V2 layout
@@ -9,6 +14,8 @@ because each project group sees channels from every expand group. IGCV3-D is the
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -40,6 +47,28 @@ class IGCV1Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.unpermute(self.secondary(self.permute(self.primary(x))))
         return self.relu(self.bn(x))
+
+
+class IGCV2Block(nn.Module):
+    """IGCV2: depthwise k×k → for each 1×1 group conv: permute (interleave the previous groups) → group 1×1; BN + ReLU
+    after the last."""
+
+    def __init__(self, channels: int, pointwise_groups: Sequence[int] = (8, 8), kernel_size: int = 3,
+                 stride: int = 1) -> None:
+        super().__init__()
+        groups = [int(g) for g in pointwise_groups]
+        if not groups or any(g < 1 or channels % g for g in groups):
+            raise ValueError(f"pointwise_groups={groups} must be non-empty and each divide channels={channels}")
+        layers: list[nn.Module] = [conv_norm_act(channels, channels, kernel_size, stride, groups=channels, act=None)]
+        previous = 1  # the depthwise conv mixes nothing across channels: no permutation before the first 1×1
+        for i, g in enumerate(groups):
+            layers.append(ChannelShuffle(previous))
+            layers.append(conv_norm_act(channels, channels, 1, groups=g, act="relu" if i == len(groups) - 1 else None))
+            previous = g
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
 
 
 class IGCV3Block(nn.Module):
@@ -81,6 +110,24 @@ def build_igcv3(config: tuple[tuple[int, int, int, int], ...] = IGCV3_D_CONFIG, 
 def igcv1_block(in_channels: int = 64, primary_groups: int = 4, kernel_size: int = 3, stride: int = 1) -> nn.Module:
     """IGCV1: primary k×k group conv (L groups of M ch) → permutation → secondary 1×1 group conv (M groups)."""
     return IGCV1Block(in_channels, primary_groups, kernel_size, stride)
+
+
+@register_workload(kind="block", family="igcv", default_input=channels_input("in_channels", 64))
+def igcv2_block(in_channels: int = 64, pointwise_groups: Sequence[int] = (8, 8), kernel_size: int = 3,
+                stride: int = 1) -> nn.Module:
+    """IGCV2: depthwise k×k → (permutation → group 1×1) per entry of pointwise_groups; (8, 8) is L=3 at 64 channels."""
+    return IGCV2Block(in_channels, pointwise_groups, kernel_size, stride)
+
+
+@register_workload(kind="block", family="igcv", default_input=channels_input("in_channels", 100))
+def low_rank_pointwise(in_channels: int = 100, out_channels: int | None = None, rank: int = 0) -> nn.Module:
+    """Dense 1×1 conv C→C' (rank 0), or its rank-r factorisation C→r→C' (two 1×1 convs, no norm between)."""
+    out_channels = out_channels or in_channels
+    if rank < 0:
+        raise ValueError(f"rank must be >= 0 (0 = dense), got {rank}")
+    if rank == 0:
+        return nn.Conv2d(in_channels, out_channels, 1, bias=False)
+    return nn.Sequential(nn.Conv2d(in_channels, rank, 1, bias=False), nn.Conv2d(rank, out_channels, 1, bias=False))
 
 
 @register_workload(kind="block", family="igcv", default_input=channels_input("in_channels", 32))

@@ -16,6 +16,10 @@ the network differently from the paper's Figure 3: its units are
 The registered ``micronet_block_b`` is the paper's Micro-Block-B (depthwise expand, then a *full* Micro-Factorized
 pointwise conv: squeeze and expand). In the official networks it is the seam between the last A unit and the first
 C unit, so the networks below do not instantiate it separately.
+
+For the claim experiments (``kernels/``): ``micro_factorized_pointwise`` and ``micro_depthwise`` time each
+Micro-Factorized conv against its dense counterpart, and ``micronet_block_c(act=...)`` swaps every Dynamic Shift-Max
+of the block for ReLU or h-swish, nothing else changed.
 """
 
 from __future__ import annotations
@@ -26,8 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from latprof.workloads.layers import (NUM_CLASSES, ChannelShuffle, SequentialNetwork, channels_input, conv_norm_act,
-                                      make_divisible)
+from latprof.workloads.layers import (NUM_CLASSES, ChannelShuffle, SequentialNetwork, activation, channels_input,
+                                      conv_norm_act, make_divisible)
 from latprof.workloads.registry import register_networks, register_workload
 
 Row = tuple[int, int, int, int, int, int, int, int, int, int, int, int, int, int, int]
@@ -190,19 +194,23 @@ class MicroDepthwise(nn.Module):
 
 
 def _activation(channels: int, j: int, groups: int, reduction: int, init_a: tuple[float, float],
-                init_b: tuple[float, float]) -> nn.Module:
-    """DSM with J = j, or ReLU6 where the config says 0 (the official code's switch)."""
+                init_b: tuple[float, float], act: str = "dsm") -> nn.Module:
+    """DSM with J = j, or ReLU6 where the config says 0 (the official code's switch); ``act`` other than ``dsm``
+    puts that activation where a DSM would be (the activation experiment)."""
     if j == 0:
         return nn.ReLU6(inplace=True)
+    if act != "dsm":
+        return activation(act)
     return DynamicShiftMax(channels, groups, j, reduction, init_a, init_b)
 
 
-def _squeeze(hidden: int, out_channels: int, groups: tuple[int, int], dsm: int, reduction: int) -> list[nn.Module]:
+def _squeeze(hidden: int, out_channels: int, groups: tuple[int, int], dsm: int, reduction: int,
+             act: str = "dsm") -> list[nn.Module]:
     """The end of Micro-Blocks A and C: group 1×1 squeeze (groups[0]) → [DSM(J=1)] → shuffle(groups[1]), then,
     after a DSM, shuffle(out/2) when the channels are even (the official code's switches)."""
     layers: list[nn.Module] = [_group_pointwise(hidden, out_channels, groups[0])]
     if dsm:
-        layers.append(DynamicShiftMax(out_channels, groups[1], 1, reduction, LAST_INIT_A, LAST_INIT_B))
+        layers.append(_activation(out_channels, 1, groups[1], reduction, LAST_INIT_A, LAST_INIT_B, act))
     layers.append(ChannelShuffle(groups[1]))
     if dsm and out_channels % 2 == 0:
         layers.append(ChannelShuffle(out_channels // 2))
@@ -261,22 +269,23 @@ class MicroBlockC(MicroUnit):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 5, stride: int = 1,
                  expansion: int = 4, pw1_groups: int = 4, shift_groups: int = 4, pw_groups: tuple[int, int] = (4, 4),
                  dsm: tuple[int, int, int] = (2, 2, 1), reduction: int = 8, init_a: tuple[float, float] = (1.0, 1.0),
-                 init_b: tuple[float, float] = (0.0, 0.0)) -> None:
+                 init_b: tuple[float, float] = (0.0, 0.0), act: str = "dsm") -> None:
         hidden = in_channels * expansion
         y1, y2, y3 = dsm
         dw_shift = hidden // shift_groups if shift_groups != 1 else 1
         layers: list[nn.Module] = [
             _group_pointwise(in_channels, hidden, pw1_groups),
-            _activation(hidden, y1, shift_groups, reduction, init_a, init_b),
+            _activation(hidden, y1, shift_groups, reduction, init_a, init_b, act),
             ChannelShuffle(shift_groups),
             MicroDepthwise(hidden, (1, 1), kernel_size, stride),
-            _activation(hidden, y2, dw_shift, reduction, init_a, init_b),
+            _activation(hidden, y2, dw_shift, reduction, init_a, init_b, act),
         ]
         if y1 and y2:
             layers.append(ChannelShuffle(hidden // 4))
         elif y1 or y2:
             layers.append(ChannelShuffle(hidden // 2))
-        layers += _squeeze(hidden, out_channels, pw_groups, y3, reduction // 2 if out_channels < hidden else reduction)
+        layers += _squeeze(hidden, out_channels, pw_groups, y3, reduction // 2 if out_channels < hidden else reduction,
+                           act)
         super().__init__(layers, stride == 1 and in_channels == out_channels)
 
 
@@ -401,10 +410,34 @@ def micronet_block_b(in_channels: int = 16, out_channels: int = 32, kernel_size:
 
 @register_workload(kind="block", family="micronet", default_input=channels_input("in_channels", 32))
 def micronet_block_c(in_channels: int = 32, out_channels: int = 32, kernel_size: int = 5, stride: int = 1,
-                     expansion: int = 4, groups: int = 8, j: int = 2, reduction: int = 8) -> nn.Module:
-    """MicroNet Micro-Block-C: group 1×1 expand → DSM → shuffle → k×1,1×k dw → DSM → group 1×1 squeeze → DSM(J=1)."""
+                     expansion: int = 4, groups: int = 8, j: int = 2, reduction: int = 8, act: str = "dsm") -> nn.Module:
+    """MicroNet Micro-Block-C: group 1×1 expand → DSM → shuffle → k×1,1×k dw → DSM → group 1×1 squeeze → DSM(J=1);
+    ``act`` relu|hswish|... replaces every DSM (same convs and shuffles)."""
+    if act != "dsm":
+        activation(act)  # an unknown name: one line naming the choices
     return MicroBlockC(in_channels, out_channels, kernel_size, stride, expansion, groups, groups, (groups, groups),
-                       (j, j, 1), reduction)
+                       (j, j, 1), reduction, act=act)
+
+
+@register_workload(kind="block", family="micronet", default_input=channels_input("in_channels", 128))
+def micro_factorized_pointwise(in_channels: int = 128, out_channels: int | None = None, ratio: int = 4,
+                               factorized: bool = True) -> nn.Module:
+    """Micro-Factorized 1×1 (group 1×1 C→C/R, G = √(C/R) groups → shuffle → group 1×1 C/R→C'), or dense 1×1-BN."""
+    out_channels = out_channels or in_channels
+    if not factorized:
+        return conv_norm_act(in_channels, out_channels, 1, act=None)
+    squeezed = max(1, in_channels // ratio)
+    groups = micro_factorized_groups(in_channels, ratio)
+    return nn.Sequential(_group_pointwise(in_channels, squeezed, groups), ChannelShuffle(groups),
+                         _group_pointwise(squeezed, out_channels, groups))
+
+
+@register_workload(kind="block", family="micronet", default_input=channels_input("in_channels", 64))
+def micro_depthwise(in_channels: int = 64, kernel_size: int = 3, stride: int = 1, factorized: bool = True) -> nn.Module:
+    """Micro-Factorized depthwise (k×1 dw → BN → 1×k dw → BN), or the dense k×k depthwise conv → BN it replaces."""
+    if factorized:
+        return MicroDepthwise(in_channels, (1, 1), kernel_size, stride)
+    return conv_norm_act(in_channels, in_channels, kernel_size, stride, groups=in_channels, act=None)
 
 
 register_networks("micronet", build_micronet, {

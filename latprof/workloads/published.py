@@ -16,7 +16,8 @@ else:  # pragma: no cover - Python 3.10
 
 @dataclass(frozen=True)
 class Published:
-    """A network's published mult-adds and params (224×224, 1000 classes), and where they are printed."""
+    """A network's published mult-adds and params (at ``resolution``, 224 unless the paper counts it at its own; 1000
+    classes), and where they are printed."""
 
     name: str
     mult_adds: float
@@ -25,6 +26,14 @@ class Published:
     params_reachable: float | None = None  # the figure checked instead of an unreachable published one
     params_why: str = ""
     mult_adds_with_dsm: bool = False  # MicroNet: Dynamic Shift-Max's element-wise work is in the figure
+    resolution: int = 224  # the input size the figures are printed for (EfficientNet B1-B3, V2-S: their own)
+    mult_adds_reachable: float | None = None  # the figure checked instead of an unreachable published one
+    mult_adds_why: str = ""
+
+    @property
+    def mult_adds_checked(self) -> float:
+        """The mult-adds figure a faithful build must reach (within 3%)."""
+        return self.mult_adds_reachable if self.mult_adds_reachable is not None else self.mult_adds
 
     @property
     def params_checked(self) -> float | None:

@@ -96,16 +96,20 @@ def register_workload(
 IMAGE_INPUT: Shape = (1, 3, 224, 224)
 
 
-def register_networks(family: str, build: Callable[..., nn.Module], variants: dict[str, tuple[Any, ...]]) -> None:
+def register_networks(family: str, build: Callable[..., nn.Module], variants: dict[str, tuple[Any, ...]],
+                      resolutions: dict[str, int] | None = None) -> None:
     """Register one network factory per variant of ``build``: ``{name: (description, *args)}`` registers
     ``name(num_classes: int = 1000)``, which returns ``build(*args, num_classes=num_classes)`` for a 1×3×224×224
-    input. Each factory is also bound under its name in ``build``'s module (``module:name`` references keep working).
+    input, or 1×3×r×r where ``resolutions`` gives the network's own r (EfficientNet-B1: 240). Each factory is also
+    bound under its name in ``build``'s module (``module:name`` references keep working).
     """
     for name, (description, *args) in variants.items():
         factory = _network_factory(build, tuple(args))
         factory.__name__ = factory.__qualname__ = name
         factory.__module__, factory.__doc__ = build.__module__, description
-        register_workload(kind="network", family=family, default_input=IMAGE_INPUT)(factory)
+        r = (resolutions or {}).get(name)
+        default_input = (1, 3, r, r) if r else IMAGE_INPUT
+        register_workload(kind="network", family=family, default_input=default_input)(factory)
         setattr(sys.modules[build.__module__], name, factory)
 
 

@@ -32,7 +32,7 @@ class ShuffleV1Unit(nn.Module):
     """ShuffleNet V1 unit: 1×1 group conv → shuffle → k×k depthwise → 1×1 group conv; add (s=1) or concat (s=2)."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, groups: int = 3, kernel_size: int = 3,
-                 group_first_pointwise: bool = True, mid_channels: int | None = None) -> None:
+                 group_first_pointwise: bool = True, mid_channels: int | None = None, shuffle: bool = True) -> None:
         super().__init__()
         if stride not in (1, 2):
             raise ValueError(f"stride must be 1 or 2, got {stride}")
@@ -47,7 +47,7 @@ class ShuffleV1Unit(nn.Module):
             raise ValueError(f"in_channels={in_channels} and bottleneck {mid} must divide into groups={groups}")
         self.stride = stride
         self.pw1 = conv_norm_act(in_channels, mid, 1, groups=g1)
-        self.shuffle = ChannelShuffle(groups)
+        self.shuffle = ChannelShuffle(groups if shuffle else 1)  # groups=1: the identity (no shuffle, same convs)
         self.dw = conv_norm_act(mid, mid, kernel_size, stride, groups=mid, act=None)
         self.pw2 = conv_norm_act(mid, branch_out, 1, groups=groups, act=None)
         self.relu = nn.ReLU(inplace=True)
@@ -129,11 +129,13 @@ def build_shufflenet_v2(width: float = 1.0, num_classes: int = NUM_CLASSES) -> S
 
 @register_workload(kind="block", family="shufflenet", default_input=channels_input("in_channels", 240))
 def shufflenet_v1_unit(in_channels: int = 240, out_channels: int = 240, stride: int = 1, groups: int = 3,
-                       kernel_size: int = 3) -> nn.Module:
-    """ShuffleNet V1 unit: 1×1 group conv (g) + shuffle + k×k dw + 1×1 group conv; s=1 add, s=2 avgpool+concat."""
+                       kernel_size: int = 3, shuffle: bool = True) -> nn.Module:
+    """ShuffleNet V1 unit: 1×1 group conv (g) + shuffle + k×k dw + 1×1 group conv; s=1 add, s=2 avgpool+concat.
+
+    ``shuffle=false`` drops the channel shuffle and keeps the convs (ShuffleNet V1 Table 3's "no shuffle")."""
     if groups not in V1_STAGE_CHANNELS:
         raise ValueError(f"groups must be one of {sorted(V1_STAGE_CHANNELS)}")
-    return ShuffleV1Unit(in_channels, out_channels, stride, groups, kernel_size)
+    return ShuffleV1Unit(in_channels, out_channels, stride, groups, kernel_size, shuffle=shuffle)
 
 
 @register_workload(kind="block", family="shufflenet", default_input=channels_input("in_channels", 116))
