@@ -8,6 +8,14 @@ from latprof.errors import unknown_choice
 
 TOPICS = ("models", "blocks", "networks", "guidelines", "backends")
 DEFAULT_TOPIC = "models"
+# Long text left out of the terminal table (``--json`` has every field).
+TABLE_HIDDEN = {"guidelines": ("claim", "path", "repeat")}
+
+
+def table_columns(topic: str, items: list[dict[str, Any]]) -> list[str]:
+    """The columns ``latprof list`` prints as a table: the scalar fields, less the long ones of ``TABLE_HIDDEN``."""
+    hidden = TABLE_HIDDEN.get(topic, ())
+    return [c for c in items[0] if not isinstance(items[0][c], (dict, list)) and c not in hidden]
 
 
 def list_topic(topic: str) -> list[dict[str, Any]]:

@@ -354,9 +354,11 @@ def _add_sweep(sub: Any) -> None:
 
     d = _measure_defaults()
 
-    p = sub.add_parser("sweep", help="re-run ShuffleNet V2's guideline experiments (g1..g4) and give verdicts")
-    p.add_argument("--guideline", type=_csv_list, action="extend", default=[], metavar="g1,..|all",
-                   help="shipped experiments to run: g1, g2, g3, g4 or all (comma-separated)")
+    p = sub.add_parser("sweep", help="re-run ShuffleNet V2's guideline experiments (g1..g4) and the seed papers' "
+                                      "efficiency claims, and give verdicts")
+    p.add_argument("--guideline", type=_csv_list, action="extend", default=[], metavar="g1,..|all|claims",
+                   help="shipped experiments to run (comma-separated): any id of `latprof list guidelines`; all = "
+                        "ShuffleNet V2's G1-G4; claims = every seed-paper claim experiment")
     p.add_argument("--spec", type=_csv_list, action="extend", default=[], metavar="FILE.toml",
                    help="kernel specs of your own (comma-separated or repeated)")
     p.add_argument("--backend", type=_csv_list, action="extend",

@@ -26,7 +26,7 @@ PAPER_VARIANTS = {
 
 
 def test_shipped_specs_use_the_papers_variant_names_and_baselines():
-    specs = {s.id: s for s in list_specs() if not s.id.startswith("int8-")}  # the guidelines (INT8: test_precision)
+    specs = {s.id: s for s in list_specs("guidelines")}
     assert set(specs) == set(PAPER_VARIANTS)
     for sid, names in PAPER_VARIANTS.items():
         assert [v.name for v in specs[sid].variants] == names
@@ -47,7 +47,7 @@ def test_paper_figures_are_copied_exactly():
 
 def _constancy(channels):
     rows = []
-    for spec in (s for s in list_specs() if s.id in PAPER_VARIANTS):
+    for spec in list_specs("guidelines"):
         for scale in spec.scales:
             for v in spec.variants:
                 counts = workload_counts(spec.workload(v, scale, channels, 1))
@@ -115,11 +115,13 @@ def test_spec_not_toml_or_missing(tmp_path):
 def test_unknown_guideline_lists_the_valid_ones():
     with pytest.raises(LatprofError) as exc:
         resolve_spec("g5")
-    assert "valid: all, g1, g2, g3, g4" in str(exc.value)
+    assert "all, claims, " in str(exc.value) and "g1, g2, g3, g4" in str(exc.value)
 
 
 def test_specs_ship_from_the_kernels_folder():
-    assert set(builtin_spec_paths()) == {"g1", "g2", "g3", "g4", "int8-pointwise", "int8-depthwise"}
+    paths = builtin_spec_paths()
+    assert {"g1", "g2", "g3", "g4"} <= set(paths)  # and the claim experiments (tests/test_claims.py)
+    assert {p.parent for p in paths.values()} == {paths["g1"].parent}
 
 
 @pytest.mark.parametrize("expect, ratio, base, var, outcome", [

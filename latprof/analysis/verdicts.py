@@ -13,6 +13,13 @@ The guideline **holds** when no variant contradicts, none is unclear, and at lea
 effect does not refute it: the guideline predicts an ordering, and a difference below the margin is not measured
 as one); **does not hold** when any variant contradicts (the predicted ordering is confidently reversed); has **no
 effect** when every variant shows no effect; and is **inconclusive** otherwise — only that one means "too noisy".
+
+Claims are judged by the same rules. A claim that is a *curve* (a spec with ``curve = true``: MobileNet's width
+multiplier α and resolution ρ, EfficientNet's compound scaling, depth at equal FLOPs) predicts an ordering along its
+variants, so each variant's outcome is taken against the *previous* variant (its paired ratio and latency CIs), the
+first step against the baseline: the curve holds only when every step moves the predicted way, and a step that
+reverses it (a thinner MobileNet that is not faster than the wider one before it) makes it not hold, even where
+every point is still faster than the baseline.
 """
 
 from __future__ import annotations

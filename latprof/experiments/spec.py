@@ -3,6 +3,12 @@
 A spec names a registered block builder, how often it is stacked, the input size, the variants with the paper's
 GPU and ARM channel numbers, the channel-width scales, and the paper's figure for every cell. Validation names the
 file, the field and the problem, so a user's own spec fails with a line they can act on.
+
+Two groups share the format: ``guidelines`` (ShuffleNet V2's G1-G4, what ``--guideline all`` runs) and ``claims``
+(one seed paper's efficiency claim each, ``--guideline claims``). A claim compares different blocks, so a variant may
+name its own ``block`` and ``input_hw``; it states the paper's own figure (``paper_figure``, and ``paper_ratio`` of
+``experiment.paper_ratio_metric`` where the paper gives a number); a ``curve`` (MobileNet's width multiplier α and
+resolution ρ, depth) is judged step by step along the variants' order, not only against the baseline.
 """
 
 from __future__ import annotations
@@ -29,6 +35,10 @@ else:  # pragma: no cover - Python 3.10
 CHANNEL_SETS = ("arm", "gpu")
 BACKEND_CLASSES = ("cpu", "mobile", "cuda")
 EXPECTATIONS = ("slower", "faster")
+GROUPS = ("guidelines", "claims")
+DEFAULT_GROUP = "guidelines"
+# What a variant's ``paper_ratio`` is a ratio of (baseline / variant, so > 1 means the variant is cheaper or faster).
+PAPER_RATIO_METRICS = ("speed", "mult_adds", "params")
 
 
 @dataclass(frozen=True)
@@ -38,7 +48,11 @@ class Variant:
     name: str
     args: dict[str, dict[str, Any]]
     paper: dict[str, list[float]]
-    expect: str | None  # relative to the baseline: "slower" | "faster"; None for the baseline itself
+    expect: str | None  # relative to the baseline (a curve: to the previous variant); None for the baseline itself
+    block: str | None = None  # a claim's variant may be another block than the experiment's
+    input_hw: tuple[int, int] | None = None  # ... or another resolution (MobileNet's ρ)
+    paper_ratio: float | None = None  # the paper's own baseline/variant ratio of experiment.paper_ratio_metric
+    paper_figure: str = ""  # the paper's own statement for this variant, as text
     # numeric precision of this variant (FP32 vs INT8 as two variants of one experiment); None: the sweep's
     # --precision. ``quant``: its INT8 settings (``precision.QuantSettings`` fields; the rest default).
     precision: str | None = None
@@ -63,6 +77,25 @@ class ExperimentSpec:
     batch: dict[str, int]
     variants: tuple[Variant, ...]
     path: Path = field(compare=False)
+    group: str = DEFAULT_GROUP
+    curve: bool = False  # judge each variant against the previous one (a latency curve), see analysis.verdicts
+    key_variant: str = ""  # the variant whose ratio the summary and the claims table show; default: the last
+    paper_ratio_metric: str = ""
+
+    @property
+    def key(self) -> Variant:
+        return self.variant(self.key_variant) if self.key_variant else self.variants[-1]
+
+    def block_of(self, variant: Variant) -> str:
+        return variant.block or self.block
+
+    def hw_of(self, variant: Variant) -> tuple[int, int]:
+        return variant.input_hw or self.input_hw
+
+    def previous(self, variant: Variant) -> Variant | None:
+        """The variant before ``variant`` in the spec's order (a curve's reference), None for the first."""
+        i = self.variants.index(variant)
+        return self.variants[i - 1] if i > 0 else None
 
     def variant(self, name: str) -> Variant:
         for v in self.variants:
@@ -79,16 +112,20 @@ class ExperimentSpec:
 
     def input_shape(self, variant: Variant, scale: int, channels: str, batch: int) -> tuple[int, int, int, int]:
         args = self.block_args(variant, scale, channels)
-        return (batch, int(args[self.input_channels]), *self.input_hw)
+        cin = self.input_channels if isinstance(self.input_channels, int) else int(args[self.input_channels])
+        return (batch, cin, *self.hw_of(variant))
+
+    def workload_name(self, variant: Variant) -> str:
+        return f"{self.id}:{self.block_of(variant)}*{self.repeat}"
 
     def workload(self, variant: str | Variant, scale: int, channels: str, batch: int) -> Workload:
         """The stacked block of one variant as a workload (``repeat`` fresh copies in sequence)."""
         v = self.variant(variant) if isinstance(variant, str) else variant
         args = self.block_args(v, scale, channels)
-        factory = get_spec(self.block).factory
+        factory = get_spec(self.block_of(v)).factory
         module = seeded_build(lambda: nn.Sequential(*(factory(**args) for _ in range(self.repeat)))).eval()
         return Workload(
-            name=f"{self.id}:{self.block}*{self.repeat}",
+            name=self.workload_name(v),
             module=module,
             input_shape=self.input_shape(v, scale, channels, batch),
             kind="kernel",
@@ -98,7 +135,10 @@ class ExperimentSpec:
         )
 
     def paper_speed_ratio(self, variant: Variant, scale: int, channels: str) -> float | None:
-        """The paper's speed of ``variant`` relative to the baseline (both speeds, so higher is faster)."""
+        """The paper's speed of ``variant`` relative to the baseline (both speeds, so higher is faster); for a claim
+        whose paper states a speed ratio, that ratio at every scale."""
+        if self.paper_ratio_metric == "speed" and variant.paper_ratio is not None:
+            return variant.paper_ratio
         idx = self.scales.index(scale) if scale in self.scales else None
         base = self.variant(self.baseline).paper.get(channels)
         mine = variant.paper.get(channels)
@@ -113,13 +153,16 @@ class ExperimentSpec:
     def summary(self) -> dict[str, Any]:
         return {
             "id": self.id,
+            "group": self.group,
             "title": self.title,
-            "block": self.block,
+            "claim": self.claim,
+            "block": ", ".join(dict.fromkeys(self.block_of(v) for v in self.variants)),
             "repeat": self.repeat,
             "input": f"{self.input_hw[0]}x{self.input_hw[1]}",
             "scales": ",".join(str(s) for s in self.scales),
             "baseline": self.baseline,
             "variants": ", ".join(v.name for v in self.variants),
+            "curve": self.curve,
             "source": self.source,
             "path": str(self.path),
         }
@@ -176,15 +219,21 @@ def load_spec(path: str | Path) -> ExperimentSpec:
     repeat = c.get(exp, "repeat", int, "experiment")
     if repeat < 1:
         raise c.fail("experiment.repeat", f"must be >= 1, got {repeat}")
-    hw = c.get(exp, "input_hw", list, "experiment")
-    if len(hw) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in hw):
-        raise c.fail("experiment.input_hw", f"expected [height, width] of positive integers, got {hw!r}")
+    hw = _hw(c, c.get(exp, "input_hw", list, "experiment"), "experiment.input_hw")
     scales = c.get(exp, "scales", list, "experiment")
     if not scales or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in scales):
         raise c.fail("experiment.scales", f"expected a non-empty list of positive integers, got {scales!r}")
     scale_args = c.get(exp, "scale_args", list, "experiment")
-    input_channels = c.get(exp, "input_channels", str, "experiment")
+    input_channels = c.get(exp, "input_channels", (str, int), "experiment")
     baseline = c.get(exp, "baseline", str, "experiment")
+    group = c.get(exp, "group", str, "experiment", required=False) or DEFAULT_GROUP
+    if group not in GROUPS:
+        raise c.fail("experiment.group", f"{group!r} is not one of {', '.join(GROUPS)}")
+    curve = bool(c.get(exp, "curve", bool, "experiment", required=False))
+    metric = c.get(exp, "paper_ratio_metric", str, "experiment", required=False) or ""
+    if metric and metric not in PAPER_RATIO_METRICS:
+        raise c.fail("experiment.paper_ratio_metric", f"{metric!r} is not one of {', '.join(PAPER_RATIO_METRICS)}")
+    block_params = {block: block_params}
     batch = c.get(data, "batch", dict, "", required=False) or {"cpu": 1, "mobile": 1, "cuda": 8}
     for key, value in batch.items():
         if key not in BACKEND_CLASSES:
@@ -204,6 +253,14 @@ def load_spec(path: str | Path) -> ExperimentSpec:
             raise c.fail(where, "expected a table")
         name = c.get(rv, "name", str, where)
         where = f"variants[{i}] ({name})"
+        vblock = c.get(rv, "block", str, where, required=False)
+        if vblock is not None and vblock not in block_params:
+            try:
+                block_params[vblock] = get_spec(vblock).arguments()
+            except LatprofError as exc:
+                raise c.fail(f"{where}.block", str(exc)) from None
+        params = block_params[vblock or block]
+        vhw = c.get(rv, "input_hw", list, where, required=False)
         args: dict[str, dict[str, Any]] = {}
         paper: dict[str, list[float]] = {}
         for cs in CHANNEL_SETS:
@@ -211,9 +268,11 @@ def load_spec(path: str | Path) -> ExperimentSpec:
             if a is None:
                 continue
             for key in a:
-                if key not in block_params:
-                    raise c.fail(f"{where}.{cs}.{key}", f"not an argument of block {block!r}; valid: {', '.join(block_params)}")
-            for key in [*scale_args, input_channels]:
+                if key not in params:
+                    raise c.fail(f"{where}.{cs}.{key}",
+                                 f"not an argument of block {vblock or block!r}; valid: {', '.join(params) or 'none'}")
+            needed = [*scale_args, *([input_channels] if isinstance(input_channels, str) else [])]
+            for key in needed:
                 if key not in a:
                     raise c.fail(f"{where}.{cs}", f"missing {key!r} (named in experiment.scale_args/input_channels)")
             args[cs] = dict(a)
@@ -240,11 +299,25 @@ def load_spec(path: str | Path) -> ExperimentSpec:
                 quant = asdict(QuantSettings.from_dict(quant))
             except LatprofError as exc:
                 raise c.fail(f"{where}.quant", str(exc)) from None
-        variants.append(Variant(name, args, paper, expect if name != baseline else None, precision=precision,
-                                quant=quant))
+        ratio = c.get(rv, "paper_ratio", (int, float), where, required=False)
+        if ratio is not None and (ratio <= 0 or not metric):
+            raise c.fail(f"{where}.paper_ratio", "must be positive, with experiment.paper_ratio_metric "
+                         f"({', '.join(PAPER_RATIO_METRICS)}) saying what it is a ratio of")
+        variants.append(Variant(
+            name, args, paper, expect if name != baseline else None, vblock,
+            _hw(c, vhw, f"{where}.input_hw") if vhw is not None else None,
+            float(ratio) if ratio is not None else None,
+            c.get(rv, "paper_figure", str, where, required=False) or "",
+            precision=precision, quant=quant,
+        ))
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
         raise c.fail("variants", f"variant names must be unique, got {names}")
+    if curve and variants[0].name != baseline:
+        raise c.fail("experiment.curve", f"a curve starts at its baseline: list {baseline!r} first")
+    key_variant = c.get(exp, "key_variant", str, "experiment", required=False) or ""
+    if key_variant and key_variant not in names:
+        raise c.fail("experiment.key_variant", f"{key_variant!r} is not a variant; valid: {', '.join(names)}")
     sets = [set(v.args) for v in variants]
     if any(s != sets[0] for s in sets):
         raise c.fail("variants", "every variant must give the same channel sets (arm and/or gpu)")
@@ -255,7 +328,7 @@ def load_spec(path: str | Path) -> ExperimentSpec:
         source=c.get(exp, "source", str, "experiment", required=False) or "",
         block=block,
         repeat=repeat,
-        input_hw=(hw[0], hw[1]),
+        input_hw=hw,
         input_channels=input_channels,
         scales=tuple(scales),
         scale_args=tuple(scale_args),
@@ -263,7 +336,17 @@ def load_spec(path: str | Path) -> ExperimentSpec:
         batch={**{"cpu": 1, "mobile": 1, "cuda": 8}, **batch},
         variants=tuple(variants),
         path=p,
+        group=group,
+        curve=curve,
+        key_variant=key_variant,
+        paper_ratio_metric=metric,
     )
+
+
+def _hw(c: _Checker, hw: list[Any], where: str) -> tuple[int, int]:
+    if len(hw) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in hw):
+        raise c.fail(where, f"expected [height, width] of positive integers, got {hw!r}")
+    return (hw[0], hw[1])
 
 
 def kernels_dir() -> Path:
@@ -281,15 +364,22 @@ def builtin_spec_paths() -> dict[str, Path]:
     return {p.stem: p for p in sorted(kernels_dir().glob("*.toml"))}
 
 
-def list_specs() -> list[ExperimentSpec]:
-    return [load_spec(p) for p in builtin_spec_paths().values()]
+def list_specs(group: str | None = None) -> list[ExperimentSpec]:
+    """The shipped experiments, guidelines first, then claims (each group in file order); or one group."""
+    specs = [load_spec(p) for p in builtin_spec_paths().values()]
+    specs.sort(key=lambda s: GROUPS.index(s.group))
+    return [s for s in specs if group is None or s.group == group]
+
+
+# ``--guideline`` words that stand for a group of shipped experiments.
+GROUP_WORDS = {"all": "guidelines", "claims": "claims"}
 
 
 def resolve_spec(name: str) -> ExperimentSpec:
-    """A shipped guideline by id (``g1``), or a path to a user's spec file."""
+    """A shipped experiment by id (``g1``, ``dwsep``), or a path to a user's spec file."""
     if name.endswith(".toml") or "/" in name:
         return load_spec(name)
     paths = builtin_spec_paths()
     if name not in paths:
-        raise unknown_choice("guideline", name, [*paths, "all"])
+        raise unknown_choice("guideline", name, [*paths, *GROUP_WORDS])
     return load_spec(paths[name])

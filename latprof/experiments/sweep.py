@@ -30,7 +30,8 @@ from latprof.backends.precision import (
     QuantSettings, backends_for, check_precision, output_check_fields, precision_fields,
 )
 from latprof.errors import LatprofError, one_line
-from latprof.experiments.spec import CHANNEL_SETS, ExperimentSpec, builtin_spec_paths, resolve_spec
+from latprof.experiments.spec import (CHANNEL_SETS, GROUP_WORDS, ExperimentSpec, builtin_spec_paths, list_specs,
+                                      resolve_spec)
 from latprof.measure.protocol import DEFAULT_MIN_TIME_S, DEFAULT_TARGET_CI, MeasureConfig, measure_interleaved
 from latprof.measure.stats import pooled_speed_ratio
 from latprof.results import base_row, error_row, latency_fields, read_results
@@ -148,14 +149,16 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def select_specs(guidelines: Sequence[str], spec_paths: Sequence[str | Path]) -> list[ExperimentSpec]:
+    """``--guideline`` ids in order; ``all`` is ShuffleNet V2's G1-G4 (the README's main job), ``claims`` every
+    seed-paper claim experiment."""
     names: list[str] = []
     for g in guidelines:
-        # all: ShuffleNet V2's G1-G4 (the README's main job), not the claims that share kernels/ (int8-*)
-        names += [n for n in builtin_spec_paths() if n[:1] == "g" and n[1:].isdigit()] if g == "all" else [g]
+        names += [s.id for s in list_specs(GROUP_WORDS[g])] if g in GROUP_WORDS else [g]
     specs = [resolve_spec(n) for n in dict.fromkeys(names)]
     specs += [resolve_spec(str(p)) for p in spec_paths]
     if not specs:
-        raise LatprofError(f"nothing to sweep: give --guideline ({', '.join([*builtin_spec_paths(), 'all'])}) or --spec FILE")
+        raise LatprofError("nothing to sweep: give --guideline "
+                           f"({', '.join([*builtin_spec_paths(), *GROUP_WORDS])}) or --spec FILE")
     return specs
 
 
@@ -253,7 +256,7 @@ def unit_rows_template(unit: SweepUnit) -> list[dict[str, Any]]:
     for v in unit.spec.variants:
         shape = unit.spec.input_shape(v, unit.scale, unit.channels, unit.batch)
         out.append(base_row(
-            experiment=unit.spec.id, workload=f"{unit.spec.id}:{unit.spec.block}*{unit.spec.repeat}", variant=v.name,
+            experiment=unit.spec.id, workload=unit.spec.workload_name(v), variant=v.name,
             backend=unit.backend, threads=unit.threads, batch=unit.batch, scale=unit.scale,
             input_shape=format_shape(shape), **precision_fields(*unit.variant_precision(v)),
             sweep_precision=unit.precision,
@@ -332,6 +335,8 @@ def finish_sweep_unit(unit: Unit, rows: list[dict[str, Any]]) -> list[dict[str, 
     margin: float = unit.extra["margin"]
     spec = sweep_unit.spec
     by_name = {r["variant"]: r for r in rows}
+    for v in spec.variants:
+        by_name[v.name].update(claim_fields(spec, v))
     base = by_name.get(spec.baseline)
     have_baseline = base is not None and base.get("status") == "ok"
     base_groups = sample_groups(base) if have_baseline else []
@@ -356,9 +361,19 @@ def finish_sweep_unit(unit: Unit, rows: list[dict[str, Any]]) -> list[dict[str, 
         if v.expect is None:
             row["variant_outcome"] = None
             continue
+        ref, ratio = base, r
+        if spec.curve:  # a curve: each step against the one before it (its first step is against the baseline)
+            prev = by_name[spec.previous(v).name]  # type: ignore[union-attr]
+            if prev.get("status") != "ok":
+                row.update(variant_outcome=None, speed_vs_previous=None)
+                continue
+            ref = prev
+            ratio = pooled_speed_ratio(sample_groups(prev), sample_groups(row), row.get("ci_confidence") or 0.95)
+            row.update(speed_vs_previous=ratio.ratio, speed_vs_previous_ci_low=ratio.ci_low,
+                       speed_vs_previous_ci_high=ratio.ci_high)
         outcome = variant_outcome(
-            v.expect, Interval(r.ci_low, r.ci_high),
-            Interval(base["latency_ci_low_ms"], base["latency_ci_high_ms"]),
+            v.expect, Interval(ratio.ci_low, ratio.ci_high),
+            Interval(ref["latency_ci_low_ms"], ref["latency_ci_high_ms"]),
             Interval(row["latency_ci_low_ms"], row["latency_ci_high_ms"]), margin,
         )
         row["variant_outcome"] = outcome
@@ -370,21 +385,34 @@ def finish_sweep_unit(unit: Unit, rows: list[dict[str, Any]]) -> list[dict[str, 
     return rows
 
 
+def claim_fields(spec: ExperimentSpec, v: Any) -> dict[str, Any]:
+    """What a row carries about its experiment beyond the measurement: group, claim, source, the paper's own figure
+    and ratio, whether it is a curve (judged step by step) and which variant is its key."""
+    prev = spec.previous(v) if spec.curve else None
+    return {
+        "experiment_group": spec.group, "claim": spec.claim, "source": spec.source, "curve": spec.curve,
+        "key_variant": spec.key.name, "paper_figure": v.paper_figure, "paper_ratio": v.paper_ratio,
+        "paper_ratio_metric": spec.paper_ratio_metric if v.paper_ratio is not None else "",
+        "reference_variant": (prev.name if prev else spec.baseline) if v.expect else "",
+    }
+
+
 def undecided_width(rows: list[dict[str, Any]]) -> float | None:
     """For the adaptive passes: the widest ratio CI of an inconclusive unit that measured fine; None when decided
     (or broken: more processes do not repair an error row)."""
     if not rows or rows[0].get("verdict") != INCONCLUSIVE or any(r.get("status") != "ok" for r in rows):
         return None
-    widths = [r["speed_vs_baseline_ci_high"] - r["speed_vs_baseline_ci_low"] for r in rows
-              if r.get("speed_vs_baseline_ci_low") is not None and r.get("variant_outcome") not in (None, "confirms")]
+    widths = [r[f"{k}_ci_high"] - r[f"{k}_ci_low"] for r in rows
+              for k in ("speed_vs_previous" if r.get("curve") else "speed_vs_baseline",)
+              if r.get(f"{k}_ci_low") is not None and r.get("variant_outcome") not in (None, "confirms")]
     return max(widths) if widths else None
 
 
 def flops_constancy(rows: Sequence[dict[str, Any]], tolerance: float = FLOPS_TOLERANCE) -> list[str]:
     """Warnings for every (experiment, channels, scale) whose variants' mult_adds spread beyond ``tolerance``."""
     groups: dict[tuple[Any, ...], dict[str, int]] = {}
-    for r in rows:
-        if r.get("mult_adds") and r.get("experiment"):
+    for r in rows:  # a claim's variants differ in FLOPs by design: only guideline experiments hold them constant
+        if r.get("mult_adds") and r.get("experiment") and r.get("experiment_group", "guidelines") == "guidelines":
             groups.setdefault((r["experiment"], r.get("channels"), r.get("scale")), {})[r["variant"]] = r["mult_adds"]
     out = []
     for (exp, channels, scale), by_variant in sorted(groups.items(), key=str):

@@ -49,6 +49,7 @@ def sections(data: ReportData) -> list[Section]:
     candidates = [
         summary_section(data),
         guideline_sections(data),
+        guideline_sections(data, claims=True),
         environment_section(data),
         fits_section(data),
         roofline_section(data),

@@ -64,6 +64,7 @@ class ReportData:
         return self.rows[self.rows["status"] != "ok"]
 
     def guideline_rows(self) -> pd.DataFrame:
+        """Sweep rows of every experiment: guidelines, claims and user specs."""
         return self._select(self.ok, "_guideline")
 
     def block_rows(self) -> pd.DataFrame:
@@ -89,7 +90,8 @@ NUMERIC = (
     "arithmetic_intensity", "latency_median_ms", "latency_mean_ms", "latency_p10_ms", "latency_p90_ms",
     "latency_iqr_ms", "latency_ci_low_ms", "latency_ci_high_ms", "cv", "n_samples", "speed_vs_baseline",
     "speed_vs_baseline_ci_low", "speed_vs_baseline_ci_high", "paper_speed_vs_baseline",
-    "mac_predicted_speed_vs_baseline", "block_index",
+    "mac_predicted_speed_vs_baseline", "block_index", "flops_predicted_speed_vs_baseline", "paper_ratio",
+    "speed_vs_previous", "speed_vs_previous_ci_low", "speed_vs_previous_ci_high",
 )
 # Process conditions from the measurement engine (rows of older files lack them: they read as NaN / "").
 PROCESS_NUMERIC = (
@@ -98,7 +100,9 @@ PROCESS_NUMERIC = (
 )
 PROCESS_TEXT = ("allocator",)
 TEXT = ("experiment", "workload", "variant", "backend", "input_shape", "status", "error", "hardware_id",
-        "guideline_title", "baseline_variant", "channels", "verdict", "variant_outcome", "precision", "quantization")
+        "guideline_title", "baseline_variant", "channels", "verdict", "variant_outcome", "precision", "quantization",
+        # claim experiments (kernels/ with group = "claims"); empty for guideline rows and older files
+        "experiment_group", "claim", "source", "paper_figure", "paper_ratio_metric", "key_variant", "reference_variant")
 
 
 def from_results_files(files: Sequence[ResultsFile]) -> ReportData:
@@ -141,6 +145,7 @@ def from_results_files(files: Sequence[ResultsFile]) -> ReportData:
     missing = df["status"] == ""
     df.loc[missing, "status"] = ["ok" if pd.notna(v) else "error" for v in df.loc[missing, "latency_median_ms"]]
     df["_guideline"] = [is_guideline_row(r) for r in rows]
+    df["_claim"] = df["_guideline"] & (df["experiment_group"] == "claims")
     df["_blocks"] = [is_block_row(r) for r in rows]
     df["_source"] = source_of
     return ReportData(sources, environments, df, per_op, peaks, predictions)

@@ -60,6 +60,12 @@ def _err(values: pd.Series, low: pd.Series, high: pd.Series) -> np.ndarray:
     return np.vstack([lo, hi])
 
 
+# Ratio columns the experiment chart draws; when they span more than LOG_RATIO_SPAN its y axis is logarithmic.
+RATIO_COLUMNS = ("speed_vs_baseline", "speed_vs_baseline_ci_low", "speed_vs_baseline_ci_high", "paper_speed_vs_baseline",
+                 "mac_predicted_speed_vs_baseline", "flops_predicted_speed_vs_baseline")
+LOG_RATIO_SPAN = 8.0
+
+
 def guideline_figure(df: pd.DataFrame, variants: Sequence[str], title: str) -> str:
     """Speed relative to the baseline per variant: one panel per scale, a bar per run config with its 95% CI, the
     paper's ratio (grey) beside, and the ratio MAC predicts (black diamond)."""
@@ -86,8 +92,16 @@ def guideline_figure(df: pd.DataFrame, variants: Sequence[str], title: str) -> s
                    hatch="//", edgecolor="white", label=(f"paper ({ch} channels)" if ch else "paper") if ax is axes[0] else None)
             ax.scatter(x, d["mac_predicted_speed_vs_baseline"], marker="D", color="black", s=18, zorder=5,
                        label=(f"MAC-predicted ({ch})" if ch else "MAC-predicted") if ax is axes[0] else None)
+            if "flops_predicted_speed_vs_baseline" in d and d["flops_predicted_speed_vs_baseline"].notna().any():
+                ax.scatter(x, d["flops_predicted_speed_vs_baseline"], marker="o", facecolors="none", color="black",
+                           s=22, zorder=5, label=(f"FLOPs-predicted ({ch})" if ch else "FLOPs-predicted")
+                           if ax is axes[0] else None)
             k += 1
         ax.axhline(1.0, color="black", linewidth=0.8)
+        shown = pd.concat([at_scale[c] for c in RATIO_COLUMNS if c in at_scale]).to_numpy(dtype=float)
+        shown = shown[np.isfinite(shown) & (shown > 0)]
+        if shown.size and shown.max() / shown.min() > LOG_RATIO_SPAN:  # a claim's 14x next to 0.05x: log axis
+            ax.set_yscale("log")
         ax.set_xticks(x, list(variants), rotation=20 if max(map(len, variants)) > 6 else 0, fontsize=8)
         ax.set_title(f"scale ×{scale:g}" if not (isinstance(scale, float) and math.isnan(scale)) else "", fontsize=9)
         ax.set_ylabel("speed vs baseline (×)" if ax is axes[0] else "")

@@ -197,13 +197,17 @@ def allocator_table(effect: pd.DataFrame) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ the verdict matrix
 def key_variants(rows: pd.DataFrame) -> dict[str, tuple[str, str]]:
-    """Per guideline: (key variant, baseline) — the last non-baseline variant in the rows' (the spec's) order."""
+    """Per experiment: (key variant, baseline) — the spec's ``key_variant`` where the rows carry one, else the last
+    non-baseline variant in the rows' (the spec's) order."""
     out = {}
     for gid in dict.fromkeys(rows["experiment"]):
         d = rows[rows["experiment"] == gid]
         baseline = next((b for b in d["baseline_variant"] if b), "")
+        named = next((k for k in d.get("key_variant", pd.Series(dtype=str)) if k), "")
         variants = [v for v in dict.fromkeys(d["variant"]) if v and v != baseline]
-        if variants:
+        if named in variants:
+            out[gid] = (named, baseline)
+        elif variants:
             out[gid] = (variants[-1], baseline)
     return out
 
@@ -217,8 +221,9 @@ def _scale_key(v: Any) -> float:
 
 
 def matrix_frame(data: ReportData, config_of: Any) -> pd.DataFrame:
-    """One row per guideline × run × scale (× channels): verdict and key ratio. ``config_of`` labels the runs."""
-    rows = data.rows[data.rows["_guideline"]] if not data.rows.empty else data.rows
+    """One row per guideline × run × scale (× channels): verdict and key ratio. ``config_of`` labels the runs.
+    Claim experiments have their own table (``report.claims``)."""
+    rows = data.rows[data.rows["_guideline"] & ~data.rows["_claim"]] if not data.rows.empty else data.rows
     if rows.empty:
         return pd.DataFrame()
     rows = config_of(rows)

@@ -198,22 +198,37 @@ GUIDELINE_COLUMNS = [
     "latency_median_ms", "latency_ci_low_ms", "latency_ci_high_ms", "speed_vs_baseline", "speed_vs_baseline_ci_low",
     "speed_vs_baseline_ci_high", "paper_speed_vs_baseline", "mac_predicted_speed_vs_baseline", "verdict",
 ]
+CLAIM_COLUMNS = ["experiment_group", "claim", "source", "paper_figure", "paper_ratio", "paper_ratio_metric",
+                 "key_variant", "reference_variant", "speed_vs_previous", "speed_vs_previous_ci_low",
+                 "speed_vs_previous_ci_high"]
 
 
-def guideline_frame(data: ReportData) -> pd.DataFrame:
-    g = add_config(data.guideline_rows(), data.multiple_machines())
+def guideline_frame(data: ReportData, claims: bool | None = None) -> pd.DataFrame:
+    """Sweep rows with run labels; ``claims`` True: only claim experiments, False: only the others, None: all."""
+    rows = data.guideline_rows()
+    if claims is not None and not rows.empty:
+        rows = rows[rows["_claim"] == claims]
+    g = add_config(rows, data.multiple_machines())
     g = g.assign(guideline=g["experiment"]) if not g.empty else g.assign(guideline=[])
     return g
 
 
-def guideline_sections(data: ReportData) -> Section | None:
-    g = guideline_frame(data)
+def guideline_sections(data: ReportData, claims: bool = False) -> Section | None:
+    """One sub-section per experiment (its chart, verdicts and numbers): ShuffleNet V2's guidelines and user specs,
+    or (``claims``) the seed papers' claims, led by the claims table."""
+    g = guideline_frame(data, claims)
     if g.empty:
         return None
-    sec = Section("guidelines", "Guidelines: speed relative to the baseline variant")
-    sec.notes.append("Bars: measured speed of each variant relative to the guideline's baseline variant (median ratio "
-                     "with its 95% CI). Hatched grey: the paper's ratio for the same channels and scale. Diamonds: the "
-                     "ratio the memory access cost (MAC) predicts, baseline MAC / variant MAC.")
+    if claims:
+        from latprof.report.claims import claims_section
+
+        sec = claims_section(g)
+    else:
+        sec = Section("guidelines", "Guidelines: speed relative to the baseline variant")
+    sec.notes.append("Bars: measured speed of each variant relative to the experiment's baseline variant (median ratio "
+                     "with its 95% CI). Hatched grey: the paper's ratio for the same channels and scale (where the "
+                     "paper gives a speed). Diamonds: the ratio the memory access cost (MAC) predicts, baseline MAC / "
+                     "variant MAC; circles: the ratio FLOPs (mult_adds) predict.")
     for gid in dict.fromkeys(g["guideline"]):
         d = g[g["guideline"] == gid]
         titles = [t for t in d["guideline_title"].unique() if t]
@@ -229,7 +244,7 @@ def guideline_sections(data: ReportData) -> Section | None:
         sub.tables.append({"title": "Verdicts", **table(verdicts, ["config", "scale", "channels", "verdict"],
                                                          ["run", "scale", "channels", "verdict"])})
         for (cfg, scale), grp in d.groupby(["config", "scale"], dropna=False, sort=False):
-            spread = flops_not_constant(grp["mult_adds"].dropna())
+            spread = None if claims else flops_not_constant(grp["mult_adds"].dropna())  # claims differ by design
             if spread is not None:
                 sub.notes.append(f"{cfg}, scale ×{fmt(scale)}: mult_adds differ by {100 * spread:.1f}% "
                                  f"between variants (more than {100 * FLOPS_TOLERANCE:.0f}%): FLOPs are not held constant.")
@@ -239,13 +254,15 @@ def guideline_sections(data: ReportData) -> Section | None:
             "latency ms [95% CI]": [with_ci(*v) for v in zip(d["latency_median_ms"], d["latency_ci_low_ms"], d["latency_ci_high_ms"])],
             "speed vs baseline [95% CI]": [with_ci(*v) for v in zip(d["speed_vs_baseline"], d["speed_vs_baseline_ci_low"], d["speed_vs_baseline_ci_high"])],
             "paper": d["paper_speed_vs_baseline"], "MAC-predicted": d["mac_predicted_speed_vs_baseline"],
+            "FLOPs-predicted": d["flops_predicted_speed_vs_baseline"],
             "outcome": [o or ("baseline" if v == b else "—") for o, v, b in zip(d["variant_outcome"], d["variant"], d["baseline_variant"])],
             "verdict": d["verdict"],
             "conditions": overview.flags_column(d),
         })
         sub.tables.append({"title": "Numbers", **table(detail)})
+        extra = ["flops_predicted_speed_vs_baseline", *(CLAIM_COLUMNS if claims else [])]
         sub.csv[f"guideline_{gid}"] = d.reindex(columns=GUIDELINE_COLUMNS + ["channels", "baseline_variant", "hardware_id", "guideline_title",
-                                                                              "variant_outcome", *PROCESS_TEXT, *PROCESS_NUMERIC])
+                                                                              "variant_outcome", *extra, *PROCESS_TEXT, *PROCESS_NUMERIC])
         sec.blocks.append(sub)
     return sec
 

@@ -8,7 +8,7 @@ import pandas as pd
 
 from latprof.errors import LatprofError
 from latprof.report.data import ReportData
-from latprof.report.sections import GUIDELINE_COLUMNS, RESULT_COLUMNS
+from latprof.report.sections import CLAIM_COLUMNS, GUIDELINE_COLUMNS, RESULT_COLUMNS
 
 # The sweep's own columns beyond the guideline table: channel set, how FLOPs compare, each variant's outcome.
 SWEEP_COLUMNS = ["channels", "input_shape", "flops_predicted_speed_vs_baseline", "mult_adds_vs_baseline", "variant_outcome"]
@@ -18,6 +18,7 @@ PROCESS_COLUMNS = ["allocator", "processes", "process_spread", "minor_faults_per
 SUMMARY_COLUMNS = (
     GUIDELINE_COLUMNS + SWEEP_COLUMNS
     + [c for c in RESULT_COLUMNS if c not in GUIDELINE_COLUMNS + SWEEP_COLUMNS] + ["status", "error"]
+    + CLAIM_COLUMNS  # claim experiments' own columns (docs/claims.md), empty for the others
     + PROCESS_COLUMNS
 )
 

@@ -6,6 +6,7 @@ from typing import Any
 
 
 def show_list(topic: str, items: list[dict[str, Any]], as_json: bool = False) -> int:
+    from latprof.catalog import table_columns
     from latprof.console import print_json, stdout, table
 
     if as_json:
@@ -14,6 +15,6 @@ def show_list(topic: str, items: list[dict[str, Any]], as_json: bool = False) ->
     if not items:
         stdout.print(f"no {topic}")
         return 0
-    cols = [c for c in items[0] if not isinstance(items[0][c], (dict, list))]
+    cols = table_columns(topic, items)
     stdout.print(table(topic.capitalize(), cols, [[it.get(c) for c in cols] for it in items]))
     return 0
