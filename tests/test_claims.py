@@ -50,6 +50,7 @@ def test_every_claim_is_listed_with_claim_source_and_direction(claims):
         assert all(v.expect in ("faster", "slower") for v in spec.variants if v.name != spec.baseline), sid
         assert spec.curve == (sid in CURVES)
         assert spec.key in spec.variants and spec.key.name != spec.baseline
+        assert spec.key.paper_figure, sid  # the claims table shows the paper's own figure beside the key ratio
 
 
 def test_guideline_words_all_and_claims():
@@ -249,3 +250,20 @@ def test_claims_table_in_the_report(tmp_path):
     assert "Which guidelines hold" not in html  # no guideline rows: no guideline summary
     claims_csv = next(tmp_path.glob("*_claims.csv")).read_text()
     assert "flops_predicted_speed_vs_baseline" in claims_csv
+
+
+# ------------------------------------------------------------------ command line
+def test_cli_lists_claims_and_rejects_an_unknown_id(capsys):
+    import json
+
+    from latprof.cli import main
+
+    assert main(["list", "guidelines", "--json"]) == 0
+    items = json.loads(capsys.readouterr().out)
+    beyond = [x for x in items if x["id"] not in ("g1", "g2", "g3", "g4")]
+    assert len(beyond) >= 10 and all(x["claim"] and x["source"] for x in beyond)
+    assert main(["list", "guidelines"]) == 0
+    assert "claims" in capsys.readouterr().out  # the group column of the table
+    assert main(["sweep", "--guideline", "dwsepp", "--backend", "torch-cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "dwsep" in err[0] and "claims" in err[0] and "Traceback" not in err[0]
