@@ -70,7 +70,7 @@ class ExperimentSpec:
     block: str
     repeat: int
     input_hw: tuple[int, int]
-    input_channels: str
+    input_channels: str | int  # a block argument's name, or a fixed count (3 for whole networks)
     scales: tuple[int, ...]
     scale_args: tuple[str, ...]
     baseline: str
@@ -225,6 +225,8 @@ def load_spec(path: str | Path) -> ExperimentSpec:
         raise c.fail("experiment.scales", f"expected a non-empty list of positive integers, got {scales!r}")
     scale_args = c.get(exp, "scale_args", list, "experiment")
     input_channels = c.get(exp, "input_channels", (str, int), "experiment")
+    if isinstance(input_channels, int) and input_channels < 1:
+        raise c.fail("experiment.input_channels", f"a fixed channel count must be >= 1, got {input_channels}")
     baseline = c.get(exp, "baseline", str, "experiment")
     group = c.get(exp, "group", str, "experiment", required=False) or DEFAULT_GROUP
     if group not in GROUPS:
