@@ -16,7 +16,7 @@ from latprof.per_block import profile_blocks, summarize_blocks, summary_line
 from latprof.results import read_results
 from latprof.workloads import build_registered
 from tests.test_workloads_blocks import BLOCKS
-from tests.test_workloads_networks import NETWORKS
+from tests.test_workloads_networks import NETWORKS, PUBLISHED
 
 QUICK = ["--threads", "1", "--max-time", "0.05", "--target-ci", "0.5"]
 
@@ -25,7 +25,8 @@ def test_list_models_json_names_every_zoo_entry(capsys) -> None:
     assert main(["list", "models", "--json"]) == 0
     items = {it["name"]: it for it in json.loads(capsys.readouterr().out)}
     for name in NETWORKS:
-        assert items[name]["kind"] == "network" and items[name]["default_input"] == "1x3x224x224"
+        r = PUBLISHED[name].resolution  # 224, or the network's own (EfficientNet B1-B3, V2-S)
+        assert items[name]["kind"] == "network" and items[name]["default_input"] == f"1x3x{r}x{r}"
         assert items[name]["description"] and items[name]["arguments"] == {"num_classes": 1000}
     for name in BLOCKS:
         assert items[name]["kind"] == "block"
