@@ -104,13 +104,34 @@ def _add_process_flags(p: argparse.ArgumentParser, processes_help: str) -> None:
                    help="add to an --out folder that already holds results (a new reading beside the old ones)")
 
 
+def _add_fleet_flags(p: argparse.ArgumentParser) -> None:
+    from latprof.run.fleet import EXECUTORS, INSTALL_HINT, NODE_LABEL, RESOURCE
+
+    p.add_argument("--executor", choices=EXECUTORS, default=EXECUTORS[0],
+                   help="where units run: local = worker processes on this machine (default); ray = on the machines "
+                        f"of a Ray cluster offering the {RESOURCE!r} resource, one unit per machine at a time "
+                        f"(needs {INSTALL_HINT}; docs/fleet.md)")
+    p.add_argument("--ray-address", metavar="HOST:PORT",
+                   help="the Ray head to join (default: $RAY_ADDRESS, else the cluster started on this machine)")
+    p.add_argument("--nodes", metavar="LABEL=VALUE,...|NODE,...",
+                   help="run on these fleet nodes only: nodes carrying every LABEL=VALUE, or nodes by name "
+                        f"({NODE_LABEL} label, else hostname) or id (default: every node)")
+    p.add_argument("--spread", action="store_true",
+                   help="run each unit once on any free fleet node (throughput) instead of once on every node")
+
+
 def _run_options(args: argparse.Namespace) -> Any:
     from latprof.run.engine import RunOptions
 
     if args.processes is not None and args.processes < 1:
         raise LatprofError(f"--processes must be a positive integer, got {args.processes}")
+    fleet = None
+    if hasattr(args, "executor"):
+        from latprof.run.fleet import fleet_options
+
+        fleet = fleet_options(args.executor, args.ray_address, args.nodes, args.spread, args.in_process)
     return RunOptions(in_process=args.in_process, allocator=args.allocator, processes=args.processes,
-                      worker_timeout_s=args.worker_timeout, append=args.append)
+                      worker_timeout_s=args.worker_timeout, append=args.append, fleet=fleet)
 
 
 # ---------------------------------------------------------------- flags shared by the measuring commands
@@ -177,6 +198,7 @@ def _add_measure_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print result rows as JSON")
     _add_process_flags(p, "worker processes per reading, samples pooled and the CI taken over processes too "
                           "(default 1)")
+    _add_fleet_flags(p)
 
 
 def _add_profile(sub: Any) -> None:
@@ -394,6 +416,7 @@ def _add_sweep(sub: Any) -> None:
                         f"(default {QUICK_BUDGET_S:.0f} with --quick, off otherwise)")
     p.add_argument("--json", action="store_true", help="print the summary rows as JSON")
     _add_process_flags(p, "worker processes per unit to start with (default 1; --budget adds more where undecided)")
+    _add_fleet_flags(p)
 
 
 def _run_sweep(args: argparse.Namespace) -> int:

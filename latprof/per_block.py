@@ -200,14 +200,16 @@ def summary_line(rows: list[dict[str, Any]]) -> str:
 
 def blocks_plan(request: ProfileRequest) -> Plan:
     """One unit per network x backend: the whole network, then each block alone, in one worker process."""
-    validate_threads(request.threads)
+    fleet = request.run.fleet is not None  # backends and threads are checked on each node (latprof/run/fleet.py)
+    if not fleet:
+        validate_threads(request.threads)
     if request.precision != DEFAULT_PRECISION:  # each block would be quantised on its own calibration: not the network's
         raise LatprofError(f"--per-block measures {DEFAULT_PRECISION} only; run --precision {request.precision} "
                            "without --per-block")
     units = []
     for model in request.models:  # build and check everything first: a bad name or shape fails before any file
         for backend in request.backends or ["torch-cpu"]:
-            cls = backend_class(backend)
+            cls = backend_class(backend, require_available=not fleet)
             batch = resolve_batch(request.input_shape, request.batch, cls)
             network = _network(model, request.input_shape, batch, request.model_kwargs)
             threads = request.threads or default_threads(cls)
@@ -219,7 +221,8 @@ def blocks_plan(request: ProfileRequest) -> Plan:
                 "tf32": request.tf32, "config": asdict(request.config),
             }
             units.append(Unit("blocks", f"{network.name} blocks {backend}", payload, templates,
-                              time_s=len(items) * (request.config.max_time_s + 5.0)))
+                              time_s=len(items) * (request.config.max_time_s + 5.0),
+                              extra={"threads_explicit": request.threads is not None}))
     return Plan(units, finish_blocks_unit, processes=1)
 
 
@@ -243,7 +246,7 @@ def run_per_block(request: ProfileRequest) -> RunFiles:
     """``latprof profile --per-block``: every network x backend as one unit, stored like ``profile``."""
     plan = blocks_plan(request)
     out_dir, store = open_output(request.out, request.resume, request.run.append)
-    env = record_environment(store)
+    env = record_environment(store, request.run)
     files = RunFiles(out_dir, store.path, out_dir / "results.csv")
 
     def on_unit(i: int, n: int, unit: Unit, rows: list[dict[str, Any]] | None) -> None:
@@ -252,6 +255,7 @@ def run_per_block(request: ProfileRequest) -> RunFiles:
     try:
         result = execute(plan, store, env, request.run, request.resume, on_unit)
         files.rows, files.wall_s = result.rows, result.wall_s
+        files.notes += result.notes
     finally:
         from latprof.experiments.outputs import write_outputs
 

@@ -92,12 +92,18 @@ def default_backends_for(model: str) -> list[str]:
 def record_peaks(
     store: ResultStore, configs: Sequence[tuple[str, int]], hardware_id: str, pin: bool = False, ort_opt: str = DEFAULT_ORT_OPT,
     existing: Sequence[dict[str, Any]] = (), run: RunOptions | None = None, tf32: str = DEFAULT_TF32,
+    units: Sequence[Unit] = (),
 ) -> list[str]:
     """Measure each (backend, threads)'s peak compute and bandwidth once for the roofline, in a worker like every
-    other measurement; returns warnings. A configuration already measured on this hardware is not measured again."""
+    other measurement; returns warnings. A configuration already measured on this hardware is not measured again.
+    A fleet run measures them on every node, for the configurations of the plan's ``units`` there."""
     from latprof.run.executors import WorkerFailed, make_executor
 
     run = run or RunOptions()
+    if run.fleet is not None:
+        from latprof.run.fleet import record_fleet_peaks
+
+        return record_fleet_peaks(store, units, pin, ort_opt, existing, run, tf32)
     executor = make_executor(run.in_process, run.allocator, run.worker_timeout_s, run.bind_threads)
     have = {(p.get("backend"), p.get("threads"), p.get("hardware_id")) for p in existing if p.get("record") == Record.PEAKS}
     notes = []
@@ -160,11 +166,13 @@ def measure_on_backend(
 def profile_plan(request: ProfileRequest) -> Plan:
     """One unit per model x backend. Every workload is built and checked here first: a bad name, argument or shape
     fails in one line before any file is touched."""
-    validate_threads(request.threads)
+    fleet = request.run.fleet is not None  # backends and threads are checked on each node (latprof/run/fleet.py)
+    if not fleet:
+        validate_threads(request.threads)
     units = []
     for model in request.models:
         for backend_name in request.backends or default_backends_for(model):
-            cls = backend_class(backend_name)  # unknown/unavailable backend: one line, before any work
+            cls = backend_class(backend_name, require_available=not fleet)  # unknown/unavailable: one line
             quant = check_precision(request.precision, [backend_name], request.quant)  # int8 on torch-cpu: one line
             batch = resolve_batch(request.input_shape, request.batch, cls)
             workload = create_workload(model, input_shape=request.input_shape, batch=batch, **request.model_kwargs)
@@ -181,7 +189,8 @@ def profile_plan(request: ProfileRequest) -> Plan:
                 "config": asdict(request.config), "per_op": request.per_op,
             }
             units.append(Unit("profile", f"{workload.name} {backend_name}", payload, [base_row(**ident)],
-                              time_s=request.config.max_time_s + 20.0))
+                              time_s=request.config.max_time_s + 20.0,
+                              extra={"threads_explicit": request.threads is not None}))
     return Plan(units, finish_profile_unit, processes=1)
 
 
@@ -225,7 +234,7 @@ def run_profile(
     """Measure every model on every backend; each finished row is stored at once (Ctrl-C keeps them)."""
     plan = profile_plan(request)
     out_dir, store = open_output(request.out, request.resume, request.run.append)
-    env = record_environment(store)
+    env = record_environment(store, request.run)
     files = RunFiles(out_dir, store.path, out_dir / "results.csv")
 
     def on_unit(i: int, n: int, unit: Unit, rows: list[dict[str, Any]] | None) -> None:
@@ -241,11 +250,12 @@ def run_profile(
     try:
         result = execute(plan, store, env, request.run, request.resume, on_unit)
         files.rows, files.wall_s = result.rows, result.wall_s
+        files.notes += result.notes
         if request.roofline:
             existing = read_results(store.path, quiet=True).other if request.resume else []
             configs = [(u.payload["backend"], u.payload["threads"]) for u in plan.units]
             files.notes += record_peaks(store, configs, env["hardware_id"], request.pin, request.ort_opt, existing,
-                                        request.run, request.tf32)
+                                        request.run, request.tf32, plan.units)
     finally:
         from latprof.experiments.outputs import write_outputs
 

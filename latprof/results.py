@@ -67,6 +67,7 @@ class ResultsFile:
     path: Path
     results: list[dict[str, Any]] = field(default_factory=list)
     environments: dict[str, dict[str, Any]] = field(default_factory=dict)
+    node_environments: dict[str, dict[str, Any]] = field(default_factory=dict)  # fleet runs: per node name
     other: list[dict[str, Any]] = field(default_factory=list)
     skipped_torn_line: bool = False
     superseded: int = 0
@@ -183,6 +184,8 @@ def read_results(path: str | Path, quiet: bool = False) -> ResultsFile:
             out.results.append(rec)
         elif kind == Record.ENVIRONMENT:
             out.environments[rec.get("hardware_id", "")] = rec
+            if rec.get("node"):
+                out.node_environments[str(rec["node"])] = rec
         else:
             out.other.append(rec)
     deduped = dedupe_results(out.results)

@@ -27,6 +27,8 @@ class Record(str, Enum):
     PEAKS = "peaks"
     PER_OP = "per_op"
     PREDICTION = "prediction"  # latprof predict --evaluate: one predictor's prediction of a measured network/block
+    FLEET_SKIP = "fleet_skip"  # a fleet run: a unit a node skipped (backend missing there, ...) and why
+    PROBE = "probe"  # a fleet node's fingerprint and backends, from its probe (never stored)
 
 
 class RowKind(str, Enum):
@@ -41,9 +43,10 @@ class RowKind(str, Enum):
 
 # Identity of a result row: --resume skips rows whose key is present, merge and compare match on it, a later row
 # with the same key supersedes an earlier one. The allocator is part of it: two allocators are two readings.
-# So is the numeric precision: an INT8 or FP16 reading is never the FP32 one (``quantization`` names the INT8 settings).
+# So is the numeric precision: an INT8 or FP16 reading is never the FP32 one (``quantization`` names the INT8 settings),
+# and the fleet node that measured it (``node``; absent, i.e. None, in runs on one machine): a row per machine.
 KEY_FIELDS = ("experiment", "workload", "variant", "backend", "threads", "batch", "scale", "input_shape", "allocator",
-              "precision", "quantization")
+              "precision", "quantization", "node")
 # Rows written before precision was recorded were all FP32 runs: they keep matching (--resume, compare) as such.
 KEY_DEFAULTS: dict[str, Any] = {"precision": "fp32", "quantization": ""}
 
@@ -106,6 +109,13 @@ class ResultRow(TypedDict, total=False):
     error: str
     hardware_id: str
     timestamp: str
+    # ---- fleet runs (--executor ray): the machine, and when its task ran (epoch seconds, the node's clock)
+    node: str
+    node_id: str
+    started_at: float
+    ended_at: float
+    run_intervals: list[list[float]]
+    node_lost: bool
 
 
 def row_key(row: dict[str, Any]) -> tuple[Any, ...]:

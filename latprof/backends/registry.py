@@ -25,13 +25,16 @@ def available_backends() -> list[str]:
     return [n for n, c in _BACKENDS.items() if c.availability()[0]]
 
 
-def backend_class(name: str) -> type[Backend]:
-    """The class for ``name``; an unknown or unavailable backend is a one-line error listing those usable here."""
+def backend_class(name: str, require_available: bool = True) -> type[Backend]:
+    """The class for ``name``; an unknown or unavailable backend is a one-line error listing those usable here.
+
+    ``require_available=False`` (fleet runs: the backend must exist on the measuring node, not on the driver) only
+    rejects unknown names."""
     if name not in _BACKENDS:
         raise unknown_choice("backend", name, _BACKENDS)
     cls = _BACKENDS[name]
     ok, why = cls.availability()
-    if not ok:
+    if not ok and require_available:
         raise LatprofError(f"backend {name!r} is not available here ({why}); available: {', '.join(available_backends())}")
     return cls
 

@@ -132,7 +132,8 @@ class SweepOutcome:
         cells: dict[tuple[Any, ...], str] = {}
         for r in self.rows:
             if r.get("experiment") and r.get("baseline_variant"):
-                cell = (r["experiment"], r["backend"], r.get("scale"), r.get("allocator"), r.get("sweep_precision"))
+                cell = (r["experiment"], r["backend"], r.get("scale"), r.get("allocator"), r.get("sweep_precision"),
+                        r.get("node"))
                 cells[cell] = r.get("verdict") or INCONCLUSIVE
         return sum(1 for v in cells.values() if v in DECIDED), len(cells)
 
@@ -195,11 +196,13 @@ def channel_set(choice: str, device_class: str, spec: ExperimentSpec) -> str:
 
 def plan_units(request: SweepRequest) -> list[SweepUnit]:
     """All units in a fixed order (experiment, backend, scale); ``--shard i/n`` keeps every n-th from i."""
-    validate_threads(request.threads)
+    fleet = request.run.fleet is not None  # backends and threads are checked on each node (latprof/run/fleet.py)
+    if not fleet:
+        validate_threads(request.threads)
     specs = select_specs(request.guidelines, request.spec_paths)
     backends = sweep_backends(request)
     for b in backends:
-        backend_class(b)
+        backend_class(b, require_available=not fleet)
     check_precision(request.precision, backends, request.quant)  # --precision int8 on torch-cpu: one line
     runnable = _runnable(specs, backends, request.precision)
     units: list[SweepUnit] = []
@@ -211,7 +214,7 @@ def plan_units(request: SweepRequest) -> list[SweepUnit]:
         for b in backends:
             if (spec.id, b) not in runnable:
                 continue
-            cls = backend_class(b)
+            cls = backend_class(b, require_available=not fleet)
             batch = cls.fixed_batch or spec.batch.get(cls.device_class, cls.default_batch)
             threads = request.threads or default_threads(cls)
             for s in scales:
@@ -273,13 +276,17 @@ def _counts(workload: Any) -> dict[str, Any]:
 def engine_unit(unit: SweepUnit, request: SweepRequest, processes: int) -> Unit:
     """The engine's unit: what a worker needs to rebuild this experiment x backend x scale, and its row templates."""
     config = request.measure_config(processes)
+    builtin = builtin_spec_paths().get(unit.spec.path.stem)
+    # A shipped spec travels by name (a fleet node has its own install); a user's spec file by path.
+    spec_ref = unit.spec.path.stem if builtin is not None and builtin.resolve() == unit.spec.path.resolve() else str(unit.spec.path)
     payload = {
-        "spec": str(unit.spec.path), "backend": unit.backend, "scale": unit.scale, "channels": unit.channels,
+        "spec": spec_ref, "backend": unit.backend, "scale": unit.scale, "channels": unit.channels,
         "batch": unit.batch, "threads": unit.threads, "pin": request.pin, "ort_opt": request.ort_opt,
         "tf32": request.tf32, "config": asdict(config), "precision": unit.precision, "quant": unit.quant,
     }
     return Unit("sweep", unit.label, payload, unit_rows_template(unit), time_s=config.max_time_s + 15.0,
-                extra={"sweep_unit": unit, "margin": request.equivalence_margin})
+                extra={"sweep_unit": unit, "margin": request.equivalence_margin,
+                       "threads_explicit": request.threads is not None})
 
 
 def measure_sweep_unit(payload: dict[str, Any]) -> list[dict[str, Any]]:
@@ -442,7 +449,7 @@ def run_sweep(
 
     plan = sweep_plan(request)
     out_dir, store = open_output(request.out, request.resume, request.run.append)
-    env = record_environment(store)
+    env = record_environment(store, request.run)
     outcome = SweepOutcome(out_dir, store.path)
     outcome.notes += precision_skips(request)
     try:
@@ -450,8 +457,9 @@ def run_sweep(
             existing = read_results(store.path, quiet=True).other if request.resume else []
             configs = [(u.payload["backend"], u.payload["threads"]) for u in plan.units]
             outcome.notes += record_peaks(store, configs, env["hardware_id"], request.pin, request.ort_opt, existing,
-                                          request.run, request.tf32)
+                                          request.run, request.tf32, plan.units)
         result = execute(plan, store, env, request.run, request.resume, on_unit)
+        outcome.notes += result.notes
     finally:
         outcome.paths = write_outputs(out_dir)
     outcome.rows, outcome.units_run, outcome.units_skipped = result.rows, result.units_run, result.units_skipped

@@ -11,6 +11,7 @@ import jinja2
 from latprof import __version__
 from latprof.errors import LatprofError
 from latprof.report.data import ReportData, from_results_files, load
+from latprof.report.fleet import fleet_section
 from latprof.report.sections import (
     Section,
     blocks_section,
@@ -48,6 +49,7 @@ def sections(data: ReportData) -> list[Section]:
     """
     candidates = [
         summary_section(data),
+        fleet_section(data),
         guideline_sections(data),
         guideline_sections(data, claims=True),
         environment_section(data),

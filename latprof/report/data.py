@@ -50,6 +50,8 @@ class ReportData:
     per_op: list[dict[str, Any]] = field(default_factory=list)
     peaks: list[dict[str, Any]] = field(default_factory=list)
     predictions: list[dict[str, Any]] = field(default_factory=list)  # latprof predict --evaluate
+    node_environments: dict[str, dict[str, Any]] = field(default_factory=dict)  # fleet runs: per node name
+    fleet_skips: list[dict[str, Any]] = field(default_factory=list)  # fleet runs: units a node skipped, and why
 
     @property
     def ok(self) -> pd.DataFrame:
@@ -82,7 +84,13 @@ class ReportData:
 
     def multiple_machines(self) -> bool:
         ids = set(self.environments) | set(self.rows.get("hardware_id", pd.Series(dtype=object)).dropna())
-        return len({i for i in ids if i}) > 1
+        return len({i for i in ids if i}) > 1 or len(self.nodes()) > 1
+
+    def nodes(self) -> list[str]:
+        """Fleet nodes that measured rows, in first-seen order (none for runs on one machine)."""
+        if self.rows.empty or "node" not in self.rows:
+            return []
+        return [n for n in dict.fromkeys(self.rows["node"]) if n]
 
 
 NUMERIC = (
@@ -99,7 +107,7 @@ PROCESS_NUMERIC = (
     "voluntary_ctx_switches_per_call", "involuntary_ctx_switches_per_call", "cpu_util",
 )
 PROCESS_TEXT = ("allocator",)
-TEXT = ("experiment", "workload", "variant", "backend", "input_shape", "status", "error", "hardware_id",
+TEXT = ("experiment", "workload", "variant", "backend", "input_shape", "status", "error", "hardware_id", "node",
         "guideline_title", "baseline_variant", "channels", "verdict", "variant_outcome", "precision", "quantization",
         # claim experiments (kernels/ with group = "claims"); empty for guideline rows and older files
         "experiment_group", "claim", "source", "paper_figure", "paper_ratio_metric", "key_variant", "reference_variant")
@@ -112,6 +120,8 @@ def from_results_files(files: Sequence[ResultsFile]) -> ReportData:
     per_op: list[dict[str, Any]] = []
     peaks: list[dict[str, Any]] = []
     predictions: list[dict[str, Any]] = []
+    node_envs: dict[str, dict[str, Any]] = {}
+    skips: list[dict[str, Any]] = []
     sources = []
     source_of: list[str] = []
     for f in files:
@@ -125,6 +135,7 @@ def from_results_files(files: Sequence[ResultsFile]) -> ReportData:
         })
         rows.extend(f.results)
         environments.update({k: v for k, v in f.environments.items()})
+        node_envs.update(f.node_environments)
         for rec in f.other:
             kind = rec.get("record")
             if kind == Record.PER_OP:
@@ -133,6 +144,8 @@ def from_results_files(files: Sequence[ResultsFile]) -> ReportData:
                 peaks.append(rec)
             elif kind == Record.PREDICTION:
                 predictions.append(rec)
+            elif kind == "fleet_skip":
+                skips.append(rec)
     df = _frame(rows)
     for col in NUMERIC + PROCESS_NUMERIC:
         df[col] = pd.to_numeric(df[col], errors="coerce") if col in df.columns else math.nan
@@ -148,7 +161,7 @@ def from_results_files(files: Sequence[ResultsFile]) -> ReportData:
     df["_claim"] = df["_guideline"] & (df["experiment_group"] == "claims")
     df["_blocks"] = [is_block_row(r) for r in rows]
     df["_source"] = source_of
-    return ReportData(sources, environments, df, per_op, peaks, predictions)
+    return ReportData(sources, environments, df, per_op, peaks, predictions, node_envs, skips)
 
 
 def load(paths: Sequence[str | Path]) -> ReportData:

@@ -67,10 +67,13 @@ def add_config(df: pd.DataFrame, multi_machine: bool) -> pd.DataFrame:
         return df
     alloc = _varies(df, "allocator")
     procs = "processes" in df.columns and df["processes"].where(df["processes"] > 0).nunique() > 1
+    by_node = _varies(df, "node")  # a fleet run: the node names the machine (several may share a hardware_id)
     labels = []
     for r in df.to_dict("records"):
         text = f"{r['backend']} · {fmt(r['threads'])} thr · batch {fmt(r['batch'])}"
-        if multi_machine and r["hardware_id"]:
+        if by_node and r.get("node"):
+            text += f" · {r['node']}"
+        elif multi_machine and r["hardware_id"]:
             text += f" · {r['hardware_id'][:8]}"
         if alloc and r.get("allocator"):
             text += f" · {r['allocator']}"
@@ -90,7 +93,7 @@ def summary_section(data: ReportData) -> Section | None:
     m = overview.matrix_frame(data, lambda rows: add_config(rows, multi))
     if m.empty:
         return None
-    machines = len({h for h in data.rows["hardware_id"] if h}) or 1
+    machines = len(data.nodes()) or len({h for h in data.rows["hardware_id"] if h}) or 1
     sec = Section("summary", "Which guidelines hold on this machine?" if machines <= 1 else "Which guidelines hold on these machines?")
     sec.matrix = overview.matrix_view(m)
     sec.notes.append(overview.answer_line(m, machines))

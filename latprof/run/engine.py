@@ -38,6 +38,7 @@ class RunOptions:
     worker_timeout_s: float | None = None
     append: bool = False  # add to a folder that already holds results (without --resume's skipping)
     bind_threads: bool = True  # OMP_PROC_BIND=true, OMP_PLACES=cores in workers (latprof/run/worker.py says why)
+    fleet: Any = None  # a latprof.run.fleet.FleetOptions: run the units on a Ray cluster (--executor ray)
 
 
 @dataclass
@@ -63,6 +64,7 @@ class RunResult:
     units_skipped: int = 0
     extra_processes: int = 0
     wall_s: float = 0.0
+    notes: list[str] = field(default_factory=list)  # fleet runs: nodes or backends skipped, and why
 
 
 def default_out_dir(prefix: str = "") -> Path:
@@ -88,9 +90,12 @@ def open_output(out: Path | None, resume: bool, append: bool) -> tuple[Path, Res
     return out, ResultStore(results)
 
 
-def record_environment(store: ResultStore) -> dict[str, Any]:
+def record_environment(store: ResultStore, options: RunOptions | None = None) -> dict[str, Any]:
+    """This machine's fingerprint, stored. Not stored for a fleet run: the driver measures nothing there, and each
+    measuring node's own fingerprint is stored instead (latprof/run/fleet.py)."""
     env = environment.collect().as_dict()
-    store.append({"record": Record.ENVIRONMENT.value, **env})
+    if options is None or options.fleet is None:
+        store.append({"record": Record.ENVIRONMENT.value, **env})
     return env
 
 
@@ -103,6 +108,10 @@ def execute(
     on_unit: Callable[[int, int, Unit, list[dict[str, Any]] | None], None] | None = None,
 ) -> RunResult:
     """Run every unit (skipping finished ones with ``resume``); each unit's rows are stored as soon as it finishes."""
+    if options.fleet is not None:
+        from latprof.run.fleet import execute_fleet
+
+        return execute_fleet(plan, store, options, resume, on_unit)
     executor = make_executor(options.in_process, options.allocator, options.worker_timeout_s, options.bind_threads)
     processes = options.processes or plan.processes
     if processes < 1:
@@ -143,6 +152,11 @@ def _run_once(executor: Any, unit: Unit) -> list[dict[str, Any]]:
         rows = executor.run(unit)
     except WorkerFailed as exc:
         return failed_unit_rows(unit, one_line(exc))
+    return tag_rows(unit, rows)
+
+
+def tag_rows(unit: Unit, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the parent adds to a worker's rows: the kind of unit, and the machine's hardware_id where unset."""
     hid = unit.payload.get("hardware_id", "")
     for r in rows:
         if record_type(r) == Record.RESULT:

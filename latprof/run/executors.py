@@ -71,6 +71,8 @@ class WorkerExecutor:
     allocator: str = DEFAULT_ALLOCATOR
     timeout_s: float | None = None
     bind_threads: bool = True
+    cwd: str | None = None  # None: this process's folder (fleet tasks pass the driver's, when the node has it)
+    die_with_parent: bool = False  # fleet tasks: the worker ends when the Ray worker that started it dies
     isolation = "worker"
 
     def __post_init__(self) -> None:
@@ -84,6 +86,8 @@ class WorkerExecutor:
         if self.bind_threads and binds_openmp(backend):
             env.update(BINDING_VARIABLES)
         env["LATPROF_WORKER"] = "1"
+        if self.die_with_parent:
+            env["LATPROF_PARENT_PID"] = str(os.getpid())
         return allocator_env(self.allocator, env)
 
     def run(self, unit: Unit) -> list[dict[str, Any]]:
@@ -96,7 +100,7 @@ class WorkerExecutor:
                     [sys.executable, "-c", WORKER_BOOT, str(unit_path), str(rows_path)],
                     env=self.environment(unit.payload.get("threads"), unit.payload.get("backend")),
                     stdin=subprocess.DEVNULL,
-                    stdout=err, stderr=err, start_new_session=True, cwd=os.getcwd(),
+                    stdout=err, stderr=err, start_new_session=True, cwd=self.cwd or os.getcwd(),
                 )
                 try:
                     code = proc.wait(timeout=timeout)

@@ -21,6 +21,7 @@ MEASURE_FUNCTIONS = {
     "suite": "latprof.regress.suite:measure_suite_unit",
     "peaks": "latprof.profile:measure_peaks_unit",
     "calibrate": "latprof.predict.measure_cells:measure_calibrate_unit",
+    "probe": "latprof.run.fleet_task:probe_node_unit",  # a fleet node's fingerprint and backends (no timing)
 }
 
 

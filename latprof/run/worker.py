@@ -44,8 +44,26 @@ def run_unit_here(message: dict[str, Any], isolation: str) -> list[dict[str, Any
     return rows
 
 
+def die_with_parent() -> None:
+    """Fleet runs (``LATPROF_PARENT_PID`` set): end this worker when its parent dies. A Ray worker killed with its
+    node (or force-cancelled) cannot stop the worker it started in its own session; Linux's parent-death signal can."""
+    parent = os.environ.get("LATPROF_PARENT_PID")
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(parent):  # the parent died before the signal was armed
+        os._exit(1)
+
+
 def main(argv: list[str]) -> int:
     unit_path, rows_path = argv
+    die_with_parent()
     with open(unit_path) as f:
         message = json.load(f)
     from latprof.results import json_text

@@ -27,6 +27,10 @@ def result_table(rows: Sequence[dict[str, Any]], title: str = "Latency") -> Tabl
             r.get("n_samples") if ok else None, r.get("mult_adds"), r.get("mem_access"),
             r.get("status") if ok else f"error: {r.get('error')}",
         ])
+    if any(r.get("node") for r in rows):  # a fleet run: which machine measured the row
+        cols.insert(2, "node")
+        for line, r in zip(body, rows):
+            line.insert(2, r.get("node"))
     return table(title, cols, body)
 
 

@@ -56,19 +56,22 @@ def verdict_table(rows: Sequence[dict[str, Any]]) -> Table:
     from latprof.experiments.outputs import is_guideline_row
 
     t = Table(title="Guideline verdicts (speed relative to the baseline variant; > 1 is faster)", title_justify="left")
-    for c in ("guideline", "backend", "scale", "variant", "speed [95% CI]", "paper", "MAC", "FLOPs ratio",
-              "outcome", "verdict"):
+    fleet = any(r.get("node") for r in rows)  # a fleet run: one group per machine too
+    for c in ("guideline", "backend", *(("node",) if fleet else ()), "scale", "variant", "speed [95% CI]", "paper",
+              "MAC", "FLOPs ratio", "outcome", "verdict"):
         t.add_column(c)
     last = None
     for r in sorted((r for r in rows if is_guideline_row(r)),
-                    key=lambda r: (r["experiment"], r["backend"], r.get("scale") or 0, r.get("sweep_precision") or "")):
-        group = (r["experiment"], r["backend"], r.get("scale"), r.get("sweep_precision"))
+                    key=lambda r: (r["experiment"], r["backend"], r.get("node") or "", r.get("scale") or 0,
+                                   r.get("sweep_precision") or "")):
+        group = (r["experiment"], r["backend"], r.get("node"), r.get("scale"), r.get("sweep_precision"))
         if last is not None and group != last:
             t.add_section()
         ok = r.get("status") == "ok"
         first = group != last
         t.add_row(
-            r["experiment"] if first else "", _backend_text(r) if first else "", f"x{r.get('scale')}" if first else "",
+            r["experiment"] if first else "", _backend_text(r) if first else "",
+            *((str(r.get("node") or "") if first else "",) if fleet else ()), f"x{r.get('scale')}" if first else "",
             r["variant"], _ci(r) if ok else f"error: {r.get('error')}",
             fmt(r.get("paper_speed_vs_baseline"), 3), fmt(r.get("mac_predicted_speed_vs_baseline"), 3),
             fmt(r.get("mult_adds_vs_baseline"), 3), fmt(r.get("variant_outcome") or ("baseline" if ok else "")),
