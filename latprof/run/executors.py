@@ -73,6 +73,7 @@ class WorkerExecutor:
     bind_threads: bool = True
     cwd: str | None = None  # None: this process's folder (fleet tasks pass the driver's, when the node has it)
     die_with_parent: bool = False  # fleet tasks: the worker ends when the Ray worker that started it dies
+    nice: int | None = None  # fleet tasks: the niceness the worker should run at (latprof/run/worker.py)
     isolation = "worker"
 
     def __post_init__(self) -> None:
@@ -88,6 +89,8 @@ class WorkerExecutor:
         env["LATPROF_WORKER"] = "1"
         if self.die_with_parent:
             env["LATPROF_PARENT_PID"] = str(os.getpid())
+        if self.nice is not None:
+            env["LATPROF_NICE"] = str(self.nice)
         return allocator_env(self.allocator, env)
 
     def run(self, unit: Unit) -> list[dict[str, Any]]:

@@ -276,6 +276,10 @@ def probe(ray: Any, nodes: list[FleetNode], settings: dict[str, Any], notes: lis
             continue
         n.environment, n.backends, n.unavailable = rec["environment"], rec["backends"], rec["unavailable"]
         n.default_threads, n.logical_cores = rec["default_threads"], rec["logical_cores"]
+        if rec.get("nice"):
+            notes.append(f"node {n.name}: latprof workers run at nice {rec['nice']} (Ray's worker niceness, not "
+                         "reset without privileges), so any other process there takes the CPU first; start the node "
+                         "with RAY_worker_niceness=0 ray start ...")
         cache[n.node_id] = n
     out = []
     for n in nodes:
@@ -412,7 +416,7 @@ class FleetRun:
         target = pin or job.node
         if target is not None:
             opts["scheduling_strategy"] = _pinned(target.node_id)
-        elif len(job.candidates) < len(self.by_id):
+        else:  # --spread: any of the nodes that were selected and have the backend, whichever is free first
             opts["label_selector"] = {"ray.io/node-id": f"in({','.join(n.node_id for n in job.candidates)})"}
         ref = self.task.options(**opts).remote(job.unit.as_message(), job.unit.templates, job.unit.time_s,
                                                self.settings, processes)

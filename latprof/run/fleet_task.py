@@ -30,7 +30,7 @@ def run_unit_task(message: dict[str, Any], templates: list[dict[str, Any]], time
     cwd = settings.get("cwd")
     executor = WorkerExecutor(settings["allocator"], settings.get("timeout_s"), settings.get("bind_threads", True),
                               cwd=cwd if cwd and os.path.isdir(cwd) else os.path.expanduser("~"),
-                              die_with_parent=True)
+                              die_with_parent=True, nice=daemon_niceness())
     unit = Unit(message["kind"], message["label"], message["payload"], templates, time_s=time_s)
     raw = []
     for _ in range(max(processes, 1)):
@@ -40,6 +40,17 @@ def run_unit_task(message: dict[str, Any], templates: list[dict[str, Any]], time
             raw.append(failed_unit_rows(unit, one_line(exc)))
     return {"raw": raw, "started_at": started, "ended_at": time.time(), "node_id": _node_id(),
             "hostname": socket.gethostname()}
+
+
+def daemon_niceness() -> int | None:
+    """The niceness of the Ray daemon that started this Ray worker (its parent, the raylet): what the node's own
+    processes run at. Ray starts its workers at +15 (``RAY_worker_niceness``), which a measurement must not inherit."""
+    try:
+        import psutil
+
+        return int(psutil.Process(os.getppid()).nice())
+    except Exception:  # noqa: BLE001 - no parent to ask: leave the worker's niceness as it is
+        return None
 
 
 def _node_id() -> str:
@@ -68,5 +79,6 @@ def probe_node_unit(payload: dict[str, Any]) -> list[dict[str, Any]]:
             unavailable[b["name"]] = b["reason"] or "not available"
     from latprof import __version__
 
-    return [{"record": "probe", "environment": env, "backends": backends, "unavailable": unavailable,
+    nice = os.getpriority(os.PRIO_PROCESS, 0) if hasattr(os, "getpriority") else 0
+    return [{"record": "probe", "environment": env, "nice": nice, "backends": backends, "unavailable": unavailable,
              "default_threads": threads, "logical_cores": logical_cores(), "latprof_version": __version__}]

@@ -29,6 +29,7 @@ def process_conditions(isolation: str) -> dict[str, Any]:
         "isolation": isolation,
         "thread_env": {k: os.environ.get(k) for k in (*THREAD_VARIABLES, *BINDING_VARIABLES)},
         "worker_pid": os.getpid(),
+        "nice": os.getpriority(os.PRIO_PROCESS, 0) if hasattr(os, "getpriority") else None,
     }
 
 
@@ -61,9 +62,23 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
+def restore_priority() -> None:
+    """Fleet runs (``LATPROF_NICE`` set): run at the niceness of the node's Ray daemon, not the +15 Ray gives its
+    workers (which a measurement would inherit, losing the CPU to any other process). Lowering niceness needs
+    privilege; without it the worker stays as it is and its ``nice`` is recorded in the row's process conditions."""
+    target = os.environ.get("LATPROF_NICE")
+    if not target or not hasattr(os, "setpriority"):
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, int(target))
+    except (OSError, ValueError):
+        pass
+
+
 def main(argv: list[str]) -> int:
     unit_path, rows_path = argv
     die_with_parent()
+    restore_priority()
     with open(unit_path) as f:
         message = json.load(f)
     from latprof.results import json_text
