@@ -161,6 +161,14 @@ def _result_lines(out: Path) -> list[dict[str, Any]]:
             if r.get("record", "result") == "result"]
 
 
+def _has_rows(out: Path, node: str | None = None) -> bool:
+    """For polling while a run writes: whether a result row (of ``node``) is in the file yet."""
+    try:
+        return any(node in (None, r.get("node")) for r in _result_lines(out))
+    except (FileNotFoundError, json.JSONDecodeError):  # not yet created, or a line being written
+        return False
+
+
 def _assert_exclusive(rows: list[dict[str, Any]]) -> None:
     """No two units overlapped on one node: per node, the recorded task intervals are disjoint."""
     per_node: dict[str, set[tuple[float, float]]] = {}
@@ -241,7 +249,7 @@ def test_ctrl_c_cancels_tasks_keeps_rows_exits_130(cluster: dict[str, Any], tmp_
                              "--max-time", "2", "--min-time", "1.5", "--executor", "ray", "--ray-address",
                              cluster["address"], "--out", str(tmp_path)], stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not ((tmp_path / "results.jsonl").exists() and _result_lines(tmp_path)):
+    while time.monotonic() < deadline and not _has_rows(tmp_path):
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
@@ -278,7 +286,7 @@ def test_node_removed_mid_run_loses_and_duplicates_nothing(cluster: dict[str, An
     worker.start()
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # remove node-b once it has finished its first unit
-        if (out / "results.jsonl").exists() and any(r.get("node") == "node-b" for r in _result_lines(out)):
+        if _has_rows(out, "node-b"):
             break
         time.sleep(0.2)
     c.remove_node(cluster["nodes"].pop("node-b"))
@@ -303,3 +311,31 @@ def test_node_removed_mid_run_loses_and_duplicates_nothing(cluster: dict[str, An
         {(m, n): 1 for m in models for n in ("node-a", "node-b")})
     assert all(r["status"] == "ok" for r in final)
     assert len(_result_lines(out)) == len(lines) + len(lost)
+
+
+# ------------------------------------------------------------------ the report (no cluster)
+def test_report_fleet_section_one_column_per_machine(tmp_path: Path) -> None:
+    from latprof.report import build_report
+    from latprof.results import ResultStore
+    from tests.report_fixture import environment, result
+
+    store = ResultStore(tmp_path / "results.jsonl")
+    envs = {"laptop": environment("hw-laptop"), "armbox": environment("hw-armbox")}
+    envs["armbox"]["hardware"]["cpu_model"] = "Cortex-A76 box"
+    store.append_many([{**e, "node": n} for n, e in envs.items()])
+    rows = []
+    for node, ms in (("laptop", 1.5), ("armbox", 6.0)):
+        rows.append(result(workload="conv_bn_relu", backend="torch-cpu", latency_median_ms=ms, node=node,
+                           hardware_id=f"hw-{node}", started_at=1.0, ended_at=2.0, run_intervals=[[1.0, 2.0]]))
+    rows.append(result(workload="conv5x5", backend="torch-cpu", status="error", error="node armbox left the fleet",
+                       node="armbox", node_lost=True, hardware_id="hw-armbox"))
+    store.append_many(rows)
+    store.append({"record": "fleet_skip", "node": "laptop", "unit": "conv_bn_relu torch-cuda",
+                  "backend": "torch-cuda", "reason": "backend torch-cuda is not available there (no CUDA device)"})
+    html = build_report([tmp_path], tmp_path / "report.html").read_text()
+    section = html[html.index("Fleet: 2 machines side by side"):]
+    for text in ("laptop", "armbox", "hw-laptop", "hw-armbox", "Cortex-A76 box", "1.5 [1.47, 1.53]",
+                 "6 [5.88, 6.12]", "no CUDA device", "armbox: 1"):
+        assert text in section, text
+    machines = (tmp_path / "report_fleet_machines.csv").read_text().splitlines()
+    assert machines[0] == "field,laptop,armbox"

@@ -47,8 +47,6 @@ INSTALL_HINT = 'pip install "latprof[ray]"'
 PROBE_TIME_S = 60.0
 LOOPBACK_NAMES = ("localhost",)
 
-log = logging.getLogger(__name__)
-
 
 @dataclass
 class FleetOptions:
@@ -92,9 +90,7 @@ def fleet_options(executor: str, address: str | None, nodes: str | None, spread:
         return None
     if in_process:
         raise LatprofError("--executor ray runs every unit in a worker process on a fleet node; drop --in-process")
-    import_ray()
-    if address and not address.startswith("ray://"):
-        split_address(address)
+    connect(address)  # a missing Ray, a malformed or unreachable address: one line before any file is written
     return FleetOptions(address=address, nodes=nodes, spread=spread)
 
 
@@ -152,9 +148,9 @@ def connect(address: str | None) -> str:
     address and announces that, which a cluster bound to 127.0.0.1 cannot reach (and which would send traffic off
     the loopback interface)."""
     ray = import_ray()
-    target = resolve_address(address)
+    target = given = resolve_address(address)
     if ray.is_initialized():
-        if _connected["address"] in (None, target):  # joined by the caller (a test, a notebook) or by us
+        if _connected["address"] in (None, given):  # joined by the caller (a test, a notebook) or by us
             return target
         ray.shutdown()
         _connected["nodes"] = {}
@@ -180,7 +176,7 @@ def connect(address: str | None) -> str:
         ray.init(address=target, log_to_driver=False, logging_level=logging.WARNING, namespace="latprof", **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise LatprofError(f"cannot join the Ray cluster at {target}: {one_line(exc)}") from None
-    _connected["address"] = target
+    _connected["address"] = given
     return target
 
 
@@ -269,7 +265,7 @@ def probe(ray: Any, nodes: list[FleetNode], settings: dict[str, Any], notes: lis
         try:
             rec = ray.get(ref)["raw"][0][0]
         except Exception as exc:  # noqa: BLE001 - any failure of a remote probe leaves that node out
-            notes.append(f"node {n.name} left out: its probe failed ({one_line(exc)})")
+            notes.append(f"node {n.name} left out: its probe failed ({why(exc)})")
             continue
         if rec.get("record") != "probe":
             notes.append(f"node {n.name} left out: its probe failed ({rec.get('error') or 'no fingerprint'})")
@@ -290,6 +286,16 @@ def probe(ray: Any, nodes: list[FleetNode], settings: dict[str, Any], notes: lis
     if not out:
         raise LatprofError("no fleet node could be probed: " + "; ".join(notes))
     return out
+
+
+def why(exc: BaseException) -> str:
+    """A Ray failure in one short clause: the first sentence of its first line (Ray's messages go on with advice
+    on its own tools)."""
+    text = one_line(exc)
+    for prefix in ("ray::", "RayTaskError"):
+        if text.startswith(prefix) and ": " in text:
+            text = text.split(": ", 1)[1]
+    return text.split(". ", 1)[0].rstrip(".")
 
 
 # ------------------------------------------------------------------ units per node
@@ -464,8 +470,8 @@ class FleetRun:
         else:
             lost = exc is not None and _lost(self.ray, exc, job.node)
             where = f"node {job.node.name}" if job.node else "its node"
-            msg = (f"{where} left the fleet before this unit finished ({one_line(exc)}); --resume measures it "
-                   "again" if lost else f"fleet task failed: {one_line(exc)}")
+            msg = (f"{where} left the fleet before this unit finished ({why(exc)}); --resume measures it "
+                   "again" if lost else f"fleet task failed: {why(exc)}")
             rows = failed_unit_rows(job.unit, msg)
             for r in rows:
                 r["node"] = job.node.name if job.node else ""
@@ -606,7 +612,7 @@ def record_fleet_peaks(store: ResultStore, units: Sequence[Unit], pin: bool, ort
             try:
                 records = ray.get(ref)["raw"][0]
             except Exception as exc:  # noqa: BLE001 - the roofline is optional; say why it is missing
-                notes.append(f"roofline peaks not measured on {backend} @ {n.name}: {one_line(exc)}")
+                notes.append(f"roofline peaks not measured on {backend} @ {n.name}: {why(exc)}")
                 continue
             for rec in records:
                 if rec.get("status") == "error":
