@@ -61,7 +61,7 @@ def main() -> int:
     ap.add_argument("--min-time", type=float, default=1.0)
     args = ap.parse_args()
     results: dict[str, list[dict[str, Any]]] = {"local": [], "ray, 1 node": [], "ray, 2 nodes (--spread)": []}
-    with local_cluster(2) as c, tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
+    with local_cluster(2) as c:
         t0 = time.monotonic()
         connect(c.address)
         ray = import_ray()
@@ -70,18 +70,32 @@ def main() -> int:
                                            "cwd": os.getcwd()}, notes)
         setup = time.monotonic() - t0
         print(f"cluster {c.address}: {len(nodes)} nodes; joining and probing them took {setup:.1f} s (once per run)")
+        try:
+            run_all(args, results, c.address)
+        finally:
+            ray.shutdown()  # leave the cluster before it is torn down
+    report(results, args.reps)
+    return 0
+
+
+def run_all(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]], address: str) -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
         for rep in range(args.reps):
-            for name, fleet in (("local", None), ("ray, 1 node", FleetOptions(c.address, nodes="node-1")),
-                                ("ray, 2 nodes (--spread)", FleetOptions(c.address, spread=True))):
-                r = one_sweep(args, Path(tmp) / f"{rep}-{len(results[name])}-{name[:5].strip(',')}", fleet)
+            for name, fleet in (("local", None), ("ray, 1 node", FleetOptions(address, nodes="node-1")),
+                                ("ray, 2 nodes (--spread)", FleetOptions(address, spread=True))):
+                slug = name.split(" (")[0].replace(", ", "-").replace(" ", "")
+                r = one_sweep(args, Path(tmp) / f"rep{rep}-{slug}", fleet)
                 results[name].append(r)
                 task = f"{r['task_s']:.1f} s in node tasks" if r["task_s"] is not None else "—"
                 print(f"rep {rep + 1} {name:24s} {r['wall']:7.1f} s wall, {r['units']} units, "
                       f"{r['wall'] / max(r['units'], 1):5.2f} s/unit, {task}, ctx/call {r['ctx']:.3f}, "
                       f"load {r['load']:.1f}, {r['errors']} error rows", flush=True)
+
+
+def report(results: dict[str, list[dict[str, Any]]], reps: int) -> None:
     med = {k: statistics.median(x["wall"] for x in v) for k, v in results.items()}
     units = results["local"][0]["units"]
-    print(f"\nmedian wall over {args.reps} rep(s), {units} units each:")
+    print(f"\nmedian wall over {reps} rep(s), {units} units each:")
     for k, v in med.items():
         print(f"  {k:24s} {v:7.1f} s")
     print(f"scheduling overhead per unit, Ray (1 node) vs local: {(med['ray, 1 node'] - med['local']) / units:+.2f} s "
@@ -92,7 +106,6 @@ def main() -> int:
         print(f"driver-side gap per unit on Ray (wall minus node task time): {gap:.2f} s")
     print(f"two nodes vs one: wall ratio {med['ray, 2 nodes (--spread)'] / med['ray, 1 node']:.3f} "
           "(both nodes on this one machine share its cores; see the docstring)")
-    return 0
 
 
 if __name__ == "__main__":
