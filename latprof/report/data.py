@@ -144,7 +144,7 @@ def from_results_files(files: Sequence[ResultsFile]) -> ReportData:
                 peaks.append(rec)
             elif kind == Record.PREDICTION:
                 predictions.append(rec)
-            elif kind == "fleet_skip":
+            elif kind == Record.FLEET_SKIP:
                 skips.append(rec)
     df = _frame(rows)
     for col in NUMERIC + PROCESS_NUMERIC:

@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from latprof.errors import LatprofError, one_line, unknown_choice
-from latprof.results import ResultStore, read_results, row_key
+from latprof.results import ResultStore, read_results
+from latprof.rows import Record, record_type, row_key
 from latprof.run.allocators import DEFAULT_ALLOCATOR, validate_allocator
 from latprof.run.executors import failed_unit_rows
 from latprof.run.pool import pool_rows
@@ -267,7 +268,7 @@ def probe(ray: Any, nodes: list[FleetNode], settings: dict[str, Any], notes: lis
         except Exception as exc:  # noqa: BLE001 - any failure of a remote probe leaves that node out
             notes.append(f"node {n.name} left out: its probe failed ({why(exc)})")
             continue
-        if rec.get("record") != "probe":
+        if rec.get("record") != Record.PROBE.value:
             notes.append(f"node {n.name} left out: its probe failed ({rec.get('error') or 'no fingerprint'})")
             continue
         n.environment, n.backends, n.unavailable = rec["environment"], rec["backends"], rec["unavailable"]
@@ -359,7 +360,7 @@ def plan_jobs(units: Sequence[Unit], nodes: list[FleetNode], spread: bool, alloc
                 able.append(n)
         for name, reason in why.items():
             if not spread or not able:
-                skips.append({"record": "fleet_skip", "node": name, "unit": unit.label, "kind": unit.kind,
+                skips.append({"record": Record.FLEET_SKIP.value, "node": name, "unit": unit.label, "kind": unit.kind,
                               "backend": backend, "reason": reason})
         if spread:
             if able:
@@ -491,7 +492,7 @@ class FleetRun:
 
 
 def _results_only(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in rows if r.get("record", "result") == "result"]
+    return [r for r in rows if record_type(r) == Record.RESULT]
 
 
 def execute_fleet(plan: Any, store: ResultStore, options: Any, resume: bool = False,
@@ -511,7 +512,7 @@ def execute_fleet(plan: Any, store: ResultStore, options: Any, resume: bool = Fa
     result = RunResult(store.path.parent, store.path, {})
     nodes = probe(ray, select_nodes(discover(ray), fleet.nodes), settings, result.notes)
     for n in nodes:
-        store.append({"record": "environment", **n.environment, "node": n.name, "node_id": n.node_id})
+        store.append({"record": Record.ENVIRONMENT.value, **n.environment, "node": n.name, "node_id": n.node_id})
     skips: list[dict[str, Any]] = []
     jobs = plan_jobs(plan.units, nodes, fleet.spread, settings["allocator"], skips)
     store.append_many(skips)
@@ -591,7 +592,8 @@ def record_fleet_peaks(store: ResultStore, units: Sequence[Unit], pin: bool, ort
     connect(fleet.address)
     notes: list[str] = []
     nodes = probe(ray, select_nodes(discover(ray), fleet.nodes), settings, notes)
-    have = {(p.get("backend"), p.get("threads"), p.get("node")) for p in existing if p.get("record") == "peaks"}
+    have = {(p.get("backend"), p.get("threads"), p.get("node")) for p in existing
+            if p.get("record") == Record.PEAKS.value}
     task = _task(ray, fleet.max_retries)
     refs = {}
     for n in nodes:
@@ -606,7 +608,8 @@ def record_fleet_peaks(store: ResultStore, units: Sequence[Unit], pin: bool, ort
             message = {"kind": "peaks", "label": f"peaks {backend} @ {n.name}",
                        "payload": {"backend": backend, "threads": threads, "pin": pin, "ort_opt": ort_opt,
                                    **({"tf32": tf32} if tf32 else {}), "hardware_id": n.hardware_id}}
-            refs[task.options(scheduling_strategy=_pinned(n.node_id)).remote(message, [], 30.0, settings, 1)] = (n, backend)
+            ref = task.options(scheduling_strategy=_pinned(n.node_id)).remote(message, [], 30.0, settings, 1)
+            refs[ref] = (n, backend)
     try:
         for ref, (n, backend) in refs.items():
             try:

@@ -80,5 +80,8 @@ def probe_node_unit(payload: dict[str, Any]) -> list[dict[str, Any]]:
     from latprof import __version__
 
     nice = os.getpriority(os.PRIO_PROCESS, 0) if hasattr(os, "getpriority") else 0
-    return [{"record": "probe", "environment": env, "nice": nice, "backends": backends, "unavailable": unavailable,
+    from latprof.rows import Record
+
+    return [{"record": Record.PROBE.value, "environment": env, "nice": nice, "backends": backends,
+             "unavailable": unavailable,
              "default_threads": threads, "logical_cores": logical_cores(), "latprof_version": __version__}]
