@@ -278,7 +278,8 @@ def engine_unit(unit: SweepUnit, request: SweepRequest, processes: int) -> Unit:
     config = request.measure_config(processes)
     builtin = builtin_spec_paths().get(unit.spec.path.stem)
     # A shipped spec travels by name (a fleet node has its own install); a user's spec file by path.
-    spec_ref = unit.spec.path.stem if builtin is not None and builtin.resolve() == unit.spec.path.resolve() else str(unit.spec.path)
+    shipped = builtin is not None and builtin.resolve() == unit.spec.path.resolve()
+    spec_ref = unit.spec.path.stem if shipped else str(unit.spec.path)
     payload = {
         "spec": spec_ref, "backend": unit.backend, "scale": unit.scale, "channels": unit.channels,
         "batch": unit.batch, "threads": unit.threads, "pin": request.pin, "ort_opt": request.ort_opt,
