@@ -180,3 +180,42 @@ def test_openmp_binding_only_for_pytorch_backends(monkeypatch: pytest.MonkeyPatc
     assert torch_env["OMP_PROC_BIND"] == "true" and torch_env["OMP_PLACES"] == "cores"
     assert "OMP_PROC_BIND" not in ort_env and ort_env["OMP_NUM_THREADS"] == "2"
     assert "OMP_PROC_BIND" not in WorkerExecutor(bind_threads=False).environment(2, "torch-cpu")
+
+
+class _SlowStartExecutor:
+    """A worker that measures for ``measure_s`` but takes ``wall_s`` in all (start-up, export, prepare), like a
+    fresh process on a loaded machine; it counts the processes it started."""
+
+    allocator = "steady"
+
+    def __init__(self, wall_s: float, measure_s: float) -> None:
+        self.wall_s, self.measure_s, self.started = wall_s, measure_s, 0
+
+    def run(self, unit):
+        import time as _time
+
+        self.started += 1
+        _time.sleep(self.wall_s)
+        return [{**t, "record": "result", "status": "ok", "samples_ms": [1.0, 1.1, 0.9], "n_samples": 3,
+                 "latency_median_ms": 1.0, "measure_wall_s": self.measure_s} for t in unit.templates]
+
+
+def test_adaptive_passes_stay_within_the_budget_counting_whole_worker_time(tmp_path, monkeypatch) -> None:
+    """Extra processes start while one more worker, as long as this unit's workers really took, still fits in the
+    budget: here a worker takes 0.6 s and measures 0.05 s, the budget is 2 s, so 1-2 extra processes after the
+    first pass. A guess from measure_wall_s plus a fixed start-up allowance is wrong both ways: it starts none here,
+    and overruns the budget where start-up takes longer than the allowance (a loaded machine, a slow export)."""
+    from latprof.results import ResultStore, base_row
+    from latprof.run import engine
+    from latprof.run.engine import Plan, RunOptions, execute
+    from latprof.run.units import Unit
+
+    fake = _SlowStartExecutor(wall_s=0.6, measure_s=0.05)
+    monkeypatch.setattr(engine, "make_executor", lambda *a, **k: fake)
+    unit = Unit("profile", "slow", {}, [base_row(workload="w", backend="torch-cpu", threads=1, batch=1,
+                                                 input_shape="1x3x8x8")], time_s=0.05)
+    plan = Plan([unit], undecided=lambda rows: 1.0, budget_s=2.0)  # never decided: only the budget stops it
+    result = execute(plan, ResultStore(tmp_path / "results.jsonl"), {"hardware_id": "h"}, RunOptions())
+    assert 1 <= result.extra_processes <= 2
+    assert fake.started == 1 + result.extra_processes
+    assert result.wall_s <= 2.0 + 0.3  # the last process was expected to fit, and did

@@ -126,6 +126,7 @@ def execute(
         unit.payload["hardware_id"] = hardware_id
     done = store.keys() if resume else set()
     start = time.monotonic()
+    walls: dict[int, float] = {}  # per unit: the longest wall time of one of its worker processes, start-up included
     per_unit: list[tuple[Unit, list[list[dict[str, Any]]], list[dict[str, Any]]]] = []
     for i, unit in enumerate(plan.units):
         if resume and unit.keys() <= done:
@@ -133,7 +134,7 @@ def execute(
             if on_unit:
                 on_unit(i, len(plan.units), unit, None)
             continue
-        raw = [_run_once(executor, unit) for _ in range(processes)]
+        raw = [_timed_run(executor, unit, walls) for _ in range(processes)]
         rows = _finish(plan, unit, raw)
         store.append_many(rows)
         result.rows += _results_only(rows)
@@ -142,9 +143,17 @@ def execute(
         if on_unit:
             on_unit(i, len(plan.units), unit, rows)
     if plan.undecided is not None and plan.budget_s and not options.in_process:
-        _adaptive_passes(plan, executor, store, result, per_unit, start)
+        _adaptive_passes(plan, executor, store, result, per_unit, start, walls)
     result.wall_s = time.monotonic() - start
     return result
+
+
+def _timed_run(executor: Any, unit: Unit, walls: dict[int, float]) -> list[dict[str, Any]]:
+    """``_run_once``, remembering how long the whole worker took (what one more process for this unit costs)."""
+    began = time.monotonic()
+    rows = _run_once(executor, unit)
+    walls[id(unit)] = max(walls.get(id(unit), 0.0), time.monotonic() - began)
+    return rows
 
 
 def _run_once(executor: Any, unit: Unit) -> list[dict[str, Any]]:
@@ -172,7 +181,8 @@ def _finish(plan: Plan, unit: Unit, raw: list[list[dict[str, Any]]]) -> list[dic
 
 
 def _adaptive_passes(plan: Plan, executor: Any, store: ResultStore, result: RunResult,
-                     per_unit: list[tuple[Unit, list[list[dict[str, Any]]], list[dict[str, Any]]]], start: float) -> None:
+                     per_unit: list[tuple[Unit, list[list[dict[str, Any]]], list[dict[str, Any]]]], start: float,
+                     walls: dict[int, float]) -> None:
     """Spend what is left of the budget on undecided units, in rounds: each round gives every undecided unit one
     more worker process, widest CI first, re-pools it and stores the rows again (the newer rows supersede the
     older). Rounds rather than "always the widest" so one unit whose processes disagree cannot eat the budget."""
@@ -186,11 +196,12 @@ def _adaptive_passes(plan: Plan, executor: Any, store: ResultStore, result: RunR
             return
         for i in round_:
             unit, raw, rows = state[i]
-            # Only start a process that is expected to finish within the budget.
-            per_process = float(rows[0].get("measure_wall_s") or unit.time_s) / max(len(raw), 1) + 3.0
+            # Only start a process that is expected to finish within the budget: as long as this unit's slowest
+            # worker so far took, start-up, export load and prepare included (measure_wall_s alone leaves them out).
+            per_process = walls.get(id(unit)) or float(rows[0].get("measure_wall_s") or unit.time_s) + 3.0
             if time.monotonic() - start + per_process > plan.budget_s:
                 return
-            raw.append(_run_once(executor, unit))
+            raw.append(_timed_run(executor, unit, walls))
             state[i][2] = rows = _finish(plan, unit, raw)
             store.append_many(rows)
             result.extra_processes += 1
