@@ -128,11 +128,6 @@ def _key_value(row: dict[str, Any], k: str) -> Any:
     return KEY_DEFAULTS[k] if value in (None, "") and k in KEY_DEFAULTS else value
 
 
-def identity(row: dict[str, Any]) -> dict[str, Any]:
-    """The identity fields of a row, as a dict (for messages and JSON)."""
-    return {k: _key_value(row, k) for k in KEY_FIELDS}
-
-
 def record_type(line: dict[str, Any]) -> str:
     """A line's record type; lines without one are result rows (the first schema)."""
     return str(line.get("record", Record.RESULT.value))

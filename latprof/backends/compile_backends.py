@@ -19,9 +19,10 @@ from typing import Any
 
 import torch
 
-from latprof.backends.base import Backend, BackendError, PreparedRun, check_output, pinning
+from latprof.backends.base import (
+    GPU_TIMING, TF32_TOLERANCE, Backend, BackendError, PreparedRun, SharedSetting, check_output, pinning,
+)
 from latprof.backends.registry import register_backend
-from latprof.backends.base import GPU_TIMING, TF32_TOLERANCE, SharedSetting
 from latprof.backends.cuda_runtime import (
     CUDNN_BENCHMARK,
     TIMING_TEXT,

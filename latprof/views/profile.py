@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,11 +39,11 @@ def _files_line(files: Any) -> None:
 
 def show_profile(files: Any, as_json: bool = False) -> int:
     """Print a ``RunFiles`` of ``run_profile``; exit code 2 when any row failed."""
-    from latprof.console import print_json, stdout
+    from latprof.console import print_json, stdout, warn
     from latprof.views.breakdown import print_breakdowns
 
     for note in files.notes:
-        print(f"latprof: warning: {note}", file=sys.stderr)
+        warn(note)
     if as_json:
         print_json(rows_without_samples(files.rows))
     else:
