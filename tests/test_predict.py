@@ -151,6 +151,32 @@ def test_file_round_trip_refits_and_predicts_without_running(tmp_path: Path) -> 
     assert set(p.model.families) == {"convolution", "relu"}  # refitted per family from the stored samples
 
 
+def test_the_context_factor_scales_the_kernels_but_not_the_module_calls(tmp_path: Path) -> None:
+    net = conv_bn_relu()
+    plain = load(save(predictor_data(), tmp_path / "a.json")).predict(net, (1, 8, 10, 10))
+    data = predictor_data(overhead={"per_module_call_ms": 0.002, "per_run_ms": 0.0, "context_factor": 1.5,
+                                    "per_kernel_call_ms": 0.0005})
+    scaled = load(save(data, tmp_path / "b.json")).predict(net, (1, 8, 10, 10))
+    calls = sum(k.count for k in plain.kernels)
+    assert scaled.kernels_ms == pytest.approx(1.5 * plain.kernels_ms + 0.0005 * calls)
+    assert scaled.overhead_ms == plain.overhead_ms == pytest.approx(4 * 0.002)
+    assert sum(k.ms for k in scaled.kernels) == pytest.approx(scaled.kernels_ms)
+
+
+def test_context_fit_recovers_factor_and_per_call_term_despite_one_busy_cell() -> None:
+    from latprof.predict.calibrate import context_fit
+
+    def cell(kernels_ms: float, calls: int, modules: int, busy: float = 1.0) -> dict:
+        return {"kernels_ms": kernels_ms, "kernel_calls": calls, "module_calls": modules,
+                "latency_median_ms": busy * (1.1 * kernels_ms - 0.02 * calls + 0.001 * modules)}
+
+    cells = [cell(1.0, 10, 12), cell(5.0, 30, 20), cell(20.0, 8, 9), cell(3.0, 90, 60), cell(0.8, 4, 5),
+             cell(2.0, 40, 30, busy=3.0)]  # the last read during a busy spell
+    factor, per_call = context_fit(cells, 0.001)
+    assert factor == pytest.approx(1.1, rel=0.01) and per_call == pytest.approx(-0.02, rel=0.03)
+    assert context_fit(cells[:1], 0.001) == (1.0, 0.0)
+
+
 def test_predict_on_a_zoo_network_without_running_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from latprof.workloads import create_workload
 
@@ -177,6 +203,7 @@ def test_cli_predict_json_prints_predicted_ms(tmp_path: Path, capsys: pytest.Cap
 @pytest.mark.parametrize("change, needle", [
     ({"hardware_id": "0000000000000000"}, "calibrated on hardware_id 0000000000000000"),
     ({"schema_version": 99}, "schema_version 99"),
+    ({"schema_version": 1}, "schema_version 1, this latprof reads 2"),  # before the measured eager overhead
     ({"samples": []}, "no valid kernel samples"),
     ({"kind": "something"}, "not a latprof predictor file"),
 ])
@@ -211,7 +238,7 @@ def test_calibrate_with_an_injected_measure_function(tmp_path: Path, monkeypatch
     from latprof.predict.model import REGRESSORS
     from latprof.run.engine import RunOptions
     from latprof.run.units import MEASURE_FUNCTIONS
-    from tests.predict_fake import PER_CALL_MS, kernel_ms
+    from tests.predict_fake import CONTEXT, PER_CALL_MS, kernel_ms
 
     monkeypatch.setitem(MEASURE_FUNCTIONS, "calibrate", "tests.predict_fake:measure")
     monkeypatch.setattr("latprof.predict.calibrate.CELLS_PER_UNIT", 4)
@@ -224,7 +251,8 @@ def test_calibrate_with_an_injected_measure_function(tmp_path: Path, monkeypatch
     assert data["backend"] == "torch-cpu" and data["threads"] == 1 and data["model"]["regressor"] in REGRESSORS
     assert len(data["samples"]) == result.samples > 0 and len(data["cells"]) == 4
     assert all(s["latency_ms"] == pytest.approx(kernel_ms(s["features"])) for s in data["samples"])
-    assert data["overhead"]["per_module_call_ms"] == pytest.approx(PER_CALL_MS, rel=0.05)
+    assert data["overhead"]["per_module_call_ms"] == PER_CALL_MS  # the idle call as measured, not fitted
+    assert data["overhead"]["context_factor"] == pytest.approx(CONTEXT)
     rows = (tmp_path / "runs" / "results.jsonl").read_text().splitlines()
     assert sum('"sample": "kernel"' in r for r in rows) == result.samples  # every reading stored by the engine
 
@@ -345,3 +373,63 @@ def test_report_shows_predicted_vs_measured(tmp_path: Path) -> None:
     html = build_report([tmp_path / "results.jsonl"], tmp_path / "r.html").read_text()
     assert "Predicted vs measured latency" in html and "Accuracy per predictor" in html
     assert (tmp_path / "r_predictions.csv").exists()
+
+
+# ------------------------------------------------------------------ cache-cold readings
+def test_cold_timer_evicts_before_every_call_and_times_only_the_calls() -> None:
+    from latprof.predict.cold import cold_timer
+
+    now = [0.0]
+    events: list[str] = []
+
+    def evict() -> None:
+        events.append("evict")
+        now[0] += 5.0  # an eviction takes long; it must not count
+
+    def call() -> None:
+        events.append("call")
+        now[0] += 0.25
+
+    def touch() -> None:
+        events.append("touch")
+        now[0] += 1.0  # reading the input back must not count either
+
+    timer = cold_timer(call, evict, touch, clock=lambda: now[0])
+    assert timer(3) == pytest.approx(0.75)
+    assert events == ["evict", "touch", "call"] * 3
+
+
+def test_reader_reads_the_first_tensor_argument() -> None:
+    from latprof.predict.cold import reader
+
+    x, w = torch.ones(2, 3), torch.zeros(4)
+    assert float(reader([3, x, w])()) == 6.0  # the input x, not the weight
+    assert reader([1, "a"]) is None
+
+
+def test_evictor_writes_a_buffer_twice_the_last_level_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    from latprof.predict import cold
+
+    monkeypatch.setattr(cold, "last_level_cache_bytes", lambda: 4096)
+    e = cold.Evictor()
+    assert e.buffer.numel() * 4 == 8192
+    e()
+    e()
+    assert float(e.buffer[0]) == 2.0
+
+
+@pytest.mark.parametrize("backend", ["torch-cpu", "ort-cpu"])
+def test_a_calibrate_unit_measures_one_small_cell_cache_cold(backend: str) -> None:
+    from latprof.predict.measure_cells import measure_calibrate_unit
+
+    cell = {"type": "chain", "input": [1, 8, 7, 7],
+            "blocks": [{"name": "conv_bn_relu", "kwargs": {"in_channels": 8, "out_channels": 8, "kernel_size": 1,
+                                                            "stride": 1}}]}
+    config = {"target_ci": 0.5, "max_time_s": 0.05, "min_samples": 2, "max_samples": 3, "min_time_s": 0.0,
+              "min_sample_time_s": 1e-9, "warmup_min_s": 0.0, "warmup_max_s": 0.01, "warmup_max_batches": 1}
+    rows = measure_calibrate_unit({"backend": backend, "threads": 1, "cells": [["c0", cell]], "config": config})
+    kinds = [r.get("sample") for r in rows]
+    assert kinds.count("cell") == 1 and kinds.count("overhead") == 1 and kinds.count("kernel") >= 1
+    cell_row = next(r for r in rows if r["sample"] == "cell")
+    assert cell_row["status"] == "ok" and cell_row["latency_median_ms"] > 0
+    assert cell_row["kernel_calls"] == sum(1 for k in kinds if k == "kernel") or backend == "torch-cpu"

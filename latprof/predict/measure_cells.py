@@ -1,11 +1,12 @@
 """In the worker: measure the kernels of calibration cells on one backend (the ``calibrate`` unit).
 
-PyTorch eager: every distinct aten op of a cell is replayed alone and timed with the ``latprof.measure`` protocol
-(a kernel sample each), and the whole cell is timed too: what the whole costs beyond its kernels (module calls,
-Python in ``forward``) is the framework overhead the predictor adds per module call. ONNX Runtime: the cell is
-exported and prepared exactly as a network is (``backend.prepare``: same session options, output checked), timed
-with the protocol, and split over the nodes of its optimised graph by one profiled pass (each node's median over
-the profiled runs); the session's own overhead (a one-node graph's latency) is measured in the same worker. What
+Every reading but the idle-call overheads is cache-cold (``latprof.predict.cold``: each call after the caches were
+evicted, as a network's forward meets its weights). PyTorch eager: every distinct aten op of a cell is replayed
+alone and timed with the ``latprof.measure`` protocol (a kernel sample each), and the whole cell is timed too; the
+parent relates the two (``calibrate.context_fit``) beside the idle module call measured here. ONNX Runtime: the
+cell is exported and prepared exactly as a network is (``backend.prepare``: same session options, output checked),
+timed with the protocol, and split over the nodes of its optimised graph by one profiled pass (each node's median
+over the profiled runs); the session's own overhead (a one-node graph's latency) is measured in the same worker. What
 the timed cells exceed their session overhead and node times by, per node (the executor's per-node cost), is
 estimated over all cells by the parent (``latprof.predict.calibrate.Readings``).
 """
@@ -32,6 +33,10 @@ from latprof.workloads.registry import Workload
 # budget on breadth. The whole-cell readings use the same.
 KERNEL_CONFIG = MeasureConfig(target_ci=0.04, max_time_s=0.4, min_samples=5, min_time_s=0.02, warmup_min_s=0.01,
                               warmup_max_s=0.1)
+# Cache-cold readings (``latprof.predict.cold``): one call per sample (a batch of n calls would evict n times for
+# one sample), a few calls of warm-up (the op's first-call costs), the same CI target and wall-time cap.
+COLD_CONFIG = MeasureConfig(target_ci=0.04, max_time_s=0.4, min_samples=7, max_samples=60, min_time_s=0.0,
+                            min_sample_time_s=1e-9, warmup_min_s=0.0, warmup_max_s=0.05, warmup_max_batches=5)
 
 
 def sample_ident(backend: str, threads: int, cell_id: str, variant: str, shape: list[int]) -> dict[str, Any]:
@@ -52,11 +57,12 @@ class _Idle(nn.Module):
 def measure_calibrate_unit(payload: dict[str, Any]) -> list[dict[str, Any]]:
     """Measure every cell of the unit; rows: one ``cell`` row per cell and one per kernel sample."""
     torch.set_flush_denormal(True)  # replayed in-place ops must not drift into denormals (a network never does)
-    config = MeasureConfig(**payload["config"]) if payload.get("config") else KERNEL_CONFIG
     backend_name, threads = payload["backend"], payload["threads"]
     options = BackendOptions(threads, None, payload.get("pin", False), 1, payload.get("ort_opt", "all"))
     if backend_name.startswith("torch"):
+        config = MeasureConfig(**payload["config"]) if payload.get("config") else COLD_CONFIG
         return _torch_unit(payload, options, config)
+    config = MeasureConfig(**payload["config"]) if payload.get("config") else KERNEL_CONFIG
     return _ort_unit(payload, options, config)
 
 
@@ -64,13 +70,15 @@ def measure_calibrate_unit(payload: dict[str, Any]) -> list[dict[str, Any]]:
 def _torch_unit(payload: dict[str, Any], options: BackendOptions, config: MeasureConfig) -> list[dict[str, Any]]:
     from latprof.backends.base import pinning
     from latprof.backends.torch_backends import torch_threads
+    from latprof.predict.cold import Evictor, cold_timer, reader
     from latprof.predict.torch_kernels import replay_timer, torch_kernels
 
     backend, threads = payload["backend"], payload["threads"]
     rows: list[dict[str, Any]] = []
     seen: dict[str, Any] = {}  # a kernel already measured in this worker is not measured again
+    evict = Evictor()  # kernels and cells are timed cache-cold, as a network's forward meets them
     with torch_threads(threads, 1), pinning(options.pin, threads):
-        rows.append(_torch_module_overhead(backend, threads, config))
+        rows.append(_torch_module_overhead(backend, threads, KERNEL_CONFIG))  # a warm Python cost
         for cell_id, spec in payload["cells"]:
             ident = sample_ident(backend, threads, cell_id, "cell", spec["input"])
             try:
@@ -82,14 +90,14 @@ def _torch_unit(payload: dict[str, Any], options: BackendOptions, config: Measur
                     with torch.inference_mode():
                         return module(x)
 
-                cell_m = measure(wall_clock_timer(call), config)
+                cell_m = measure(cold_timer(call, evict, reader(x)), config)
                 kernel_rows = []
                 for k in kernels:
                     key = json.dumps(k.spec, sort_keys=True)
                     if key in seen:
                         kernel_rows.append((k, seen[key]))
                         continue
-                    m = seen[key] = measure(replay_timer(k.spec), config)
+                    m = seen[key] = measure(replay_timer(k.spec, evict=evict), config)
                     kernel_rows.append((k, m))
                     rows.append(base_row(**sample_ident(backend, threads, cell_id, f"k{len(rows)}", spec["input"]),
                                          **_compact(latency_fields(m)), status="ok", error="", sample="kernel",
@@ -119,12 +127,15 @@ def _torch_module_overhead(backend: str, threads: int, config: MeasureConfig) ->
 
 
 # ------------------------------------------------------------------ ONNX Runtime
-def _ort_unit(payload: dict[str, Any], options: BackendOptions, config: MeasureConfig) -> list[dict[str, Any]]:
+def _ort_unit(payload: dict[str, Any], options: BackendOptions, config: MeasureConfig,
+              cold_config: MeasureConfig = COLD_CONFIG) -> list[dict[str, Any]]:
+    from latprof.predict.cold import Evictor, cold_timer, reader
     from latprof.predict.ort_kernels import graph_kernels, optimized_model
 
     backend_name, threads = payload["backend"], payload["threads"]
     backend = create_backend(backend_name, options)
     rows: list[dict[str, Any]] = []
+    evict = Evictor()  # cells are timed and profiled cache-cold, as a network's run meets its weights
     with tempfile.TemporaryDirectory(prefix="latprof-calib-") as tmp, _cache(tmp):
         idle = Workload("calibrate-idle", nn.ReLU(), (1, 1), "block", {}, "calibration")
         with backend.prepare(idle) as run:
@@ -139,10 +150,10 @@ def _ort_unit(payload: dict[str, Any], options: BackendOptions, config: MeasureC
                 module, shape = build_cell(spec)
                 workload = Workload(f"cell-{cell_id}", module, shape, "block", {}, "calibration")
                 with backend.prepare(workload) as run:
-                    cell_m = measure(run.timer, config)
+                    cell_m = measure(cold_timer(lambda run=run: run.timer(1), evict), cold_config)
                 exported = backend.export(workload)
                 kernels = graph_kernels(optimized_model(backend, exported.path))
-                by_node = node_medians(backend, exported.path, workload)
+                by_node = node_medians(backend, exported.path, workload, evict=evict)
             except (BackendError, RuntimeError, ValueError, TypeError, NotImplementedError, LatprofError,
                     OSError) as exc:
                 rows.append(error_row(one_line(exc), **ident, sample="cell", cell=spec))
@@ -163,9 +174,10 @@ PROFILE_RUNS = 30
 
 
 def node_medians(backend: Any, onnx_path: Any, workload: Workload, runs: int = PROFILE_RUNS,
-                 warmup: int = 3) -> dict[str, float]:
+                 warmup: int = 3, evict: Any = None) -> dict[str, float]:
     """Median kernel time (ms) of every node over ``runs`` profiled runs: on a shared machine one run preempted
-    mid-node would dominate a mean (``latprof.backends.op_profiling`` reports means, for breakdowns)."""
+    mid-node would dominate a mean (``latprof.backends.op_profiling`` reports means, for breakdowns). With
+    ``evict``, the caches are evicted before every run (``latprof.predict.cold``)."""
     import json as _json
     from collections import defaultdict
     from pathlib import Path
@@ -182,6 +194,8 @@ def node_medians(backend: Any, onnx_path: Any, workload: Workload, runs: int = P
             session = backend.create_session(onnx_path, so)
         feeds = backend.feeds(session, workload)
         for _ in range(warmup + runs):
+            if evict is not None:
+                evict()
             session.run(None, feeds)
         with native_output_silenced():
             events = _json.loads(Path(session.end_profiling()).read_text())

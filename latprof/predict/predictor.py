@@ -1,8 +1,9 @@
 """``Predictor``: a network's latency on one backend from its kernels, without running it.
 
 predicted = sum over the kernels the backend would run (each kernel's regressor prediction, times how often it
-runs) + the framework overhead calibrated on this machine: per module call on PyTorch eager (what a cell cost
-beyond its kernels, per ``nn.Module`` call), per session run on ONNX Runtime (a one-node graph's latency).
+runs, taken in context: ``context_factor`` x its isolated reading + ``per_kernel_call_ms``, both fitted on the
+calibration cells on PyTorch eager; 1 and 0 on ONNX Runtime) + the framework overhead measured on this machine: per module call on PyTorch eager (an idle
+``nn.Module`` call), per session run on ONNX Runtime (a one-node graph's latency).
 """
 
 from __future__ import annotations
@@ -110,12 +111,23 @@ class Predictor:
         kernels, module_calls = self.kernels(module, shape, name)
         if not kernels:
             raise LatprofError(f"{name}: no kernels found to predict")
-        ms = self.model.predict([k.op for k in kernels], [k.features for k in kernels])
+        ms = self.in_context(self.model.predict([k.op for k in kernels], [k.features for k in kernels]))
         preds = [KernelPrediction(k.op, k.label, k.count, float(m)) for k, m in zip(kernels, ms)]
         kernels_ms = float(sum(p.ms for p in preds))
         overhead = self.overhead_ms(module_calls)
         return Prediction(name, self.backend, self.threads, list(shape), kernels_ms + overhead, kernels_ms, overhead,
                           preds, predict_s=time.perf_counter() - t0)
+
+    @property
+    def context_factor(self) -> float:
+        """In-network over isolated kernel time (eager; 1 on ONNX Runtime, whose samples are profiled in context)."""
+        return float(self.overhead.get("context_factor", 1.0))
+
+    def in_context(self, isolated_ms: np.ndarray) -> np.ndarray:
+        """A kernel's time in a forward from its isolated (cache-cold) reading: factor x ms + the per-call term,
+        never below a tenth of the reading (the per-call term is negative: a replay's cold code path)."""
+        ms = self.context_factor * isolated_ms + float(self.overhead.get("per_kernel_call_ms", 0.0))
+        return np.maximum(ms, 0.1 * isolated_ms)
 
     def overhead_ms(self, module_calls: int) -> float:
         o = self.overhead

@@ -16,7 +16,9 @@ from typing import Any
 from latprof.errors import LatprofError, one_line
 from latprof.predict.kernels import FEATURES
 
-SCHEMA_VERSION = 1
+# 2: cache-cold eager readings; idle module call measured; kernels taken in context (overhead.context_factor,
+# overhead.per_kernel_call_ms).
+SCHEMA_VERSION = 2
 KIND = "latprof-predictor"
 REQUIRED = ("schema_version", "kind", "backend", "threads", "hardware_id", "backend_settings", "features", "model",
             "samples", "overhead")

@@ -184,9 +184,13 @@ def _family(op: str, spec: dict[str, Any]) -> str:
     return name
 
 
-def replay_timer(spec: dict[str, Any], seed: int = 0) -> Callable[[int], float]:
-    """A batch timer calling the kernel's op alone on fresh tensors of its recorded shapes and strides."""
+def replay_timer(spec: dict[str, Any], seed: int = 0,
+                 evict: Callable[[], None] | None = None) -> Callable[[int], float]:
+    """A batch timer calling the kernel's op alone on fresh tensors of its recorded shapes and strides; with
+    ``evict``, each call after the caches were evicted and its first tensor argument read back (weights cold,
+    input warm: ``latprof.predict.cold``), as a network meets it."""
     from latprof.measure.protocol import wall_clock_timer
+    from latprof.predict.cold import cold_timer, reader
 
     g = torch.Generator().manual_seed(seed)
     op = resolve_op(spec["op"])
@@ -199,7 +203,7 @@ def replay_timer(spec: dict[str, Any], seed: int = 0) -> Callable[[int], float]:
     with torch.inference_mode():
         call()
 
-    timer = wall_clock_timer(call)
+    timer = wall_clock_timer(call) if evict is None else cold_timer(call, evict, reader(args))
 
     def run(n: int) -> float:
         with torch.inference_mode():
