@@ -432,4 +432,5 @@ def test_a_calibrate_unit_measures_one_small_cell_cache_cold(backend: str) -> No
     assert kinds.count("cell") == 1 and kinds.count("overhead") == 1 and kinds.count("kernel") >= 1
     cell_row = next(r for r in rows if r["sample"] == "cell")
     assert cell_row["status"] == "ok" and cell_row["latency_median_ms"] > 0
-    assert cell_row["kernel_calls"] == sum(1 for k in kinds if k == "kernel") or backend == "torch-cpu"
+    measured = kinds.count("kernel")  # eager: each distinct kernel once, however often the cell calls it
+    assert cell_row["kernel_calls"] == measured if backend != "torch-cpu" else cell_row["kernel_calls"] >= measured
