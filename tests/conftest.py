@@ -1,6 +1,11 @@
-"""Shared fixtures: synthetic timers and a fake clock, so protocol tests never depend on real timing."""
+"""Shared fixtures: synthetic timers and a fake clock, so protocol tests never depend on real timing; one ONNX export
+cache for the whole test session."""
 
 from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -58,3 +63,18 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def export_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One ONNX export cache for the session (``$LATPROF_CACHE``, inherited by worker processes), shared by the
+    pytest-xdist workers of one run: a model exported by one test is a cache hit for the next, the developer's
+    ``~/.cache/latprof`` is never read or written, and every run starts empty, as on a fresh CI machine. Cache files
+    are written under a per-process temporary name and renamed into place, so concurrent workers are safe. Tests
+    about the cache itself point ``LATPROF_CACHE`` at their own folder."""
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "onnx-export-cache"
+    root.mkdir(parents=True, exist_ok=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LATPROF_CACHE", str(root))
+        yield root

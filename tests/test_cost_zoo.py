@@ -11,19 +11,21 @@ import warnings
 import pytest
 
 from latprof.cost import count_workload
+from tests.test_workloads_onnx import SMALL_INPUT
 
 
 @pytest.mark.parametrize("name", ["shufflenet_v2_x0_5", "mobilenet_v3_small"])
-def test_exported_zoo_network_onnx_count_equals_torch(name: str, tmp_path) -> None:
-    """Exported as ONNX Runtime backends export it (latprof's default exporter, no fallback)."""
+def test_exported_zoo_network_onnx_count_equals_torch(name: str) -> None:
+    """Exported as ONNX Runtime backends export it (latprof's default exporter, no fallback), into the session's
+    export cache at test_workloads_onnx.py's input, so the two files share one export of each network."""
     from latprof.backends.onnx_export import export_workload
     from latprof.cost import count_onnx
     from latprof.workloads import create_workload
 
-    wl = create_workload(name, input_shape=(1, 3, 64, 64))
+    wl = create_workload(name, input_shape=SMALL_INPUT)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        exported = export_workload(wl, root=tmp_path)
+        exported = export_workload(wl)
         assert exported.exporter == "dynamo", exported.note
         onnx_totals = count_onnx(exported.path).totals
         folded = count_workload(wl, fold_bn=True).totals

@@ -37,11 +37,12 @@ def _smallest_per_layout() -> list[str]:
     return sorted(chosen.values())
 
 
-def _export_and_run(workload: Workload, tmp_path) -> tuple[np.ndarray, onnx.ModelProto]:
-    """Export as the ORT backends do, check the graph, run it in ONNX Runtime on the CPU."""
+def _export_and_run(workload: Workload) -> tuple[np.ndarray, onnx.ModelProto]:
+    """Export as the ORT backends do (into the session's export cache, shared with test_cost_zoo.py), check the
+    graph, run it in ONNX Runtime on the CPU."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        exported = export_workload(workload, root=tmp_path)
+        exported = export_workload(workload)
     assert exported.exporter == "dynamo", exported.note  # the default exporter, not the fallback
     onnx.checker.check_model(str(exported.path))
     session = ort.InferenceSession(str(exported.path), providers=["CPUExecutionProvider"])
@@ -58,9 +59,9 @@ def test_layouts_cover_every_network() -> None:
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "resnet50" else n
                                   for n in _smallest_per_layout()])
-def test_network_exports_to_onnx_and_runs(name: str, tmp_path) -> None:
+def test_network_exports_to_onnx_and_runs(name: str) -> None:
     w = build_registered(name, input_shape=SMALL_INPUT)
-    out, model = _export_and_run(w, tmp_path)
+    out, model = _export_and_run(w)
     dims = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
     assert dims == [2, 1000] and out.shape == (2, 1000)
     expected = w.reference_output().numpy()
@@ -69,7 +70,7 @@ def test_network_exports_to_onnx_and_runs(name: str, tmp_path) -> None:
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4 * scale)
 
 
-def test_micronet_block_c_exports_to_onnx(tmp_path) -> None:
+def test_micronet_block_c_exports_to_onnx() -> None:
     w = build_registered("micronet_block_c", input_shape=(1, 32, 14, 14))
-    out, _ = _export_and_run(w, tmp_path)
+    out, _ = _export_and_run(w)
     np.testing.assert_allclose(out, w.reference_output().numpy(), rtol=1e-4, atol=1e-5)
