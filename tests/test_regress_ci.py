@@ -112,6 +112,7 @@ def test_missing_suite_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 # ---------------------------------------------------------------- real tiny run (plumbing, not verdicts)
+@pytest.mark.slow  # three real CI runs of the suite in worker processes (~10 s)
 def test_ci_real_run_without_baseline_then_update(
     suite_file: Path, tmp_path: Path, hardware_id: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -29,6 +29,7 @@ window.addEventListener('load', () => {
 </script>"""
 
 
+@pytest.mark.slow  # a real headless browser (~6 s)
 def test_report_renders_in_chromium(tmp_path: Path) -> None:
     html = build_report([fx.full_fixture(tmp_path)], tmp_path / "report.html").read_text()
     probe = tmp_path / "probe.html"

@@ -48,6 +48,7 @@ def test_worker_rows_carry_allocator_counters_and_thread_env(tmp_path: Path) -> 
         assert col in header
 
 
+@pytest.mark.slow  # two worker processes (~9 s)
 def test_system_allocator_and_several_processes_pool(tmp_path: Path) -> None:
     (row,) = _profile(tmp_path, ["conv_bn_relu"], run=RunOptions(allocator="system", processes=2))
     assert row["status"] == "ok", row.get("error")
@@ -58,6 +59,7 @@ def test_system_allocator_and_several_processes_pool(tmp_path: Path) -> None:
     assert row["latency_ci_low_ms"] <= row["latency_median_ms"] <= row["latency_ci_high_ms"]
 
 
+@pytest.mark.slow  # two worker processes, one killed (~10 s)
 def test_a_killed_worker_is_an_error_row_and_the_run_goes_on(tmp_path: Path) -> None:
     rows = {r["workload"]: r for r in _profile(tmp_path, [KILLER, "conv_bn_relu"])}
     assert len(rows) == 2

@@ -87,6 +87,7 @@ def test_summary_needs_every_block() -> None:
     assert summarize_blocks(rows).ratio == pytest.approx(1.25)
 
 
+@pytest.mark.slow  # a network and each of its blocks in worker processes (~9 s)
 def test_cli_per_block_prints_table_and_stores_rows(tmp_path, capsys) -> None:
     out = tmp_path / "run"
     code = main(["profile", "--model", "mobilenet_v3_small", "--per-block", "--input", "1x3x32x32", "--out", str(out), *QUICK])

@@ -57,7 +57,13 @@ def test_layouts_cover_every_network() -> None:
     assert _layout("shufflenet_v1_g3_x1_0") == "shufflenet_v1" and _layout("resnet18") != _layout("resnet50")
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "resnet50" else n
+# Dynamo exports that took over 5 s on one core of the 2-core dev VM (the others take 2.5-5 s): deselectable with
+# -m "not slow"; CI runs them all.
+SLOW_EXPORTS = {"efficientnetv2_s", "igcv3_d_x1_0", "micronet_m0", "mobilenet_v2_x1_0", "mobilenet_v3_large", "resnet50",
+                "shufflenet_v1_g3_x1_0", "shufflenet_v2_x0_5"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_EXPORTS else n
                                   for n in _smallest_per_layout()])
 def test_network_exports_to_onnx_and_runs(name: str) -> None:
     w = build_registered(name, input_shape=SMALL_INPUT)
