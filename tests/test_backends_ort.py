@@ -32,6 +32,7 @@ def test_ort_cpu_session_options_read_back():
         assert s["graph_optimization_level"] == "basic"
         assert s["intra_op_allow_spinning"] == "0"
         assert s["inter_op_allow_spinning"] == "0"
+        assert s["force_spinning_stop"] == "0"  # nothing spins, nothing to stop
         assert s["providers"] == ["CPUExecutionProvider"]
         assert s["onnx_exporter"] == "torchscript" and s["onnx_opset"] == 18
         assert s["output_check"] == "compared with PyTorch eager"
@@ -47,6 +48,7 @@ def test_ort_opt_levels_in_force(level):
     run.close()
     assert run.settings["graph_optimization_level"] == level
     assert run.settings["intra_op_allow_spinning"] == "1"  # ort-cpu default: ONNX Runtime's own (spinning on)
+    assert run.settings["force_spinning_stop"] == "1"  # ...within a run; an idle session's pool does not spin
 
 
 def test_ort_mobile_profile():

@@ -44,6 +44,10 @@ MOBILE_CAVEAT = (
 )
 
 
+# ONNX Runtime's session config key: pool threads stop spinning as soon as a Run() returns (restart on the next).
+FORCE_SPINNING_STOP = "session.force_spinning_stop"
+
+
 def _ort() -> Any:
     import onnxruntime
 
@@ -88,6 +92,7 @@ def session_settings(session: Any) -> dict[str, Any]:
         "graph_optimization_level": _level_name(so.graph_optimization_level),
         "intra_op_allow_spinning": _config_entry(so, "session.intra_op.allow_spinning"),
         "inter_op_allow_spinning": _config_entry(so, "session.inter_op.allow_spinning"),
+        "force_spinning_stop": _config_entry(so, FORCE_SPINNING_STOP) or "0",
         "enable_cpu_mem_arena": so.enable_cpu_mem_arena,
         "onnxruntime_version": ort.__version__,
     }
@@ -136,6 +141,11 @@ class OrtBackend(Backend):
         spin = "1" if self.spinning() else "0"
         so.add_session_config_entry("session.intra_op.allow_spinning", spin)
         so.add_session_config_entry("session.inter_op.allow_spinning", spin)
+        if self.spinning():
+            # Pool threads spin within a run, as ONNX Runtime does by default, and stop when the run returns: a
+            # sweep holds one session per variant, and idle sessions' spinning pools would take the cores from
+            # the one being timed (docs/backends.md, "Spinning between runs").
+            so.add_session_config_entry(FORCE_SPINNING_STOP, "1")
         so.log_severity_level = 3
         return so
 
