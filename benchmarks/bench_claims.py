@@ -37,10 +37,10 @@ def markdown(folders: list[Path]) -> str:
     """The claims of every folder as one Markdown table, claims in spec order, backends side by side."""
     data = load([f / "results.jsonl" if f.is_dir() else f for f in folders])
     c = claims_frame(guideline_frame(data, claims=True))
-    lines = ["| claim | backend | key variant vs baseline | FLOPs-predicted | MAC-predicted | measured [95% CI] | "
-             "verdict | paper |", "|---|---|---|---|---|---|---|---|"]
-    for r in c.sort_values(["experiment", "backend"], kind="stable").to_dict("records"):
-        lines.append(f"| {r['experiment']} | {r['backend']} | {r['key_variant']} vs {r['baseline_variant']}"
+    lines = ["| claim | backend | scale | key variant vs baseline | FLOPs-predicted | MAC-predicted | "
+             "measured [95% CI] | verdict | paper |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in c.sort_values(["experiment", "backend", "scale"], kind="stable").to_dict("records"):
+        lines.append(f"| {r['experiment']} | {r['backend']} | ×{r['scale']} | {r['key_variant']} vs {r['baseline_variant']}"
                      f"{' (curve)' if r['curve'] else ''} | {ratio_text(r['flops_predicted_speed_vs_baseline'], None, None)} | "
                      f"{ratio_text(r['mac_predicted_speed_vs_baseline'], None, None)} | "
                      f"{ratio_text(r['speed_vs_baseline'], r['speed_vs_baseline_ci_low'], r['speed_vs_baseline_ci_high'])} | "
