@@ -2,8 +2,9 @@
 
 predicted = sum over the kernels the backend would run (each kernel's regressor prediction, times how often it
 runs, taken in context: ``context_factor`` x its isolated reading + ``per_kernel_call_ms``, both fitted on the
-calibration cells on PyTorch eager; 1 and 0 on ONNX Runtime) + the framework overhead measured on this machine: per module call on PyTorch eager (an idle
-``nn.Module`` call), per session run on ONNX Runtime (a one-node graph's latency).
+calibration cells on PyTorch eager; 1 and 0 on ONNX Runtime) + the framework overhead measured on this machine:
+per module call on PyTorch eager (an idle ``nn.Module`` call), per session run on ONNX Runtime (a one-node graph's
+latency).
 """
 
 from __future__ import annotations
