@@ -17,7 +17,6 @@ memory, device settings, the load sampler). Tests put a CPU fake in its place to
 from __future__ import annotations
 
 import contextlib
-import gc
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -26,6 +25,7 @@ import torch
 
 from latprof.backends.base import DEFAULT_TF32, TF32_CHOICES, BackendError, SharedSetting
 from latprof.errors import one_line
+from latprof.measure.protocol import gc_paused
 
 TIMING_TEXT = ("per-call latency: host wall clock (time.perf_counter) around each call followed by a device "
                "synchronisation, n calls per sample, GC paused")
@@ -186,9 +186,7 @@ def cuda_timer(call: Callable[[], Any], runtime: Any, events_per_call: list[floa
     inference mode on; CUDA events around the batch append the device's time per call to ``events_per_call``."""
 
     def run(n: int) -> float:
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
+        with gc_paused():
             with torch.inference_mode():
                 start, end = runtime.event(), runtime.event()
                 start.record()
@@ -201,9 +199,6 @@ def cuda_timer(call: Callable[[], Any], runtime: Any, events_per_call: list[floa
             end.synchronize()
             events_per_call.append(start.elapsed_time(end) / 1e3 / n)
             return elapsed
-        finally:
-            if gc_was_enabled:
-                gc.enable()
 
     return run
 

@@ -6,11 +6,12 @@ CPU wall clock and CUDA events plug in alike, and tests can drive it with synthe
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -97,20 +98,28 @@ class InterleavedMeasurement:
     stop_reason: str = ""
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """The garbage collector paused for a timed batch (a collection mid-sample is not the model's time), and
+    restored to what it was."""
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
 def wall_clock_timer(fn: Callable[[], object], clock: Clock = time.perf_counter) -> BatchTimer:
     """Batch timer for a host-synchronous callable: wall time of n calls with the garbage collector paused."""
 
     def run(n: int) -> float:
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
+        with gc_paused():
             start = clock()
             for _ in range(n):
                 fn()
             return clock() - start
-        finally:
-            if gc_was_enabled:
-                gc.enable()
 
     return run
 

@@ -12,12 +12,13 @@ previous op leaves it); neither is timed.
 
 from __future__ import annotations
 
-import gc
 import os
 import time
 from collections.abc import Callable
 
 import torch
+
+from latprof.measure.protocol import gc_paused
 
 FALLBACK_LLC_BYTES = 32 * 1024 * 1024
 
@@ -50,9 +51,7 @@ def cold_timer(fn: Callable[[], object], evict: Callable[[], None], touch: Calla
     garbage collector is paused, as in ``wall_clock_timer``."""
 
     def run(n: int) -> float:
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
+        with gc_paused():
             total = 0.0
             for _ in range(n):
                 evict()
@@ -62,9 +61,6 @@ def cold_timer(fn: Callable[[], object], evict: Callable[[], None], touch: Calla
                 fn()
                 total += clock() - start
             return total
-        finally:
-            if gc_was_enabled:
-                gc.enable()
 
     return run
 

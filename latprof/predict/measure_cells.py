@@ -127,9 +127,8 @@ def _torch_module_overhead(backend: str, threads: int, config: MeasureConfig) ->
 
 
 # ------------------------------------------------------------------ ONNX Runtime
-def _ort_unit(payload: dict[str, Any], options: BackendOptions, config: MeasureConfig,
-              cold_config: MeasureConfig = COLD_CONFIG) -> list[dict[str, Any]]:
-    from latprof.predict.cold import Evictor, cold_timer, reader
+def _ort_unit(payload: dict[str, Any], options: BackendOptions, config: MeasureConfig) -> list[dict[str, Any]]:
+    from latprof.predict.cold import Evictor, cold_timer
     from latprof.predict.ort_kernels import graph_kernels, optimized_model
 
     backend_name, threads = payload["backend"], payload["threads"]
@@ -150,7 +149,7 @@ def _ort_unit(payload: dict[str, Any], options: BackendOptions, config: MeasureC
                 module, shape = build_cell(spec)
                 workload = Workload(f"cell-{cell_id}", module, shape, "block", {}, "calibration")
                 with backend.prepare(workload) as run:
-                    cell_m = measure(cold_timer(lambda run=run: run.timer(1), evict), cold_config)
+                    cell_m = measure(cold_timer(lambda run=run: run.timer(1), evict), COLD_CONFIG)
                 exported = backend.export(workload)
                 kernels = graph_kernels(optimized_model(backend, exported.path))
                 by_node = node_medians(backend, exported.path, workload, evict=evict)
