@@ -2,7 +2,9 @@
 
 For each predictor file given (from ``latprof calibrate``):
 
-1. Calibration: backend, threads, wall time, kernel samples, cells, worker units (read from the file).
+1. Calibration: backend, threads, wall time, kernel samples, cells, worker units (read from the file); the cache
+   residency curve and, per calibration chain, its footprint, measured latency and the warm, cold and mixed
+   predictions.
 2. Regressor choice: 4-fold cross-validated error on the file's own kernel samples for random forest, gradient
    boosting (scikit-learn) and, when installed, LightGBM, measured side by side here; and the refit time on load.
 3. predict() wall time per zoo network (first call in the process, then warm), without running the networks.
@@ -36,6 +38,20 @@ def regressor_table(data: dict) -> None:
         print(f"  {name:18} {cv['rmspe']:13.3f} {100 * cv['within_10']:11.1f}% {time.perf_counter() - t0:10.1f}")
 
 
+def residency_table(data: dict) -> None:
+    res = data.get("residency")
+    if not res:
+        print("  residency: none (every kernel predicted cold)")
+        return
+    print(f"  residency: {res}")
+    print(f"  {'chain':8} {'blocks':>6} {'footprint MiB':>13} {'measured ms':>11} {'warm ms':>9} {'cold ms':>9} "
+          f"{'mixed ms':>9} {'error':>7}")
+    for c in sorted(data.get("chains", []), key=lambda c: c["footprint_bytes"]):
+        err = (c["predicted_ms"] - c["measured_ms"]) / c["measured_ms"]
+        print(f"  {c['id']:8} {c['blocks'] or 0:6} {c['footprint_bytes'] / 2 ** 20:13.1f} {c['measured_ms']:11.3f} "
+              f"{c['predicted_warm_ms']:9.3f} {c['predicted_cold_ms']:9.3f} {c['predicted_ms']:9.3f} {100 * err:+6.0f}%")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("predictors", nargs="+", type=Path)
@@ -59,6 +75,7 @@ def main() -> int:
               f"{cal['units']} worker units, {cal['failed_cells']} failed cells; chosen regressor "
               f"{data['model']['regressor']}")
         print(f"  overhead: {data['overhead']}")
+        residency_table(data)
         regressor_table(data)
         t0 = time.perf_counter()
         import sklearn.ensemble  # noqa: F401  (import time is not refit time)
@@ -70,12 +87,14 @@ def main() -> int:
             cpu.append(p.fit_cpu_s)
         print(f"  refit on load: median {statistics.median(fits):.3f} s wall, {statistics.median(cpu):.3f} s CPU "
               f"(scikit-learn import {t_import:.2f} s, once per process)")
-        print(f"  {'network':24} {'predicted ms':>12} {'first s':>8} {'warm s':>8}")
+        print(f"  {'network':24} {'predicted ms':>12} {'footprint MiB':>13} {'cold share':>10} {'first s':>8} "
+              f"{'warm s':>8}")
         for m in models:
             w = create_workload(m, batch=1)
             first = p.predict_workload(w)
             warm = p.predict_workload(w)
-            print(f"  {m:24} {warm.predicted_ms:12.3f} {first.predict_s:8.3f} {warm.predict_s:8.3f}")
+            print(f"  {m:24} {warm.predicted_ms:12.3f} {warm.footprint_bytes / 2 ** 20:13.1f} {warm.cold_share:10.2f} "
+                  f"{first.predict_s:8.3f} {warm.predict_s:8.3f}")
         if args.evaluate:
             from latprof.predict.evaluate import EvaluateRequest, evaluate
             from latprof.views.predict import show_evaluation

@@ -1,22 +1,34 @@
 """An injected ``calibrate`` measure function for tests: real kernel extraction, synthetic latencies.
 
-Latency of a kernel = 1 µs + 1 ns per multiply-add + 0.1 ns per element moved; a cell costs its kernels times
-``CONTEXT`` (kernels run slower in a forward than replayed alone) plus 2 µs per module call. Deterministic, so tests can check what calibration and prediction make of it.
+Latency of a kernel = 1 µs + 1 ns per multiply-add + 0.1 ns per element moved (cold; ``WARM`` times that warm); a
+cell costs its kernels times ``CONTEXT`` (``WARM_CONTEXT`` warm: kernels run slower in a forward than replayed alone)
+plus 2 µs per module call. A chain costs its warm cost plus ``true_share(footprint)`` of the difference to its cold
+cost. Deterministic, so tests can check what calibration and prediction make of it.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 
 from latprof.predict.measure_cells import sample_ident
+from latprof.predict.residency import footprint_bytes
 from latprof.predict.space import build_cell, cell_type
 from latprof.predict.torch_kernels import torch_kernels
 from latprof.results import base_row
 
 PER_CALL_MS = 0.002
 CONTEXT = 1.25
+WARM = 0.5
+WARM_CONTEXT = 1.1
+TRUE_CENTRE_LOG2 = 23.0  # the chains' cold share is 1/2 at 8 MiB
+TRUE_WIDTH_LOG2 = 0.8
+
+
+def true_share(footprint: float) -> float:
+    return 1.0 / (1.0 + math.exp(-(math.log2(footprint) - TRUE_CENTRE_LOG2) / TRUE_WIDTH_LOG2))
 
 
 def kernel_ms(features: dict[str, float]) -> float:
@@ -36,10 +48,22 @@ def measure(payload: dict[str, Any]) -> list[dict[str, Any]]:
             total += k.count * ms
             rows.append(base_row(**sample_ident(backend, threads, cell_id, f"k{i}", spec["input"]), status="ok",
                                  error="", sample="kernel", kernel=k.as_dict(), latency_median_ms=ms,
-                                 samples_ms=[ms], cell_type=cell_type(spec)))
+                                 samples_ms=[ms], cell_type=cell_type(spec), warm_ms=WARM * ms))
         rows.append(base_row(**sample_ident(backend, threads, cell_id, "cell", spec["input"]), status="ok", error="",
                              sample="cell", cell=spec, cell_type=cell_type(spec), module_calls=calls,
                              kernel_calls=sum(k.count for k in kernels), kernels_ms=total,
                              latency_median_ms=CONTEXT * total + calls * PER_CALL_MS,
-                             samples_ms=[CONTEXT * total + calls * PER_CALL_MS]))
+                             samples_ms=[CONTEXT * total + calls * PER_CALL_MS], warm_kernels_ms=WARM * total,
+                             warm_ms=WARM_CONTEXT * WARM * total + calls * PER_CALL_MS))
+    for chain_id, spec in payload.get("chains", []):
+        module, shape = build_cell(spec)
+        kernels, calls = torch_kernels(module, (torch.zeros(shape),))
+        cold = sum(k.count * kernel_ms(k.features) for k in kernels)
+        warm_ms = WARM_CONTEXT * WARM * cold + calls * PER_CALL_MS
+        cold_ms = CONTEXT * cold + calls * PER_CALL_MS
+        footprint = footprint_bytes(module, kernels)
+        ms = warm_ms + true_share(footprint) * (cold_ms - warm_ms)
+        rows.append(base_row(**sample_ident(backend, threads, chain_id, "chain", spec["input"]), status="ok",
+                             error="", sample="chain", chain=spec, latency_median_ms=ms, samples_ms=[ms],
+                             module_calls=calls, footprint_bytes=footprint, kernels=[k.as_dict() for k in kernels]))
     return rows

@@ -203,7 +203,7 @@ def test_cli_predict_json_prints_predicted_ms(tmp_path: Path, capsys: pytest.Cap
 @pytest.mark.parametrize("change, needle", [
     ({"hardware_id": "0000000000000000"}, "calibrated on hardware_id 0000000000000000"),
     ({"schema_version": 99}, "schema_version 99"),
-    ({"schema_version": 1}, "schema_version 1, this latprof reads 2"),  # before the measured eager overhead
+    ({"schema_version": 1}, "schema_version 1, this latprof reads 2 and 3"),  # before the measured eager overhead
     ({"samples": []}, "no valid kernel samples"),
     ({"kind": "something"}, "not a latprof predictor file"),
 ])
@@ -427,10 +427,137 @@ def test_a_calibrate_unit_measures_one_small_cell_cache_cold(backend: str) -> No
                                                             "stride": 1}}]}
     config = {"target_ci": 0.5, "max_time_s": 0.05, "min_samples": 2, "max_samples": 3, "min_time_s": 0.0,
               "min_sample_time_s": 1e-9, "warmup_min_s": 0.0, "warmup_max_s": 0.01, "warmup_max_batches": 1}
-    rows = measure_calibrate_unit({"backend": backend, "threads": 1, "cells": [["c0", cell]], "config": config})
+    chain = {**cell, "blocks": cell["blocks"] * 2, "residency": True}
+    rows = measure_calibrate_unit({"backend": backend, "threads": 1, "cells": [["c0", cell]], "config": config,
+                                   "chains": [["h0", chain]]})
     kinds = [r.get("sample") for r in rows]
     assert kinds.count("cell") == 1 and kinds.count("overhead") == 1 and kinds.count("kernel") >= 1
     cell_row = next(r for r in rows if r["sample"] == "cell")
-    assert cell_row["status"] == "ok" and cell_row["latency_median_ms"] > 0
+    assert cell_row["status"] == "ok" and cell_row["latency_median_ms"] > 0 and cell_row["warm_ms"] > 0
     measured = kinds.count("kernel")  # eager: each distinct kernel once, however often the cell calls it
     assert cell_row["kernel_calls"] == measured if backend != "torch-cpu" else cell_row["kernel_calls"] >= measured
+    warm_key = "warm_ms" if backend == "torch-cpu" else "warm_profiled_ms"  # every kernel read warm as well
+    assert all(r[warm_key] is not None and r[warm_key] >= 0 for r in rows if r["sample"] == "kernel")
+    chain_row = next(r for r in rows if r["sample"] == "chain")  # timed in a loop, with its kernels and footprint
+    assert chain_row["status"] == "ok" and chain_row["latency_median_ms"] > 0 and chain_row["kernels"]
+    weights = 2 * (8 * 8 + 4 * 8 + 1)  # two 1x1 convs, their batch norms (weight, bias, mean, var, batch count)
+    eager = 4 * (weights + 2 * 8 * 7 * 7)  # + the largest activation twice
+    if backend == "torch-cpu":
+        assert chain_row["footprint_bytes"] == eager
+    else:  # ONNX Runtime's blocked layout pads the channels to its vector width
+        assert eager <= chain_row["footprint_bytes"] <= 4 * (weights + 2 * 16 * 7 * 7)
+
+
+# ------------------------------------------------------------------ cache residency: warm vs cold, fitted on chains
+def test_footprint_is_the_weights_once_plus_the_largest_activation_twice() -> None:
+    from latprof.predict.residency import footprint_bytes
+
+    net = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1, bias=False), nn.Conv2d(16, 4, 1)).eval()
+    kernels, _ = torch_kernels(net, (torch.zeros(1, 8, 10, 10),))
+    weights = 16 * 8 * 9 + 4 * 16 + 4
+    assert footprint_bytes(net, kernels) == 4 * (weights + 2 * 16 * 10 * 10)
+
+
+def test_residency_share_runs_from_its_floor_to_one_across_the_centre() -> None:
+    from latprof.predict.residency import Residency
+
+    r = Residency(centre_log2=24.0, width_log2=1.0, floor=-0.2)
+    assert r.share(2 ** 24) == pytest.approx(0.4)  # halfway between the floor and 1
+    assert r.share(2 ** 14) == pytest.approx(-0.2, abs=1e-3) and r.share(2 ** 34) == pytest.approx(1.0, abs=1e-3)
+    assert r.mix(1.0, 3.0, 2 ** 24) == pytest.approx(1.8)
+    assert Residency.from_dict(None).share(1.0) == 1.0  # no fit: every kernel cold
+
+
+def test_residency_fit_recovers_the_curve_despite_one_busy_chain() -> None:
+    from latprof.predict.residency import MIN_CHAINS, fit_residency
+
+    def share(s: float) -> float:
+        return 0.1 + 0.9 / (1.0 + math.exp(-(math.log2(s) - 25.0) / 0.7))
+
+    points = []
+    for i, log2 in enumerate(np.linspace(21, 28, 15)):
+        warm, cold = 2.0 + i, 5.0 + 2 * i
+        points.append((2 ** log2, warm + share(2 ** log2) * (cold - warm), warm, cold))
+    s, m, w, c = points[7]
+    points[7] = (s, 2.5 * m, w, c)  # read during a busy spell
+    r = fit_residency(points)
+    assert r.centre_log2 == pytest.approx(25.0, abs=0.1) and r.width_log2 == pytest.approx(0.7, abs=0.1)
+    assert r.floor == pytest.approx(0.1, abs=0.03) and r.chains == 15 and r.fit_within_10 == pytest.approx(14 / 15)
+    assert fit_residency(points[: MIN_CHAINS - 1]).floor == 1.0  # too few chains: cold, unfitted
+
+
+def test_prediction_mixes_warm_and_cold_kernels_by_the_networks_footprint(tmp_path: Path) -> None:
+    samples = [{**s, "warm_ms": 0.25 * s["latency_ms"]} for s in _samples()]
+    net = conv_bn_relu()
+    cold_only = load(save(predictor_data(), tmp_path / "c.json")).predict(net, (1, 8, 10, 10))
+    fp = cold_only.footprint_bytes
+    assert fp == 4 * (16 * 8 * 9 + 4 * 16 + 1 + 2 * 16 * 10 * 10) and cold_only.cold_share == 1.0
+    for centre, expected in ((math.log2(fp), 0.5), (math.log2(fp) + 40, 0.0), (math.log2(fp) - 40, 1.0)):
+        data = predictor_data(samples=samples, residency={"centre_log2": centre, "width_log2": 1.0, "floor": 0.0})
+        p = load(save(data, tmp_path / "m.json"))
+        pred = p.predict(net, (1, 8, 10, 10))
+        warm, cold = p.warm_and_cold([k.op for k in pred.kernels], [k.features for k, in
+                                                                    [(k,) for k in torch_kernels(
+                                                                        net, (torch.zeros(1, 8, 10, 10),))[0]]])
+        counts = np.array([k.count for k in pred.kernels])
+        assert pred.cold_share == pytest.approx(expected, abs=1e-9)
+        assert pred.kernels_ms == pytest.approx(float(counts @ (warm + expected * (cold - warm))))
+    assert np.all(warm < cold)  # the warm regressor learned the warm readings
+
+
+def test_calibration_fits_the_residency_curve_on_its_chains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from latprof.predict.calibrate import CalibrateRequest, calibrate
+    from latprof.run.engine import RunOptions
+    from latprof.run.units import MEASURE_FUNCTIONS
+    from tests.predict_fake import TRUE_CENTRE_LOG2, WARM_CONTEXT
+
+    monkeypatch.setitem(MEASURE_FUNCTIONS, "calibrate", "tests.predict_fake:measure")
+    monkeypatch.setattr("latprof.predict.calibrate.CELLS_PER_UNIT", 12)
+    monkeypatch.setattr("latprof.predict.calibrate.CHAINS_PER_UNIT", 7)  # one chain per footprint, 2-128 MiB
+    result = calibrate(CalibrateRequest("torch-cpu", tmp_path / "p.json", threads=1, budget_s=0.01,
+                                        out=tmp_path / "runs", peaks=False, run=RunOptions(in_process=True)))
+    data = json.loads(result.path.read_text())
+    assert all(s["warm_ms"] < s["latency_ms"] for s in data["samples"])
+    assert data["overhead"]["warm_context_factor"] == pytest.approx(WARM_CONTEXT)
+    res = data["residency"]
+    assert res["chains"] == len(data["chains"]) == 7 and res == result.residency
+    assert abs(res["centre_log2"] - TRUE_CENTRE_LOG2) < 1.5  # through regressors fitted on a handful of cells
+    assert all(c["predicted_warm_ms"] < c["predicted_cold_ms"] for c in data["chains"])
+    assert main(["calibrate", "--from-readings", str(tmp_path / "runs"), "-o", str(tmp_path / "b.json")]) == 0
+    assert json.loads((tmp_path / "b.json").read_text())["residency"] == res  # rebuilt from the stored readings
+
+
+def test_a_schema_2_predictor_still_reads_and_predicts_every_kernel_cold(tmp_path: Path) -> None:
+    p = load(save(predictor_data(schema_version=2), tmp_path / "p.json"))
+    pred = p.predict(conv_bn_relu(), (1, 8, 10, 10))
+    assert p.warm_model is None and pred.cold_share == 1.0 and pred.predicted_ms > 0
+
+
+def test_ort_warm_samples_take_the_warm_per_node_overhead() -> None:
+    from latprof.predict.calibrate import Readings
+
+    r = Readings("ort-mobile")
+    r.add([{"status": "ok", "sample": "kernel", "workload": "a", "latency_median_ms": 0.004, "profiled_ms": 0.004,
+            "warm_profiled_ms": 0.001, "kernel": {"op": "Add", "label": "add", "features": {}}},
+           {"status": "ok", "sample": "cell", "workload": "a", "latency_median_ms": 0.010, "session_ms": 0.002,
+            "profiled_ms": 0.004, "kernel_calls": 1, "warm_ms": 0.004, "warm_profiled_ms": 0.001}])
+    assert r.has_warm and r.node_overhead_ms() == pytest.approx(0.004)
+    assert r.node_overhead_ms(warm=True) == pytest.approx(0.001)
+    (s,) = r.samples()
+    assert s["latency_ms"] == pytest.approx(0.008) and s["warm_ms"] == pytest.approx(0.002)
+
+
+def test_calibration_chains_feed_each_block_the_previous_blocks_output_near_their_footprint() -> None:
+    import random
+
+    from latprof.predict.space import CHAIN_BLOCKS, MAX_CHAIN_MULT_ADDS, build_cell, chain_size, sample_chain
+
+    rng = random.Random(3)
+    for target in (21, 24, 27):
+        spec = sample_chain(rng, target)
+        footprint, mult_adds = chain_size(spec)
+        assert abs(math.log2(footprint) - target) <= 1.5 and mult_adds <= MAX_CHAIN_MULT_ADDS
+        assert CHAIN_BLOCKS[0] <= len(spec["blocks"]) <= CHAIN_BLOCKS[1] or len(spec["blocks"]) >= 1
+        with torch.device("meta"):
+            module, shape = build_cell(spec)
+        assert module(torch.zeros(shape, device="meta")).dim() == 4  # the blocks compose

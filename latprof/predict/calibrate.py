@@ -4,8 +4,11 @@ Rounds of one ``calibrate`` unit each (a few cells, measured in a fresh worker p
 ``latprof.predict.measure_cells``). After every round the kernel model is cross-validated on the samples so far,
 and the next round draws its cells adaptively, as nn-Meter and LitePred do: half by cell kind, weighted by the error
 of the kernels that kind produced; half as neighbours (nearby widths, same kind) of the cells whose kernels were
-predicted worst. Rounds stop when the next would overrun the budget. The predictor file then holds every kernel
-sample, the framework overhead, the backend's settings and peaks, and the regressor that cross-validated best.
+predicted worst. Every unit also times one *chain* (a longer sequence of blocks; footprints drawn in turn from 2 to
+128 MiB) in a loop, as a network is timed: on the chains the predictor learns where a forward sits between its warm
+and its cold kernels (``latprof.predict.residency``). Rounds stop when the next would overrun the budget. The
+predictor file then holds every kernel sample, the framework overhead, the residency curve, the backend's settings
+and peaks, and the regressor that cross-validated best.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from latprof.backends.base import DEFAULT_ORT_OPT, default_threads, validate_thr
 from latprof.errors import LatprofError
 from latprof.predict.kernels import FEATURES
 from latprof.predict.model import cross_validate, select_regressor
-from latprof.predict.space import draw_cells, mutate_cell
+from latprof.predict.space import CHAIN_FOOTPRINT_LOG2, draw_cells, mutate_cell, sample_chain
 from latprof.predict.store import KIND, SCHEMA_VERSION, save
 from latprof.results import base_row, read_results
 from latprof.run.engine import Plan, RunOptions, default_out_dir, execute, open_output, record_environment
@@ -34,6 +37,7 @@ from latprof.run.units import Unit
 DEFAULT_BUDGET_S = 900.0  # the full calibration: 15 minutes (the issue's ceiling is 30 on a 2-core machine)
 QUICK_BUDGET_S = 180.0  # --quick: three minutes
 CELLS_PER_UNIT = 3
+CHAINS_PER_UNIT = 1
 BACKENDS = ("torch-cpu", "ort-cpu", "ort-mobile")
 
 
@@ -68,6 +72,8 @@ class CalibrationResult:
     overhead: dict[str, float]
     predictor_fit_s: float = 0.0
     predictor_fit_cpu_s: float = 0.0
+    chains: int = 0
+    residency: dict[str, Any] | None = None
 
 
 def budget_for(request: CalibrateRequest) -> float:
@@ -107,13 +113,19 @@ def calibrate(request: CalibrateRequest, on_round: Callable[[int, int, float], N
     weights: dict[str, float] | None = None
     worst: list[str] = []
     unit_s = 0.0
+    targets: list[float] = []
     while True:
         elapsed = time.monotonic() - t0
         if units and elapsed + unit_s * 1.1 > budget:
             break
         specs = _next_cells(rng, weights, worst, readings.cells)
         ids = [f"r{units}c{i}" for i in range(len(specs))]
-        unit = _unit(request, threads, list(zip(ids, specs)))
+        chains = []
+        for i in range(CHAINS_PER_UNIT):
+            if not targets:  # every footprint in turn, in a shuffled order
+                targets = rng.sample(list(CHAIN_FOOTPRINT_LOG2), len(CHAIN_FOOTPRINT_LOG2))
+            chains.append((f"r{units}h{i}", sample_chain(rng, targets.pop())))
+        unit = _unit(request, threads, list(zip(ids, specs)), chains)
         start = time.monotonic()
         result = execute(Plan([unit]), store, env, request.run)
         unit_s = max(unit_s * 0.5, time.monotonic() - start) if units else time.monotonic() - start
@@ -143,7 +155,7 @@ def rebuild(readings_path: Path, output: Path, pin: bool = False, ort_opt: str =
     env = next(iter(f.environments.values()))
     peaks = next((r for r in f.other if r.get("record") == "peaks"), None)
     allocator = next((r.get("allocator") for r in rows if r.get("allocator")), "steady")
-    meta = {"budget_s": None, "wall_s": None, "units": len({r["workload"][: r["workload"].index("c")]
+    meta = {"budget_s": None, "wall_s": None, "units": len({r["workload"][1:].split("c")[0].split("h")[0]
                                                            for r in rows if r["workload"].startswith("r")}),
             "results": str(f.path), "rebuilt_from_readings": True}
     return _write(output, readings, env, threads, {"pin": pin, "ort_opt": ort_opt, "allocator": allocator}, peaks,
@@ -155,21 +167,23 @@ MIN_NODE_MS = 0.0005
 
 
 class Readings:
-    """The kernel samples, cells and overhead readings of a calibration, from its result rows.
+    """The kernel samples, cells, chains and overhead readings of a calibration, from its result rows.
 
     On ONNX Runtime a kernel's latency is its node's median profiled time plus the executor's per-node overhead:
     the median over cells of what a cell's timed latency exceeds its session overhead and profiled node times, per
-    node. Spreading each cell's own excess over its nodes instead let one cell timed during a busy spell put
-    milliseconds on a Reshape (the first ort-mobile calibration here: kernel cross-validation RMSPE 9.0, 9% of
-    kernels within ±10%; from the same readings with the median overhead: RMSPE 0.52, 54%).
+    node (warm and cold apart). Spreading each cell's own excess over its nodes instead let one cell timed during a
+    busy spell put milliseconds on a Reshape (the first ort-mobile calibration here: kernel cross-validation RMSPE
+    9.0, 9% of kernels within ±10%; from the same readings with the median overhead: RMSPE 0.52, 54%).
     """
 
     def __init__(self, backend: str) -> None:
         self.backend = backend
         self.kernels: list[dict[str, Any]] = []
         self.cells: dict[str, dict[str, Any]] = {}
+        self.chains: dict[str, dict[str, Any]] = {}
         self.overhead_rows: list[dict[str, Any]] = []
         self.failed = 0
+        self.failed_chains = 0
 
     @property
     def ort(self) -> bool:
@@ -180,56 +194,78 @@ class Readings:
             kind = r.get("sample")
             if r.get("status") != "ok":
                 self.failed += kind == "cell" or r.get("variant") == "cell"
+                self.failed_chains += kind == "chain" or r.get("variant") == "chain"
                 continue
             if kind == "kernel":
                 k = r["kernel"]
                 self.kernels.append({"op": k["op"], "label": k["label"], "features": k["features"],
                                      "measured_ms": float(r.get("latency_median_ms") or 0.0),
-                                     "profiled_ms": r.get("profiled_ms"), "cell": r["workload"],
+                                     "warm_measured_ms": r.get("warm_ms"), "profiled_ms": r.get("profiled_ms"),
+                                     "warm_profiled_ms": r.get("warm_profiled_ms"), "cell": r["workload"],
                                      "cell_type": r.get("cell_type"), "ci_low_ms": r.get("latency_ci_low_ms"),
                                      "ci_high_ms": r.get("latency_ci_high_ms")})
             elif kind == "cell":
                 self.cells[r["workload"]] = {k: r.get(k) for k in (
                     "cell", "cell_type", "latency_median_ms", "kernels_ms", "module_calls", "kernel_calls",
-                    "profiled_ms", "session_ms")}
+                    "profiled_ms", "session_ms", "warm_ms", "warm_kernels_ms", "warm_profiled_ms")}
+            elif kind == "chain":
+                self.chains[r["workload"]] = {k: r.get(k) for k in (
+                    "chain", "latency_median_ms", "latency_ci_low_ms", "latency_ci_high_ms", "footprint_bytes",
+                    "module_calls", "kernels")}
             elif kind == "overhead":
                 self.overhead_rows.append({k: r.get(k) for k in ("variant", "latency_median_ms", "module_call_ms",
                                                                  "session_ms")})
 
-    def node_overhead_ms(self) -> float:
+    @property
+    def has_warm(self) -> bool:
+        """Whether the readings carry warm kernels (calibrations before the residency model read cold only)."""
+        key = "warm_profiled_ms" if self.ort else "warm_measured_ms"
+        return bool(self.kernels) and all(k.get(key) is not None for k in self.kernels)
+
+    def node_overhead_ms(self, warm: bool = False) -> float:
         """ONNX Runtime: the executor's per-node overhead, median over cells (0 on eager)."""
-        per = [(c["latency_median_ms"] - (c.get("session_ms") or 0.0) - c["profiled_ms"]) / c["kernel_calls"]
+        timed, profiled = ("warm_ms", "warm_profiled_ms") if warm else ("latency_median_ms", "profiled_ms")
+        per = [(c[timed] - (c.get("session_ms") or 0.0) - c[profiled]) / c["kernel_calls"]
                for c in self.cells.values()
-               if self.ort and c.get("kernel_calls") and c.get("profiled_ms") is not None and c.get("latency_median_ms")]
+               if self.ort and c.get("kernel_calls") and c.get(profiled) is not None and c.get(timed)]
         return max(statistics.median(per), 0.0) if per else 0.0
 
     def samples(self) -> list[dict[str, Any]]:
-        """Kernel samples for the regressors (``latency_ms`` > 0)."""
+        """Kernel samples for the regressors: ``latency_ms`` (cold) > 0 and, with warm readings, ``warm_ms`` > 0."""
         out = []
-        node = self.node_overhead_ms()
+        node, node_warm = self.node_overhead_ms(), self.node_overhead_ms(warm=True)
+        warm = self.has_warm
+        drop = ("measured_ms", "warm_measured_ms", "profiled_ms", "warm_profiled_ms")
         for k in self.kernels:
+            extra: dict[str, Any] = {}
             if self.ort and k.get("profiled_ms") is not None:
                 ms = max(float(k["profiled_ms"]), MIN_NODE_MS) + node
                 extra = {"framework_overhead_ms": node, "profiled_ms": k["profiled_ms"]}
+                if warm:
+                    extra.update(warm_ms=max(float(k["warm_profiled_ms"]), MIN_NODE_MS) + node_warm,
+                                 warm_framework_overhead_ms=node_warm, warm_profiled_ms=k["warm_profiled_ms"])
             else:
-                ms, extra = k["measured_ms"], {}
-            if ms > 0:
-                out.append({**{key: v for key, v in k.items() if key not in ("measured_ms", "profiled_ms")},
-                            "latency_ms": ms, **extra})
+                ms = k["measured_ms"]
+                if warm:
+                    extra = {"warm_ms": float(k["warm_measured_ms"])}
+            if ms > 0 and (not warm or extra["warm_ms"] > 0):
+                out.append({**{key: v for key, v in k.items() if key not in drop}, "latency_ms": ms, **extra})
         return out
 
 
 def _write(output: Path, readings: Readings, env: dict[str, Any], threads: int, options: dict[str, Any],
            peaks: dict[str, Any] | None, meta: dict[str, Any], out_dir: Path, t0: float) -> CalibrationResult:
-    """Fit, choose the regressor, write the predictor file and check it loads."""
+    """Fit, choose the regressor, fit the residency curve on the chains, write the predictor file."""
     backend = readings.backend
     samples = readings.samples()
     if not samples:
         raise LatprofError(f"calibration on {backend} produced no kernel samples ({readings.failed} cell(s) failed); "
                            f"see {meta['results']}")
     regressor, cv = select_regressor(samples)
-    overhead = _overhead(backend, readings.cells, readings.overhead_rows)
+    overhead = _overhead(backend, readings.cells, readings.overhead_rows, readings.has_warm)
     overhead["per_node_ms"] = readings.node_overhead_ms()
+    if readings.has_warm:
+        overhead["warm_per_node_ms"] = readings.node_overhead_ms(warm=True)
     data = {
         "schema_version": SCHEMA_VERSION, "kind": KIND, "backend": backend, "threads": threads,
         "hardware_id": env["hardware_id"],
@@ -239,25 +275,33 @@ def _write(output: Path, readings: Readings, env: dict[str, Any], threads: int, 
         "features": list(FEATURES), "model": {"regressor": regressor, "cross_validation": cv},
         "overhead": overhead, "peaks": peaks, "samples": samples,
         "cells": [{"id": k, **v} for k, v in readings.cells.items()],
-        "calibration": {**meta, "failed_cells": readings.failed},
+        "calibration": {**meta, "failed_cells": readings.failed, "failed_chains": readings.failed_chains},
     }
-    path = save(data, output)
     from latprof.predict.predictor import Predictor
 
+    fitted = Predictor(data)
+    if readings.has_warm:
+        residency, chains = fitted.fit_residency(list(readings.chains.items()))
+        data["residency"] = residency.as_dict()
+        data["chains"] = chains
+    path = save(data, output)
     refit = Predictor(data, path)
     return CalibrationResult(path, out_dir, len(samples), len(readings.cells), readings.failed, int(meta["units"] or 0),
                              time.monotonic() - t0 if meta.get("wall_s") is None else meta["wall_s"], regressor, cv,
-                             overhead, refit.fit_s, refit.fit_cpu_s)
+                             overhead, refit.fit_s, refit.fit_cpu_s, len(readings.chains),
+                             data.get("residency"))
 
 
-def _unit(request: CalibrateRequest, threads: int, cells: list[tuple[str, dict[str, Any]]]) -> Unit:
+def _unit(request: CalibrateRequest, threads: int, cells: list[tuple[str, dict[str, Any]]],
+          chains: list[tuple[str, dict[str, Any]]] = ()) -> Unit:  # type: ignore[assignment]
     payload = {"backend": request.backend, "threads": threads, "pin": request.pin, "ort_opt": request.ort_opt,
-               "cells": [[i, c] for i, c in cells]}
-    templates = [base_row(experiment=f"calibrate:{request.backend}", workload=i, variant="cell",
+               "cells": [[i, c] for i, c in cells], "chains": [[i, c] for i, c in chains]}
+    templates = [base_row(experiment=f"calibrate:{request.backend}", workload=i, variant=variant,
                           backend=request.backend, threads=threads, batch=1,
-                          input_shape="x".join(str(d) for d in c["input"])) for i, c in cells]
-    return Unit("calibrate", f"calibrate {request.backend} {', '.join(i for i, _ in cells)}", payload, templates,
-                time_s=120.0)
+                          input_shape="x".join(str(d) for d in c["input"]))
+                 for variant, group in (("cell", cells), ("chain", chains)) for i, c in group]
+    names = ", ".join(i for i, _ in [*cells, *chains])
+    return Unit("calibrate", f"calibrate {request.backend} {names}", payload, templates, time_s=120.0)
 
 
 def _next_cells(rng: random.Random, weights: dict[str, float] | None, worst: list[str],
@@ -283,15 +327,17 @@ def _adapt(samples: list[dict[str, Any]]) -> tuple[dict[str, float] | None, list
     return weights, list(dict.fromkeys(samples[i]["cell"] for i in order))
 
 
-def _overhead(backend: str, cells: dict[str, dict[str, Any]], rows: list[dict[str, Any]]) -> dict[str, float]:
+def _overhead(backend: str, cells: dict[str, dict[str, Any]], rows: list[dict[str, Any]],
+              warm: bool = False) -> dict[str, float]:
     """Framework and context terms, measured or fitted on calibration cells, never on a network.
 
     Eager: a module call costs what an idle module call costs (measured in every worker). Kernels and cells are
-    timed cache-cold (``latprof.predict.cold``), but a replayed kernel pays a cold code path too, which a forward
-    does not (its ops run back to back): so a cell costs ``context_factor`` x its kernels' sum plus
+    timed after an eviction (``latprof.predict.cold``), but a replayed kernel pays a cold code path too, which a
+    forward does not (its ops run back to back): so a cell costs ``context_factor`` x its kernels' sum plus
     ``per_kernel_call_ms`` (negative: the code-cold part of each replay) per kernel call plus its module calls,
-    both terms fitted over the cells on relative error (``context_fit``). A free per-module-call term fitted instead
-    read 0.166 ms per call under load (200x the idle call) and inflated networks with many modules.
+    both terms fitted over the cells on relative error (``context_fit``), for the cold readings and (``warm_``
+    terms) for the warm ones. A free per-module-call term fitted instead read 0.166 ms per call under load (200x
+    the idle call) and inflated networks with many modules.
     ONNX Runtime: the session's own overhead once per run (a one-node graph's latency); its kernel samples are
     profiled inside the timed cells, so factor 1 and no per-call term."""
     if backend.startswith("torch"):
@@ -300,8 +346,13 @@ def _overhead(backend: str, cells: dict[str, dict[str, Any]], rows: list[dict[st
         use = [c for c in cells.values() if c.get("module_calls") is not None and c.get("kernels_ms")
                and c.get("kernel_calls") and c.get("latency_median_ms")]
         factor, per_call = context_fit(use, idle_ms)
-        return {"per_module_call_ms": idle_ms, "per_run_ms": 0.0, "idle_module_call_ms": idle_ms,
-                "context_factor": factor, "per_kernel_call_ms": per_call, "cells_used": float(len(use))}
+        out = {"per_module_call_ms": idle_ms, "per_run_ms": 0.0, "idle_module_call_ms": idle_ms,
+               "context_factor": factor, "per_kernel_call_ms": per_call, "cells_used": float(len(use))}
+        if warm:
+            warm_cells = [{**c, "kernels_ms": c["warm_kernels_ms"], "latency_median_ms": c["warm_ms"]} for c in use
+                          if c.get("warm_kernels_ms") and c.get("warm_ms")]
+            out["warm_context_factor"], out["warm_per_kernel_call_ms"] = context_fit(warm_cells, idle_ms)
+        return out
     sessions = [r["session_ms"] for r in rows if r.get("session_ms")]
     return {"per_run_ms": statistics.median(sessions) if sessions else 0.0, "per_module_call_ms": 0.0,
             "context_factor": 1.0, "per_kernel_call_ms": 0.0, "cells_used": float(len(cells))}

@@ -1,4 +1,4 @@
-"""Cache-cold timing for calibration: a network's forward pass finds its weights and its input out of cache.
+"""Cache-cold and cache-warm timing for calibration: where a network's forward finds its weights.
 
 Measured here (docs/predict.md, "Why cold"): the blocks of a zoo network each timed alone in a loop summed to about
 half the network's latency on PyTorch eager, 1 thread, because a block repeated keeps its weights and activations in
@@ -8,6 +8,11 @@ forward, where its input is what the previous op just wrote: small cells then re
 sum. So calibration times kernels and cells the way a network meets them: each call after a write through a buffer
 larger than the last-level cache (weights cold), then a read of the call's input (the activation warm, as the
 previous op leaves it); neither is timed.
+
+A network small enough to keep its weights in the last-level cache between forwards meets them there instead, so
+every kernel is also read *warm*: after a write through twice the core's L2 only (the weights then come from the
+last-level cache), and the same read of its input. Where a forward sits between the two is fitted on calibration
+chains (``latprof.predict.residency``).
 """
 
 from __future__ import annotations
@@ -15,30 +20,56 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 from latprof.measure.protocol import gc_paused
 
 FALLBACK_LLC_BYTES = 32 * 1024 * 1024
+FALLBACK_L2_BYTES = 1024 * 1024
+_SYSFS_CACHE = Path("/sys/devices/system/cpu/cpu0/cache")
+_UNITS = {"K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}
+
+
+def cache_bytes(level: int) -> int:
+    """Size of this CPU's data or unified cache of ``level`` as cpu0 sees it (Linux sysfs, then sysconf); 0 when
+    neither says."""
+    for index in sorted(_SYSFS_CACHE.glob("index*")):
+        try:
+            if int((index / "level").read_text()) != level or (index / "type").read_text().strip() == "Instruction":
+                continue
+            size = (index / "size").read_text().strip()
+            return int(size[:-1]) * _UNITS[size[-1]] if size[-1] in _UNITS else int(size)
+        except (OSError, ValueError):
+            continue
+    try:
+        return max(0, int(os.sysconf(f"SC_LEVEL{level}_CACHE_SIZE")))
+    except (ValueError, OSError, AttributeError):
+        return 0
 
 
 def last_level_cache_bytes() -> int:
-    """The largest CPU cache this process can see (sysconf; 32 MiB when the platform does not say)."""
-    sizes = []
-    for name in ("SC_LEVEL3_CACHE_SIZE", "SC_LEVEL2_CACHE_SIZE"):
-        try:
-            sizes.append(int(os.sysconf(name)))
-        except (ValueError, OSError, AttributeError):
-            continue
-    return max([s for s in sizes if s > 0], default=FALLBACK_LLC_BYTES)
+    """The largest CPU cache this process can see (32 MiB when the platform does not say)."""
+    return max(cache_bytes(3), cache_bytes(2)) or FALLBACK_LLC_BYTES
+
+
+def l2_cache_bytes() -> int:
+    """One core's L2 (1 MiB when the platform does not say)."""
+    return cache_bytes(2) or FALLBACK_L2_BYTES
 
 
 class Evictor:
-    """Writes through twice the last-level cache, so what the next call reads comes from memory."""
+    """Writes through ``nbytes`` (default twice the last-level cache, so what the next call reads comes from
+    memory; ``Evictor.warm()``: twice the L2, so it comes from the last-level cache)."""
 
     def __init__(self, nbytes: int | None = None) -> None:
-        self.buffer = torch.zeros(max(1, (nbytes or 2 * last_level_cache_bytes()) // 4))
+        self.nbytes = nbytes or 2 * last_level_cache_bytes()
+        self.buffer = torch.zeros(max(1, self.nbytes // 4))
+
+    @classmethod
+    def warm(cls) -> Evictor:
+        return cls(2 * l2_cache_bytes())
 
     def __call__(self) -> None:
         self.buffer.add_(1.0)

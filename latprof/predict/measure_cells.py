@@ -9,6 +9,11 @@ timed with the protocol, and split over the nodes of its optimised graph by one 
 over the profiled runs); the session's own overhead (a one-node graph's latency) is measured in the same worker. What
 the timed cells exceed their session overhead and node times by, per node (the executor's per-node cost), is
 estimated over all cells by the parent (``latprof.predict.calibrate.Readings``).
+
+Every cell and kernel reading is taken twice: cold, and warm (weights from the last-level cache:
+``latprof.predict.cold``). A unit's *chains* (``space.sample_chain``: longer sequences of blocks spanning footprints
+from inside to beyond the last-level cache) are timed in a loop, as a network is, and carry their kernels and
+footprint: the parent fits where a forward sits between warm and cold on them (``latprof.predict.residency``).
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ KERNEL_CONFIG = MeasureConfig(target_ci=0.04, max_time_s=0.4, min_samples=5, min
 # one sample), a few calls of warm-up (the op's first-call costs), the same CI target and wall-time cap.
 COLD_CONFIG = MeasureConfig(target_ci=0.04, max_time_s=0.4, min_samples=7, max_samples=60, min_time_s=0.0,
                             min_sample_time_s=1e-9, warmup_min_s=0.0, warmup_max_s=0.05, warmup_max_batches=5)
+# A chain is timed as a network is (in a loop, no eviction), a little longer than a kernel: one number per chain.
+CHAIN_CONFIG = MeasureConfig(target_ci=0.03, max_time_s=1.0, min_samples=7, min_time_s=0.1, warmup_min_s=0.05,
+                             warmup_max_s=0.3)
 
 
 def sample_ident(backend: str, threads: int, cell_id: str, variant: str, shape: list[int]) -> dict[str, Any]:
@@ -76,7 +84,7 @@ def _torch_unit(payload: dict[str, Any], options: BackendOptions, config: Measur
     backend, threads = payload["backend"], payload["threads"]
     rows: list[dict[str, Any]] = []
     seen: dict[str, Any] = {}  # a kernel already measured in this worker is not measured again
-    evict = Evictor()  # kernels and cells are timed cache-cold, as a network's forward meets them
+    cold, warm = Evictor(), Evictor.warm()  # weights from memory / from the last-level cache
     with torch_threads(threads, 1), pinning(options.pin, threads):
         rows.append(_torch_module_overhead(backend, threads, KERNEL_CONFIG))  # a warm Python cost
         for cell_id, spec in payload["cells"]:
@@ -90,25 +98,66 @@ def _torch_unit(payload: dict[str, Any], options: BackendOptions, config: Measur
                     with torch.inference_mode():
                         return module(x)
 
-                cell_m = measure(cold_timer(call, evict, reader(x)), config)
+                cell_m = measure(cold_timer(call, cold, reader(x)), config)
+                cell_w = measure(cold_timer(call, warm, reader(x)), config)
                 kernel_rows = []
                 for k in kernels:
                     key = json.dumps(k.spec, sort_keys=True)
                     if key in seen:
-                        kernel_rows.append((k, seen[key]))
+                        kernel_rows.append((k, *seen[key]))
                         continue
-                    m = seen[key] = measure(replay_timer(k.spec, evict=evict), config)
-                    kernel_rows.append((k, m))
+                    m = measure(replay_timer(k.spec, evict=cold), config)
+                    w = measure(replay_timer(k.spec, evict=warm), config)
+                    seen[key] = (m, w)
+                    kernel_rows.append((k, m, w))
                     rows.append(base_row(**sample_ident(backend, threads, cell_id, f"k{len(rows)}", spec["input"]),
                                          **_compact(latency_fields(m)), status="ok", error="", sample="kernel",
-                                         kernel=k.as_dict(), cell_type=cell_type(spec)))
-                kernels_ms = sum(k.count * m.stats.median_ms for k, m in kernel_rows)
+                                         kernel=k.as_dict(), cell_type=cell_type(spec), **_warm_fields(w)))
                 rows.append(base_row(**ident, **_compact(latency_fields(cell_m)), status="ok", error="", sample="cell",
                                      cell=spec, cell_type=cell_type(spec), module_calls=module_calls,
-                                     kernel_calls=sum(k.count for k, _ in kernel_rows), kernels_ms=kernels_ms))
+                                     kernel_calls=sum(k.count for k, _, _ in kernel_rows),
+                                     kernels_ms=sum(k.count * m.stats.median_ms for k, m, _ in kernel_rows),
+                                     warm_kernels_ms=sum(k.count * w.stats.median_ms for k, _, w in kernel_rows),
+                                     **_warm_fields(cell_w)))
             except (RuntimeError, ValueError, TypeError, NotImplementedError, LatprofError) as exc:
                 rows.append(error_row(one_line(exc), **ident, sample="cell", cell=spec))
+        for chain_id, spec in payload.get("chains", []):
+            rows.append(_torch_chain(backend, threads, chain_id, spec))
     return rows
+
+
+def _warm_fields(m: Any) -> dict[str, Any]:
+    """A warm reading's median and CI beside the cold reading's latency fields."""
+    return {"warm_ms": m.stats.median_ms, "warm_ci_low_ms": m.stats.ci_low_ms, "warm_ci_high_ms": m.stats.ci_high_ms}
+
+
+def _chain_row(backend: str, threads: int, chain_id: str, spec: dict[str, Any], m: Any, kernels: list[Any],
+               module: nn.Module, module_calls: int, **extra: Any) -> dict[str, Any]:
+    from latprof.predict.residency import footprint_bytes
+
+    return base_row(**sample_ident(backend, threads, chain_id, "chain", spec["input"]), **_compact(latency_fields(m)),
+                    status="ok", error="", sample="chain", chain=spec, module_calls=module_calls,
+                    footprint_bytes=footprint_bytes(module, kernels), kernels=[k.as_dict() for k in kernels], **extra)
+
+
+def _torch_chain(backend: str, threads: int, chain_id: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """A chain timed in a loop, as ``latprof profile`` times a network (no eviction), with its kernels."""
+    from latprof.predict.torch_kernels import torch_kernels
+
+    ident = sample_ident(backend, threads, chain_id, "chain", spec["input"])
+    try:
+        module, shape = build_cell(spec)
+        x = torch.randn(shape)
+        kernels, module_calls = torch_kernels(module, (x,))
+
+        def call() -> Any:
+            with torch.inference_mode():
+                return module(x)
+
+        m = measure(wall_clock_timer(call), CHAIN_CONFIG)
+        return _chain_row(backend, threads, chain_id, spec, m, kernels, module, module_calls)
+    except (RuntimeError, ValueError, TypeError, NotImplementedError, LatprofError) as exc:
+        return error_row(one_line(exc), **ident, sample="chain", chain=spec)
 
 
 def _torch_module_overhead(backend: str, threads: int, config: MeasureConfig) -> dict[str, Any]:
@@ -134,7 +183,7 @@ def _ort_unit(payload: dict[str, Any], options: BackendOptions, config: MeasureC
     backend_name, threads = payload["backend"], payload["threads"]
     backend = create_backend(backend_name, options)
     rows: list[dict[str, Any]] = []
-    evict = Evictor()  # cells are timed and profiled cache-cold, as a network's run meets its weights
+    cold, warm = Evictor(), Evictor.warm()  # cells are timed and profiled cold and warm
     with tempfile.TemporaryDirectory(prefix="latprof-calib-") as tmp, _cache(tmp):
         idle = Workload("calibrate-idle", nn.ReLU(), (1, 1), "block", {}, "calibration")
         with backend.prepare(idle) as run:
@@ -149,24 +198,47 @@ def _ort_unit(payload: dict[str, Any], options: BackendOptions, config: MeasureC
                 module, shape = build_cell(spec)
                 workload = Workload(f"cell-{cell_id}", module, shape, "block", {}, "calibration")
                 with backend.prepare(workload) as run:
-                    cell_m = measure(cold_timer(lambda run=run: run.timer(1), evict), COLD_CONFIG)
+                    cell_m = measure(cold_timer(lambda run=run: run.timer(1), cold), COLD_CONFIG)
+                    cell_w = measure(cold_timer(lambda run=run: run.timer(1), warm), COLD_CONFIG)
                 exported = backend.export(workload)
                 kernels = graph_kernels(optimized_model(backend, exported.path))
-                by_node = node_medians(backend, exported.path, workload, evict=evict)
+                by_node = node_medians(backend, exported.path, workload, evict=cold)
+                by_node_warm = node_medians(backend, exported.path, workload, evict=warm)
             except (BackendError, RuntimeError, ValueError, TypeError, NotImplementedError, LatprofError,
                     OSError) as exc:
                 rows.append(error_row(one_line(exc), **ident, sample="cell", cell=spec))
                 continue
             node_ms = [by_node.get(k.spec["node"], 0.0) for k in kernels]
-            profiled = sum(node_ms)
-            for k, p in zip(kernels, node_ms):  # the parent adds the executor's per-node overhead (calibrate.Readings)
+            node_warm = [by_node_warm.get(k.spec["node"], 0.0) for k in kernels]
+            for k, p, w in zip(kernels, node_ms, node_warm):  # the parent adds the executor's per-node overhead
                 rows.append(base_row(**sample_ident(backend_name, threads, cell_id, f"k{len(rows)}", spec["input"]),
                                      status="ok", error="", sample="kernel", kernel=k.as_dict(), latency_median_ms=p,
-                                     profiled_ms=p, cell_type=cell_type(spec)))
+                                     profiled_ms=p, warm_profiled_ms=w, cell_type=cell_type(spec)))
             rows.append(base_row(**ident, **_compact(latency_fields(cell_m)), status="ok", error="", sample="cell",
                                  cell=spec, cell_type=cell_type(spec), kernel_calls=len(kernels),
-                                 profiled_ms=profiled, session_ms=session_ms, export=exported.settings()))
+                                 profiled_ms=sum(node_ms), warm_profiled_ms=sum(node_warm), session_ms=session_ms,
+                                 export=exported.settings(), **_warm_fields(cell_w)))
+        for chain_id, spec in payload.get("chains", []):
+            rows.append(_ort_chain(backend, backend_name, threads, chain_id, spec))
     return rows
+
+
+def _ort_chain(backend: Any, backend_name: str, threads: int, chain_id: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """A chain prepared and timed as a network is (session options, output check, a loop), with the kernels of its
+    optimised graph."""
+    from latprof.predict.ort_kernels import graph_kernels, optimized_model
+
+    ident = sample_ident(backend_name, threads, chain_id, "chain", spec["input"])
+    try:
+        module, shape = build_cell(spec)
+        workload = Workload(f"chain-{chain_id}", module, shape, "block", {}, "calibration")
+        with backend.prepare(workload) as run:
+            m = measure(run.timer, CHAIN_CONFIG)
+        exported = backend.export(workload)
+        kernels = graph_kernels(optimized_model(backend, exported.path))
+        return _chain_row(backend_name, threads, chain_id, spec, m, kernels, module, 0, export=exported.settings())
+    except (BackendError, RuntimeError, ValueError, TypeError, NotImplementedError, LatprofError, OSError) as exc:
+        return error_row(one_line(exc), **ident, sample="chain", chain=spec)
 
 
 PROFILE_RUNS = 30

@@ -56,9 +56,11 @@ def _family_code(op: str) -> float:
 
 @dataclass
 class KernelModel:
-    """Per-family regressors of log latency (ms)."""
+    """Per-family regressors of log latency (ms): of each sample's ``target`` (``latency_ms``, the cold reading, or
+    ``warm_ms``)."""
 
     regressor: str = DEFAULT_REGRESSOR
+    target: str = "latency_ms"
     families: dict[str, Any] = field(default_factory=dict)
     fallback: Any = None
     constant: dict[str, float] = field(default_factory=dict)  # families with too few samples for any regressor
@@ -69,14 +71,14 @@ class KernelModel:
             by.setdefault(s["op"], []).append(s)
         self.families, self.constant = {}, {}
         for op, group in by.items():
-            self.constant[op] = float(np.median([math.log(s["latency_ms"]) for s in group]))
+            self.constant[op] = float(np.median([math.log(s[self.target]) for s in group]))
             if len(group) >= MIN_FAMILY_SAMPLES:
                 X = np.array([feature_vector(s["features"]) for s in group])
-                y = np.array([math.log(s["latency_ms"]) for s in group])
+                y = np.array([math.log(s[self.target]) for s in group])
                 self.families[op] = _make(self.regressor).fit(X, y)
         if len(samples) >= MIN_FAMILY_SAMPLES:
             X = np.array([[*feature_vector(s["features"]), _family_code(s["op"])] for s in samples])
-            y = np.array([math.log(s["latency_ms"]) for s in samples])
+            y = np.array([math.log(s[self.target]) for s in samples])
             self.fallback = _make(self.regressor).fit(X, y)
         return self
 

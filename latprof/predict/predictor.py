@@ -1,10 +1,11 @@
 """``Predictor``: a network's latency on one backend from its kernels, without running it.
 
-predicted = sum over the kernels the backend would run (each kernel's regressor prediction, times how often it
-runs, taken in context: ``context_factor`` x its isolated reading + ``per_kernel_call_ms``, both fitted on the
-calibration cells on PyTorch eager; 1 and 0 on ONNX Runtime) + the framework overhead measured on this machine:
-per module call on PyTorch eager (an idle ``nn.Module`` call), per session run on ONNX Runtime (a one-node graph's
-latency).
+predicted = sum over the kernels the backend would run of how often it runs x its time in this forward + the
+framework overhead measured on this machine: per module call on PyTorch eager (an idle ``nn.Module`` call), per
+session run on ONNX Runtime (a one-node graph's latency). A kernel's time in a forward mixes its warm and cold
+regressor predictions by the forward's footprint (``latprof.predict.residency``: warm + p(S) x (cold - warm)),
+each taken in context first (``context_factor`` x the isolated reading + ``per_kernel_call_ms``, fitted on the
+calibration cells on PyTorch eager, warm and cold apart; 1 and 0 on ONNX Runtime).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch import nn
 from latprof.errors import LatprofError
 from latprof.predict.kernels import Kernel
 from latprof.predict.model import KernelModel
+from latprof.predict.residency import Residency, fit_residency, footprint_bytes
 from latprof.predict.store import check_compatible, read
 
 
@@ -58,6 +60,8 @@ class Prediction:
     kernels: list[KernelPrediction] = field(default_factory=list)
     blocks: list[dict[str, Any]] = field(default_factory=list)
     predict_s: float = 0.0  # wall time of the prediction itself (kernel extraction + regressors)
+    footprint_bytes: float = 0.0  # weights + live activations of one forward (latprof.predict.residency)
+    cold_share: float = 1.0  # p(footprint): 0 = every kernel warm, 1 = every kernel cold
 
     def as_dict(self, kernels: bool = True) -> dict[str, Any]:
         d = asdict(self)
@@ -74,9 +78,14 @@ class Predictor:
         self.backend: str = data["backend"]
         self.threads: int = int(data["threads"])
         t0, c0 = time.perf_counter(), time.process_time()
-        self.model = KernelModel(data["model"]["regressor"]).fit(data["samples"])
+        regressor = data["model"]["regressor"]
+        self.model = KernelModel(regressor).fit(data["samples"])
+        # Warm readings (weights from the last-level cache); a calibration without them predicts every kernel cold.
+        self.warm_model = (KernelModel(regressor, "warm_ms").fit(data["samples"])
+                           if all("warm_ms" in s for s in data["samples"]) else None)
         self.fit_s = time.perf_counter() - t0  # wall: on a busy machine far above the CPU time
         self.fit_cpu_s = time.process_time() - c0
+        self.residency = Residency.from_dict(data.get("residency"))
         self._ort_backend: Any = None
 
     @property
@@ -112,12 +121,48 @@ class Predictor:
         kernels, module_calls = self.kernels(module, shape, name)
         if not kernels:
             raise LatprofError(f"{name}: no kernels found to predict")
-        ms = self.in_context(self.model.predict([k.op for k in kernels], [k.features for k in kernels]))
+        footprint = footprint_bytes(module, kernels)
+        share = self.residency.share(footprint)
+        warm, cold = self.warm_and_cold([k.op for k in kernels], [k.features for k in kernels])
+        ms = warm + share * (cold - warm)
         preds = [KernelPrediction(k.op, k.label, k.count, float(m)) for k, m in zip(kernels, ms)]
         kernels_ms = float(sum(p.ms for p in preds))
         overhead = self.overhead_ms(module_calls)
         return Prediction(name, self.backend, self.threads, list(shape), kernels_ms + overhead, kernels_ms, overhead,
-                          preds, predict_s=time.perf_counter() - t0)
+                          preds, predict_s=time.perf_counter() - t0, footprint_bytes=footprint, cold_share=share)
+
+    def warm_and_cold(self, ops: list[str], features: list[dict[str, float]]) -> tuple[np.ndarray, np.ndarray]:
+        """Each kernel's predicted time in a forward with its weights in the last-level cache, and from memory."""
+        cold = self.in_context(self.model.predict(ops, features))
+        if self.warm_model is None:
+            return cold, cold
+        warm_isolated = self.warm_model.predict(ops, features)
+        o = self.overhead
+        warm = (float(o.get("warm_context_factor", 1.0)) * warm_isolated
+                + float(o.get("warm_per_kernel_call_ms", 0.0)))
+        return np.maximum(warm, 0.1 * warm_isolated), cold
+
+    def fit_residency(self, chains: list[tuple[str, dict[str, Any]]]) -> tuple[Residency, list[dict[str, Any]]]:
+        """Fit the residency curve on calibration chains (each with its kernels, footprint, loop-timed latency);
+        returns it and, per chain, what was measured and predicted warm and cold."""
+        points, out = [], []
+        for chain_id, c in chains:
+            ks = c.get("kernels") or []
+            if not ks or not c.get("latency_median_ms") or not c.get("footprint_bytes"):
+                continue
+            counts = np.array([k.get("count", 1) for k in ks], dtype=float)
+            warm, cold = self.warm_and_cold([k["op"] for k in ks], [k["features"] for k in ks])
+            overhead = self.overhead_ms(int(c.get("module_calls") or 0))
+            w, cl = float(counts @ warm) + overhead, float(counts @ cold) + overhead
+            points.append((float(c["footprint_bytes"]), float(c["latency_median_ms"]), w, cl))
+            out.append({"id": chain_id, "footprint_bytes": c["footprint_bytes"], "measured_ms": c["latency_median_ms"],
+                        "predicted_warm_ms": w, "predicted_cold_ms": cl, "blocks": len(c["chain"]["blocks"])
+                        if c.get("chain") else None})
+        residency = fit_residency(points)
+        for row in out:
+            row["predicted_ms"] = residency.mix(row["predicted_warm_ms"], row["predicted_cold_ms"],
+                                                row["footprint_bytes"])
+        return residency, out
 
     @property
     def context_factor(self) -> float:

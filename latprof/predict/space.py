@@ -208,3 +208,62 @@ def draw_cells(rng: random.Random, n: int, weights: dict[str, float] | None = No
         if valid_cell(spec):
             out.append(spec)
     return out
+
+
+# ------------------------------------------------------------------ chains (cache residency)
+# Footprints the chains are drawn around (log2 bytes): 2 MiB to 128 MiB, from inside the core's L2 to beyond the
+# last-level cache (the zoo's largest network, ResNet-50, carries about 100 MiB of weights).
+CHAIN_FOOTPRINT_LOG2 = tuple(range(21, 28))
+CHAIN_BLOCKS = (4, 14)  # how many blocks a chain has
+MAX_CHAIN_MULT_ADDS = 1.5e9  # a chain's forward stays within tens of milliseconds on one core
+
+
+def chain_size(spec: dict[str, Any]) -> tuple[float, float]:
+    """(footprint bytes, mult-adds) of a chain, from a build on the meta device (no weights allocated)."""
+    from latprof.predict.residency import footprint_bytes
+    from latprof.predict.torch_kernels import torch_kernels
+
+    with torch.device("meta"):
+        module, shape = build_cell(spec)
+    kernels, _ = torch_kernels(module, (torch.zeros(shape, device="meta"),))
+    return footprint_bytes(module, kernels), sum(k.count * k.features.get("mult_adds", 0.0) for k in kernels)
+
+
+def sample_chain(rng: random.Random, target_log2: float | None = None, tries: int = 40) -> dict[str, Any]:
+    """A chain of 4-14 of the zoo's blocks, one feeding the next (strides included), whose footprint lies near
+    ``2**target_log2`` bytes (the closest of ``tries`` draws within the mult-adds cap). Timed in a loop as a network
+    is, chains are what the cache-residency curve is fitted on (``latprof.predict.residency``)."""
+    best: tuple[float, dict[str, Any]] | None = None
+    for _ in range(tries):
+        h = rng.choice((56, 28, 28, 14, 14, 7, 7))
+        c = _channels(rng, h)
+        blocks: list[dict[str, Any]] = []
+        cc, hh = c, h
+        for _ in range(rng.randint(*CHAIN_BLOCKS)):
+            for _ in range(6):  # a block that takes this width as it is
+                name = rng.choice(BLOCKS)
+                kw = _block_kwargs(name, cc, hh, rng)
+                if not blocks:
+                    c = cc = int(kw.get("in_channels", cc))
+                if int(kw.get("in_channels", cc)) == cc and int(kw.get("out_channels") or cc) <= MAX_EXPANDED:
+                    blocks.append({"name": name, "kwargs": kw})
+                    cc = int(kw.get("out_channels") or kw.get("in_channels"))
+                    hh = max(1, (hh + 1) // int(kw.get("stride", 1)))
+                    break
+        spec = {"type": "chain", "input": [1, c, h, h], "blocks": blocks, "residency": True}
+        if not blocks:
+            continue
+        try:
+            footprint, mult_adds = chain_size(spec)
+        except Exception:  # noqa: BLE001  (a combination a block rejects: draw again)
+            continue
+        if mult_adds > MAX_CHAIN_MULT_ADDS:
+            continue
+        miss = 0.0 if target_log2 is None else abs(math.log2(footprint) - target_log2)
+        if best is None or miss < best[0]:
+            best = (miss, spec)
+        if miss <= 0.5:
+            break
+    if best is None:
+        raise LatprofError("no calibration chain within the mult-adds cap could be drawn")
+    return best[1]

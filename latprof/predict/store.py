@@ -18,7 +18,10 @@ from latprof.predict.kernels import FEATURES
 
 # 2: cache-cold eager readings; idle module call measured; kernels taken in context (overhead.context_factor,
 # overhead.per_kernel_call_ms).
-SCHEMA_VERSION = 2
+# 3: every kernel read warm too (samples' warm_ms, overhead.warm_*), and the residency curve fitted on calibration
+# chains (residency, chains). A version-2 file still reads: it predicts every kernel cold, as it did.
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (2, 3)
 KIND = "latprof-predictor"
 REQUIRED = ("schema_version", "kind", "backend", "threads", "hardware_id", "backend_settings", "features", "model",
             "samples", "overhead")
@@ -50,9 +53,9 @@ def read(path: str | Path) -> dict[str, Any]:
     if missing:
         raise LatprofError(f"predictor file {path} is incomplete (missing {', '.join(missing)}); recreate it with "
                            "latprof calibrate")
-    if data["schema_version"] != SCHEMA_VERSION:
+    if data["schema_version"] not in READABLE_VERSIONS:
         raise LatprofError(f"predictor file {path} has schema_version {data['schema_version']}, this latprof reads "
-                           f"{SCHEMA_VERSION}; recreate it with latprof calibrate")
+                           f"{' and '.join(map(str, READABLE_VERSIONS))}; recreate it with latprof calibrate")
     if list(data["features"]) != list(FEATURES):
         raise LatprofError(f"predictor file {path} uses other kernel features than this latprof; recreate it")
     samples = data["samples"]

@@ -29,6 +29,13 @@ def show_calibration(r: Any) -> int:
     if cv.get("rmspe") is not None:
         print(f"regressor: {r.regressor} (kernel cross-validation RMSPE: {others}; {cv['within_10']:.0%} of kernels "
               f"within +-10%); refit on load in {r.predictor_fit_s:.2f} s ({r.predictor_fit_cpu_s:.2f} s CPU)")
+    res = r.residency
+    if res and res.get("chains", 0) >= 1 and res.get("fit_rmspe") is not None:
+        print(f"residency: fitted on {res['chains']} chains (cold share 1/2 at {2 ** res['centre_log2'] / 2 ** 20:.1f} "
+              f"MiB, width x{2 ** res['width_log2']:.2f}, floor {res['floor']:+.2f}; chains RMSPE "
+              f"{res['fit_rmspe']:.3f}, {res['fit_within_10']:.0%} within +-10%)")
+    elif r.chains or res:
+        print(f"residency: {r.chains} chain(s) timed, too few to fit: every kernel predicted cold")
     print(f"readings: {r.out_dir / 'results.jsonl'}")
     return 0
 
@@ -41,9 +48,11 @@ def show_predictions(predictor: Predictor, predictions: list[Prediction], kernel
         print_json([p.as_dict(kernels=kernels) for p in predictions])
         return 0
     stdout.print(table(f"Predicted latency on {predictor.backend}, {predictor.threads} thread(s)",
-                       ["model", "input", "predicted ms", "kernels ms", "overhead ms", "kernels", "predict s"],
+                       ["model", "input", "predicted ms", "kernels ms", "overhead ms", "kernels", "footprint MiB",
+                        "cold share", "predict s"],
                        [[p.model, "x".join(map(str, p.input_shape)), p.predicted_ms, p.kernels_ms, p.overhead_ms,
-                         sum(k.count for k in p.kernels), f"{p.predict_s:.3f}"] for p in predictions]))
+                         sum(k.count for k in p.kernels), f"{p.footprint_bytes / 2 ** 20:.1f}", f"{p.cold_share:.2f}",
+                         f"{p.predict_s:.3f}"] for p in predictions]))
     for p in predictions:
         if kernels:
             stdout.print(table(f"{p.model}: kernels", ["op", "kernel", "count", "ms each", "ms"],
