@@ -561,3 +561,19 @@ def test_calibration_chains_feed_each_block_the_previous_blocks_output_near_thei
         with torch.device("meta"):
             module, shape = build_cell(spec)
         assert module(torch.zeros(shape, device="meta")).dim() == 4  # the blocks compose
+
+
+def test_the_regressor_is_chosen_by_accuracy_among_those_that_refit_within_the_load_budget(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from latprof.predict import model
+
+    cv = {"random_forest": 0.30, "gradient_boosting": 0.20}
+    monkeypatch.setattr(model, "cross_validate", lambda s, name: {"rmspe": cv[name], "relative_errors": []})
+    cost = {"random_forest": 0.2, "gradient_boosting": 0.3}
+    monkeypatch.setattr(model, "refit_cpu_s", lambda s, name: cost[name])
+    assert model.select_regressor([])[0] == "gradient_boosting"  # the more accurate, fast enough
+    cost["gradient_boosting"] = model.LOAD_BUDGET_CPU_S + 1.0
+    chosen, figures = model.select_regressor([])
+    assert chosen == "random_forest" and figures["gradient_boosting"]["refit_cpu_s"] > model.LOAD_BUDGET_CPU_S
+    cost["random_forest"] = model.LOAD_BUDGET_CPU_S + 2.0  # none fits the budget: the fastest to refit
+    assert model.select_regressor([])[0] == "gradient_boosting"
