@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from latprof.errors import LatprofError, one_line
 
@@ -57,8 +57,7 @@ def _csv_list(text: str) -> list[str]:
 
 
 # ---------------------------------------------------------------- env
-def _add_env(sub: Any) -> None:
-    p = sub.add_parser("env", help="show the environment fingerprint (hardware, software, threads, hardware_id)")
+def _add_env(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -70,10 +69,9 @@ def _run_env(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- list
-def _add_list(sub: Any) -> None:
+def _add_list(p: argparse.ArgumentParser) -> None:
     from latprof.catalog import DEFAULT_TOPIC, TOPICS
 
-    p = sub.add_parser("list", help=f"list {', '.join(TOPICS[:-1])} or {TOPICS[-1]}")
     p.add_argument("topic", nargs="?", default=DEFAULT_TOPIC,
                    help=f"one of: {', '.join(TOPICS)} (default {DEFAULT_TOPIC})")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -201,8 +199,7 @@ def _add_measure_flags(p: argparse.ArgumentParser) -> None:
     _add_fleet_flags(p)
 
 
-def _add_profile(sub: Any) -> None:
-    p = sub.add_parser("profile", help="measure a model's latency on one or more backends")
+def _add_profile(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, type=_csv_list, action="extend",
                    help="registered name, module:callable, path.py:callable or file.onnx (comma-separated or repeated)")
     p.add_argument("--arg", action="append", metavar="KEY=VALUE", help="keyword argument for the model factory")
@@ -264,8 +261,7 @@ def _run_profile(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- count
-def _add_count(sub: Any) -> None:
-    p = sub.add_parser("count", help="count mult_adds, elementwise_ops, memory access cost and params (no timing)")
+def _add_count(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True,
                    help="registered name, module:callable, path.py:callable or file.onnx")
     p.add_argument("--input", help="input shape NxCxHxW (default: the model's)")
@@ -293,11 +289,10 @@ def _run_count(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- calibrate / predict (latency predictor)
-def _add_calibrate(sub: Any) -> None:
+def _add_calibrate(p: argparse.ArgumentParser) -> None:
     from latprof.predict.calibrate import BACKENDS, DEFAULT_BUDGET_S, QUICK_BUDGET_S
     from latprof.run.allocators import ALLOCATORS, DEFAULT_ALLOCATOR
 
-    p = sub.add_parser("calibrate", help="measure this machine's kernels on one backend and write a latency predictor")
     p.add_argument("--backend", help=f"one of {', '.join(BACKENDS)}")
     p.add_argument("--from-readings", type=Path, metavar="DIR",
                    help="measure nothing: build the predictor from an earlier calibration's readings (its --out "
@@ -331,8 +326,7 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     return show_calibration(calibrate(request, calibration_progress(args.backend)))
 
 
-def _add_predict(sub: Any) -> None:
-    p = sub.add_parser("predict", help="predict a model's latency from a calibrated predictor, without running it")
+def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, type=_csv_list, action="extend",
                    help="registered name, module:callable or path.py:callable (comma-separated or repeated)")
     p.add_argument("--predictor", required=True, type=Path, metavar="FILE.json", help="from latprof calibrate")
@@ -370,14 +364,12 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- sweep
-def _add_sweep(sub: Any) -> None:
+def _add_sweep(p: argparse.ArgumentParser) -> None:
     from latprof.analysis.verdicts import DEFAULT_EQUIVALENCE_MARGIN
     from latprof.experiments.sweep import DEFAULT_UNIT_MAX_TIME_S, QUICK_BUDGET_S, QUICK_MAX_TIME_S, QUICK_TARGET_CI
 
     d = _measure_defaults()
 
-    p = sub.add_parser("sweep", help="re-run ShuffleNet V2's guideline experiments (g1..g4) and the seed papers' "
-                                      "efficiency claims, and give verdicts")
     p.add_argument("--guideline", type=_csv_list, action="extend", default=[], metavar="g1,..|all|claims",
                    help="shipped experiments to run (comma-separated): any id of `latprof list guidelines`; all = "
                         "ShuffleNet V2's G1-G4; claims = every seed-paper claim experiment")
@@ -438,8 +430,7 @@ def _run_sweep(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- merge
-def _add_merge(sub: Any) -> None:
-    p = sub.add_parser("merge", help="join results of several runs (e.g. --shard parts) into one folder")
+def _add_merge(p: argparse.ArgumentParser) -> None:
     p.add_argument("sources", nargs="+", help="results.jsonl files or the folders holding them")
     p.add_argument("--out", type=Path, required=True, help="new output folder")
 
@@ -457,11 +448,10 @@ def _run_merge(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- compare
-def _add_compare(sub: Any) -> None:
+def _add_compare(p: argparse.ArgumentParser) -> None:
     from latprof.regress.compare import CompareOptions
 
     d = CompareOptions()
-    p = sub.add_parser("compare", help="compare two results files row by row; exit 1 if any workload regressed")
     p.add_argument("baseline", type=Path, help="baseline results.jsonl (or its folder)")
     p.add_argument("current", type=Path, help="current results.jsonl (or its folder)")
     p.add_argument("--threshold", type=_fraction, default=d.threshold,
@@ -486,10 +476,9 @@ def _run_compare(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- ci
-def _add_ci(sub: Any) -> None:
+def _add_ci(p: argparse.ArgumentParser) -> None:
     from latprof.regress.ci import DEFAULT_BASELINE_DIR, DEFAULT_SUITE
 
-    p = sub.add_parser("ci", help="run the CI suite interleaved and gate on this machine's committed baseline")
     p.add_argument("--suite", type=Path, default=DEFAULT_SUITE, help=f"suite TOML (default {DEFAULT_SUITE})")
     p.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE_DIR,
                    help=f"baseline folder holding <hardware_id>/results.jsonl (default {DEFAULT_BASELINE_DIR})")
@@ -514,10 +503,9 @@ def _run_ci(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- report
-def _add_report(sub: Any) -> None:
+def _add_report(p: argparse.ArgumentParser) -> None:
     from latprof.report.build import DEFAULT_REPORT_FILE
 
-    p = sub.add_parser("report", help="write one self-contained HTML report (and CSVs) from results files")
     p.add_argument("results", nargs="+", type=Path, metavar="RESULTS",
                    help="results.jsonl files or run folders (several backends or machines are merged)")
     p.add_argument("-o", "--output", type=Path, default=DEFAULT_REPORT_FILE,
@@ -535,22 +523,53 @@ def _run_report(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespace], int]]] = {
-    "env": (_add_env, _run_env),
-    "list": (_add_list, _run_list),
-    "profile": (_add_profile, _run_profile),
-    "count": (_add_count, _run_count),
-    "sweep": (_add_sweep, _run_sweep),
-    "merge": (_add_merge, _run_merge),
-    "compare": (_add_compare, _run_compare),
-    "ci": (_add_ci, _run_ci),
-    "report": (_add_report, _run_report),
-    "calibrate": (_add_calibrate, _run_calibrate),
-    "predict": (_add_predict, _run_predict),
+class Command(NamedTuple):
+    """One subcommand: its line in ``latprof --help``, what adds its flags, what runs it."""
+
+    help: str
+    add: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def _list_help() -> str:
+    from latprof.catalog import TOPICS
+
+    return f"list {', '.join(TOPICS[:-1])} or {TOPICS[-1]}"
+
+
+COMMANDS: dict[str, Command] = {
+    "env": Command("show the environment fingerprint (hardware, software, threads, hardware_id)", _add_env, _run_env),
+    "list": Command(_list_help(), _add_list, _run_list),
+    "profile": Command("measure a model's latency on one or more backends", _add_profile, _run_profile),
+    "count": Command("count mult_adds, elementwise_ops, memory access cost and params (no timing)", _add_count,
+                     _run_count),
+    "sweep": Command("re-run ShuffleNet V2's guideline experiments (g1..g4) and the seed papers' efficiency claims, "
+                     "and give verdicts", _add_sweep, _run_sweep),
+    "merge": Command("join results of several runs (e.g. --shard parts) into one folder", _add_merge, _run_merge),
+    "compare": Command("compare two results files row by row; exit 1 if any workload regressed", _add_compare,
+                       _run_compare),
+    "ci": Command("run the CI suite interleaved and gate on this machine's committed baseline", _add_ci, _run_ci),
+    "report": Command("write one self-contained HTML report (and CSVs) from results files", _add_report, _run_report),
+    "calibrate": Command("measure this machine's kernels on one backend and write a latency predictor",
+                         _add_calibrate, _run_calibrate),
+    "predict": Command("predict a model's latency from a calibrated predictor, without running it", _add_predict,
+                       _run_predict),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The subcommand ``argv`` names: its first token that is not an option (the top level has only --help and
+    --version), or None (``latprof``, ``latprof --help``, an unknown command)."""
+    for token in argv:
+        if not token.startswith("-"):
+            return token if token in COMMANDS else None
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser. Given the command line, only the named command gets its flags: their defaults and help come from
+    the modules that own them (torch, pandas, matplotlib and scipy behind them), so ``latprof --help`` and an
+    unknown command answer without importing any of those. Without ``argv``, every command is complete."""
     from latprof import __version__
 
     parser = _Parser(
@@ -559,13 +578,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"latprof {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for add, _ in COMMANDS.values():
-        add(sub)
+    wanted = _command_in(argv) if argv is not None else None
+    for name, command in COMMANDS.items():
+        p = sub.add_parser(name, help=command.help)
+        if argv is None or name == wanted:
+            command.add(p)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a bad command line (already reported in one line)
@@ -574,7 +597,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return COMMANDS[args.command][1](args)
+        return COMMANDS[args.command].run(args)
     except LatprofError as exc:
         print(f"latprof: error: {one_line(exc)}", file=sys.stderr)
         return 2

@@ -29,6 +29,33 @@ def test_every_command_has_help(command, capsys):
     assert "usage: latprof" in capsys.readouterr().out
 
 
+HEAVY = ("torch", "pandas", "matplotlib", "scipy", "onnxruntime", "sklearn")
+
+
+@pytest.mark.parametrize("argv, code", [(["--help"], 0), (["--version"], 0), ([], 2), (["profiel"], 2)])
+def test_top_level_answers_without_importing_heavy_libraries(argv, code):
+    """`latprof --help`, `--version`, no command and an unknown command build no command's flags, so they import
+    none of torch, pandas, matplotlib, scipy (seconds on a small machine); an unknown command is one line."""
+    script = ("import sys; from latprof.cli import main; code = main(sys.argv[1:]); "
+              f"print(code, sorted(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True, timeout=120)
+    *err, last = proc.stderr.strip().splitlines()
+    assert last == f"{code} []", proc.stderr
+    if argv == ["--help"]:
+        assert all(f"    {name}" in proc.stdout for name in COMMANDS), proc.stdout
+    if argv == ["profiel"]:
+        assert len(err) == 1 and "invalid choice: 'profiel'" in err[0], err
+
+
+def test_only_the_named_command_gets_its_flags():
+    from latprof.cli import build_parser
+
+    args = build_parser(["count", "--model", "conv_bn_relu"]).parse_args(["count", "--model", "conv_bn_relu"])
+    assert args.command == "count" and args.model == "conv_bn_relu"
+    full = build_parser().parse_args(["sweep", "--guideline", "g1"])
+    assert full.guideline == ["g1"] and full.command == "sweep"
+
+
 def test_env_json(capsys):
     assert main(["env", "--json"]) == 0
     env = json.loads(capsys.readouterr().out)
