@@ -78,3 +78,25 @@ def export_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LATPROF_CACHE", str(root))
         yield root
+
+
+# ------------------------------------------------------------------ scheduling over the pytest-xdist workers
+# Speed only: these change where and in which order tests run, never what they check. With --dist loadgroup every
+# test carries its file's xdist_group, so a file runs on one worker (module fixtures such as the fleet tests' Ray
+# cluster or the zoo's counts are built once, and a file's tests never run side by side), except the files in
+# SPLIT_FILES: independent tests of several seconds each, which go one by one to whichever worker is free. Files are
+# handed out longest first (LONGEST_FIRST, from `pytest --durations`; with --no-loadscope-reorder xdist keeps this
+# order instead of sorting by test count), so the long files overlap instead of ending the run one after another.
+SPLIT_FILES = ("test_workloads_onnx.py",)
+LONGEST_FIRST = ("test_fleet.py", "test_export_cache.py", "test_interrupt.py", "test_sweep_interrupt.py",
+                 "test_run_engine.py", "test_workloads_onnx.py", "test_backends_cuda_compile.py",
+                 "test_workloads_networks.py", "test_regress_ci.py", "test_workloads_cli.py")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's own order is kept
+    for item in items:
+        if item.path.name not in SPLIT_FILES:
+            item.add_marker(pytest.mark.xdist_group(item.path.name))
