@@ -4,9 +4,6 @@ own cached files, and ONNX Runtime runs the model PyTorch eager runs."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -167,17 +164,18 @@ def test_user_file_content_is_in_the_key(cache, tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_sweep_g3_g4_ort_cpu_has_no_error_rows(tmp_path):
+def test_cli_sweep_g3_g4_ort_cpu_has_no_error_rows(tmp_path, monkeypatch):
     """End to end through the CLI (the sweep engine may change; the command line stays): an empty cache, every
-    variant of G3 and G4 on ort-cpu, no error row (one pass: the adaptive budget and the roofline are off)."""
+    variant of G3 and G4 on ort-cpu, no error row (one pass: the adaptive budget and the roofline are off). The
+    exports happen in the worker processes, which inherit ``LATPROF_CACHE``; the smallest time caps, since what is
+    checked is that every variant exports and runs, not its latency."""
+    from latprof.cli import main
+
     out = tmp_path / "sweep"
-    env = {**os.environ, "LATPROF_CACHE": str(tmp_path / "onnx-cache")}
-    cmd = [sys.executable, "-c", "import sys; from latprof.cli import main; sys.exit(main())",
-           "sweep", "--guideline", "g3,g4", "--backend", "ort-cpu", "--quick", "--max-time", "1", "--min-time", "0.1",
-           "--budget", "1", "--no-roofline",
-           "--out", str(out)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode in (0, 1), proc.stderr[-2000:]
+    monkeypatch.setenv("LATPROF_CACHE", str(tmp_path / "onnx-cache"))
+    code = main(["sweep", "--guideline", "g3,g4", "--backend", "ort-cpu", "--quick", "--max-time", "0.3",
+                 "--min-time", "0.05", "--budget", "1", "--no-roofline", "--out", str(out)])
+    assert code in (0, 1)
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines() if line.strip()]
     errors = [r for r in rows if r.get("status") == "error"]
     assert not errors, [(r.get("workload"), r.get("variant"), r.get("error")) for r in errors][:5]

@@ -15,7 +15,7 @@ MODELS = ["conv_bn_relu", "pointwise_pair", "pointwise_group_conv", "fragment_bl
 
 
 def _cmd(out, *extra):
-    cmd = [sys.executable, "-m", "latprof.cli", "profile", "--threads", "1", "--max-time", "1", "--min-time", "0.2",
+    cmd = [sys.executable, "-m", "latprof.cli", "profile", "--threads", "1", "--max-time", "0.3", "--min-time", "0.05",
            "--out", str(out)]
     for m in MODELS:
         cmd += ["--model", m]

@@ -17,7 +17,7 @@ TINY = Path(__file__).parent / "data" / "tiny_spec.toml"
 
 def _cmd(out, *extra):
     return [sys.executable, "-m", "latprof.cli", "sweep", "--spec", str(TINY), "--backend", "torch-cpu",
-            "--threads", "1", "--scale", "1,2,3,4", "--max-time", "1", "--min-time", "0.2", "--no-roofline",
+            "--threads", "1", "--scale", "1,2,3,4", "--max-time", "0.3", "--min-time", "0.05", "--no-roofline",
             "--out", str(out), *extra]
 
 
