@@ -100,7 +100,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's own order is kept
 
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # optional: pytest -p no:xdist runs without the plugin
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
     """--dist loadfile, except that the tests of SPLIT_FILES are scheduled one by one."""
     if config.getvalue("dist") != "loadfile":

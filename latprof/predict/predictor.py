@@ -124,7 +124,7 @@ class Predictor:
         footprint = footprint_bytes(module, kernels)
         share = self.residency.share(footprint)
         warm, cold = self.warm_and_cold([k.op for k in kernels], [k.features for k in kernels])
-        ms = warm + share * (cold - warm)
+        ms = warm + share * (cold - warm) + self.residency.per_kernel_call_ms
         preds = [KernelPrediction(k.op, k.label, k.count, float(m)) for k, m in zip(kernels, ms)]
         kernels_ms = float(sum(p.ms for p in preds))
         overhead = self.overhead_ms(module_calls)
@@ -154,14 +154,15 @@ class Predictor:
             warm, cold = self.warm_and_cold([k["op"] for k in ks], [k["features"] for k in ks])
             overhead = self.overhead_ms(int(c.get("module_calls") or 0))
             w, cl = float(counts @ warm) + overhead, float(counts @ cold) + overhead
-            points.append((float(c["footprint_bytes"]), float(c["latency_median_ms"]), w, cl))
+            calls = float(counts.sum())
+            points.append((float(c["footprint_bytes"]), float(c["latency_median_ms"]), w, cl, calls))
             out.append({"id": chain_id, "footprint_bytes": c["footprint_bytes"], "measured_ms": c["latency_median_ms"],
-                        "predicted_warm_ms": w, "predicted_cold_ms": cl, "blocks": len(c["chain"]["blocks"])
-                        if c.get("chain") else None})
+                        "predicted_warm_ms": w, "predicted_cold_ms": cl, "kernel_calls": calls,
+                        "blocks": len(c["chain"]["blocks"]) if c.get("chain") else None})
         residency = fit_residency(points)
         for row in out:
             row["predicted_ms"] = residency.mix(row["predicted_warm_ms"], row["predicted_cold_ms"],
-                                                row["footprint_bytes"])
+                                                row["footprint_bytes"], row["kernel_calls"])
         return residency, out
 
     @property

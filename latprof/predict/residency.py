@@ -6,12 +6,16 @@ evicted, weights from memory). A network run in a loop, as ``latprof profile`` m
 footprint in the last-level cache from one forward to the next: a small network reads near its warm kernels, one
 whose weights exceed the cache near its cold kernels, and the ones between somewhere between. So
 
-    predicted = warm + p(S) x (cold - warm),    p(S) = floor + (1 - floor) x logistic((log2 S - centre) / width)
+    per kernel call: warm + p(S) x (cold - warm) + per_kernel_call_ms,
+    p(S) = floor + (1 - floor) x logistic((log2 S - centre) / width)
 
-with ``S`` the forward's footprint in bytes (``footprint_bytes``). The three parameters are fitted on calibration
+with ``S`` the forward's footprint in bytes (``footprint_bytes``). The parameters are fitted on calibration
 *chains* (sequences of the zoo's blocks, long enough to span footprints from well inside to well beyond the
 last-level cache, each timed in a loop as a network is), never on a zoo network. ``floor`` may go below 0: a
-network small enough for the core's own L2 reads faster than its warm kernels.
+network small enough for the core's own L2 reads faster than its warm kernels. ``per_kernel_call_ms`` is what a
+kernel call costs in a loop beyond what the evicted cell readings put on it (their code paths start cold after
+every eviction; a network run in a loop keeps its code hot): the chains are the only readings taken as a network
+is, so it is fitted there.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ class Residency:
     centre_log2: float = 0.0
     width_log2: float = 1.0
     floor: float = 1.0  # 1: always cold (no chains to fit on)
+    per_kernel_call_ms: float = 0.0
     chains: int = 0
     fit_rmspe: float | None = None  # over the chains, after the fit
     fit_within_10: float | None = None
@@ -52,8 +57,8 @@ class Residency:
         z = (math.log2(max(footprint, 1.0)) - self.centre_log2) / max(self.width_log2, 1e-3)
         return self.floor + (1.0 - self.floor) / (1.0 + math.exp(-max(min(z, 60.0), -60.0)))
 
-    def mix(self, warm_ms: float, cold_ms: float, footprint: float) -> float:
-        return warm_ms + self.share(footprint) * (cold_ms - warm_ms)
+    def mix(self, warm_ms: float, cold_ms: float, footprint: float, kernel_calls: float = 0.0) -> float:
+        return warm_ms + self.share(footprint) * (cold_ms - warm_ms) + kernel_calls * self.per_kernel_call_ms
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,31 +70,37 @@ class Residency:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
-def fit_residency(points: list[tuple[float, float, float, float]]) -> Residency:
-    """Fit p(S) on chains, each (footprint bytes, measured ms, predicted warm ms, predicted cold ms), minimising
-    their relative errors with a soft-L1 loss (one chain read during a busy spell moves the fit little)."""
-    pts = [(s, m, w, c) for s, m, w, c in points if s > 0 and m > 0 and w > 0 and c > 0]
+MAX_PER_CALL_MS = 0.05  # bounds of the loop's per-kernel-call term (a dispatcher round trip is microseconds)
+
+
+def fit_residency(points: list[tuple[float, float, float, float, float]]) -> Residency:
+    """Fit p(S) and the per-call term on chains, each (footprint bytes, measured ms, predicted warm ms, predicted
+    cold ms, kernel calls), minimising their relative errors with a soft-L1 loss (one chain read during a busy
+    spell moves the fit little)."""
+    pts = [p for p in points if p[0] > 0 and p[1] > 0 and p[2] > 0 and p[3] > 0]
     if len(pts) < MIN_CHAINS:
         return Residency(chains=len(pts))
     from scipy.optimize import least_squares
 
     s = np.log2(np.array([p[0] for p in pts]))
-    m, w, c = (np.array([p[i] for p in pts]) for i in (1, 2, 3))
+    m, w, c, n = (np.array([p[i] for p in pts], dtype=float) for i in (1, 2, 3, 4))
 
     def curve(x: np.ndarray) -> np.ndarray:
-        centre, width, floor = x
+        centre, width, floor, _ = x
         return floor + (1.0 - floor) / (1.0 + np.exp(-np.clip((s - centre) / width, -60, 60)))
 
     def residuals(x: np.ndarray) -> np.ndarray:
-        return (w + curve(x) * (c - w) - m) / m
+        return (w + curve(x) * (c - w) + x[3] * n - m) / m
 
-    lo, hi = [float(s.min()) - 2.0, 0.25, -1.5], [float(s.max()) + 2.0, 4.0, 1.0]
+    lo = [float(s.min()) - 2.0, 0.25, -1.5, -MAX_PER_CALL_MS]
+    hi = [float(s.max()) + 2.0, 4.0, 1.0, MAX_PER_CALL_MS]
     best = None
     for start in np.linspace(lo[0] + 1.0, hi[0] - 1.0, 7):  # the loss has local minima along the centre
-        r = least_squares(residuals, [start, 1.0, 0.0], bounds=(lo, hi), loss="soft_l1", f_scale=0.05)
+        r = least_squares(residuals, [start, 1.0, 0.0, 0.0], bounds=(lo, hi), loss="soft_l1", f_scale=0.05,
+                          x_scale="jac")
         if best is None or r.cost < best.cost:
             best = r
     assert best is not None
     rel = residuals(best.x)
-    return Residency(float(best.x[0]), float(best.x[1]), float(best.x[2]), len(pts),
+    return Residency(float(best.x[0]), float(best.x[1]), float(best.x[2]), float(best.x[3]), len(pts),
                      float(np.sqrt(np.mean(rel ** 2))), float(np.mean(np.abs(rel) <= 0.10)))

@@ -110,7 +110,7 @@ def sample_cell(rng: random.Random, cell_type: str | None = None, max_blocks: in
             break
         blocks.append({"name": name, "kwargs": kw})
         cc = int(kw.get("out_channels") or kw.get("in_channels"))
-        hh = max(1, (hh + 1) // int(kw.get("stride", 1)))
+        hh = -(-hh // int(kw.get("stride", 1)))  # ceil: what a padded convolution of that stride gives
     return {"type": "chain", "input": [1, c, h, h], "blocks": blocks}
 
 
@@ -248,7 +248,7 @@ def sample_chain(rng: random.Random, target_log2: float | None = None, tries: in
                 if int(kw.get("in_channels", cc)) == cc and int(kw.get("out_channels") or cc) <= MAX_EXPANDED:
                     blocks.append({"name": name, "kwargs": kw})
                     cc = int(kw.get("out_channels") or kw.get("in_channels"))
-                    hh = max(1, (hh + 1) // int(kw.get("stride", 1)))
+                    hh = -(-hh // int(kw.get("stride", 1)))  # ceil: what a padded convolution of that stride gives
                     break
         spec = {"type": "chain", "input": [1, c, h, h], "blocks": blocks, "residency": True}
         if not blocks:

@@ -31,8 +31,9 @@ def show_calibration(r: Any) -> int:
               f"within +-10%); refit on load in {r.predictor_fit_s:.2f} s ({r.predictor_fit_cpu_s:.2f} s CPU)")
     res = r.residency
     if res and res.get("chains", 0) >= 1 and res.get("fit_rmspe") is not None:
-        print(f"residency: fitted on {res['chains']} chains (cold share 1/2 at {2 ** res['centre_log2'] / 2 ** 20:.1f} "
-              f"MiB, width x{2 ** res['width_log2']:.2f}, floor {res['floor']:+.2f}; chains RMSPE "
+        print(f"residency: fitted on {res['chains']} chains (cold share halfway from {res['floor']:+.2f} to 1 at "
+              f"{2 ** res['centre_log2'] / 2 ** 20:.1f} MiB, width x{2 ** res['width_log2']:.2f}; "
+              f"{1000 * res.get('per_kernel_call_ms', 0.0):+.1f} us per kernel call in a loop; chains RMSPE "
               f"{res['fit_rmspe']:.3f}, {res['fit_within_10']:.0%} within +-10%)")
     elif r.chains or res:
         print(f"residency: {r.chains} chain(s) timed, too few to fit: every kernel predicted cold")
