@@ -89,3 +89,25 @@ def test_ratio_ci_covers_the_true_ratio_at_about_the_stated_rate():
         r = speed_ratio(base, variant, paired=False, n_resamples=1000, seed=seed)
         hits += r.ci_low <= true_ratio <= r.ci_high
     assert 0.88 <= hits / runs <= 1.0
+
+
+@pytest.mark.parametrize("confidence", [0.9, 0.95, 0.99])
+def test_median_ci_ranks_equal_scipys_binomial_quantile_rule(confidence):
+    """The exact integer sum gives the ranks the scipy binomial rule gave (ppf, then one down where the cdf at
+    r - 1 exceeds the tail), for every sample count the protocol takes and some far beyond."""
+    alpha = 1.0 - confidence
+    for n in [*range(1, 700), 1000, 2047, 4096, 10000]:
+        r = int(sps.binom.ppf(alpha / 2, n, 0.5))
+        if r >= 1 and sps.binom.cdf(r - 1, n, 0.5) > alpha / 2:
+            r -= 1
+        r = max(r, 1)
+        assert median_ci_ranks(n, confidence) == (r - 1, n - r), n
+
+
+def test_measuring_does_not_import_scipy():
+    """Every worker process imports latprof.measure; scipy (0.5-1 s) loads only where a ratio's bootstrap runs."""
+    import subprocess
+    import sys
+
+    code = "import sys, latprof.measure.protocol, latprof.measure.stats; print('scipy' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

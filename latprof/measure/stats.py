@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from fractions import Fraction
+
 import numpy as np
-from scipy import stats as sps
 
 
 @dataclass(frozen=True)
@@ -46,15 +47,18 @@ def median_ci_ranks(n: int, confidence: float = 0.95) -> tuple[int, int]:
     """0-based order-statistic indices (lo, hi) bounding the median with at least ``confidence`` coverage.
 
     The number of samples below the true median is Binomial(n, 1/2); [x_(r), x_(n-r+1)] (1-based) covers the
-    median with probability 1 - 2*P(B <= r-1). With too few samples for the requested coverage the bounds are
-    the extremes (coverage then is 1 - 2**(1-n)).
+    median with probability 1 - 2*P(B <= r-1): r is the largest with P(B <= r-1) <= (1 - confidence) / 2, summed
+    in exact integer arithmetic (C(n, i) / 2**n; no scipy import in every worker process). With too few samples
+    for the requested coverage the bounds are the extremes (coverage then is 1 - 2**(1-n)).
     """
     if n < 1:
         raise ValueError("need at least one sample")
-    alpha = 1.0 - confidence
-    r = int(sps.binom.ppf(alpha / 2, n, 0.5))
-    if r >= 1 and sps.binom.cdf(r - 1, n, 0.5) > alpha / 2:  # ppf rounds up; keep the coverage guarantee
-        r -= 1
+    tail = Fraction(1.0 - confidence) / 2 * 2 ** n  # the allowed P(B <= r-1), times 2**n
+    r, below, term = 0, 0, 1  # below = sum of C(n, i) for i < r; term = C(n, r)
+    while r < n and below + term <= tail:
+        below += term
+        term = term * (n - r) // (r + 1)
+        r += 1
     r = max(r, 1)
     return r - 1, n - r
 
@@ -125,6 +129,8 @@ def speed_ratio(
         paired = False
     if b.size < 2 or v.size < 2:
         return RatioEstimate(point, float("nan"), float("nan"), confidence)
+    from scipy import stats as sps  # here, not at import: every worker process imports this module
+
     res = sps.bootstrap(
         (b, v),
         _ratio_of_medians,

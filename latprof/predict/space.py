@@ -214,7 +214,11 @@ def draw_cells(rng: random.Random, n: int, weights: dict[str, float] | None = No
 # Footprints the chains are drawn around (log2 bytes): 2 MiB to 128 MiB, from inside the core's L2 to beyond the
 # last-level cache (the zoo's largest network, ResNet-50, carries about 100 MiB of weights).
 CHAIN_FOOTPRINT_LOG2 = tuple(range(21, 28))
-CHAIN_BLOCKS = (4, 14)  # how many blocks a chain has
+CHAIN_BLOCKS = (4, 16)  # how many blocks a chain has
+# Where a chain starts: as often at the high resolutions a network starts at (big activations, small weights) as
+# at the low ones (weights dominate). Chains starting at 56x56 and below only read near cold from about 14 MiB on,
+# where the zoo's networks of those footprints read near warm (docs/predict.md, "Measured").
+CHAIN_START_RESOLUTIONS = (112, 112, 56, 56, 28, 14, 7)
 MAX_CHAIN_MULT_ADDS = 1.5e9  # a chain's forward stays within tens of milliseconds on one core
 
 
@@ -230,12 +234,12 @@ def chain_size(spec: dict[str, Any]) -> tuple[float, float]:
 
 
 def sample_chain(rng: random.Random, target_log2: float | None = None, tries: int = 40) -> dict[str, Any]:
-    """A chain of 4-14 of the zoo's blocks, one feeding the next (strides included), whose footprint lies near
+    """A chain of 4-16 of the zoo's blocks, one feeding the next (strides included), whose footprint lies near
     ``2**target_log2`` bytes (the closest of ``tries`` draws within the mult-adds cap). Timed in a loop as a network
     is, chains are what the cache-residency curve is fitted on (``latprof.predict.residency``)."""
     best: tuple[float, dict[str, Any]] | None = None
     for _ in range(tries):
-        h = rng.choice((56, 28, 28, 14, 14, 7, 7))
+        h = rng.choice(CHAIN_START_RESOLUTIONS)
         c = _channels(rng, h)
         blocks: list[dict[str, Any]] = []
         cc, hh = c, h
