@@ -14,9 +14,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas loads where a table is built, not in every worker process
+    import pandas as pd
 
 from latprof.errors import LatprofError
 from latprof.rows import KEY_DEFAULTS, KEY_FIELDS, Record, legacy_kind, record_type, row_key
@@ -205,6 +206,8 @@ def dedupe_results(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def results_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     """Tidy table of result rows: the standard columns first, then any extra scalar columns; no raw samples."""
+    import pandas as pd
+
     flat = []
     for r in rows:
         flat.append({k: v for k, v in r.items()

@@ -104,10 +104,14 @@ def test_median_ci_ranks_equal_scipys_binomial_quantile_rule(confidence):
         assert median_ci_ranks(n, confidence) == (r - 1, n - r), n
 
 
-def test_measuring_does_not_import_scipy():
-    """Every worker process imports latprof.measure; scipy (0.5-1 s) loads only where a ratio's bootstrap runs."""
+@pytest.mark.parametrize("module", ["latprof.profile", "latprof.experiments.sweep", "latprof.per_block",
+                                    "latprof.predict.measure_cells"])
+def test_a_worker_s_measure_function_imports_neither_scipy_nor_pandas(module):
+    """Every worker process imports its unit's measure module; scipy (0.5-1 s) loads only where a ratio's bootstrap
+    runs and pandas (0.3 s) where a table is built."""
     import subprocess
     import sys
 
-    code = "import sys, latprof.measure.protocol, latprof.measure.stats; print('scipy' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    code = f"import sys, {module}; print('scipy' in sys.modules, 'pandas' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False False"
