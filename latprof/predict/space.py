@@ -211,13 +211,14 @@ def draw_cells(rng: random.Random, n: int, weights: dict[str, float] | None = No
 
 
 # ------------------------------------------------------------------ chains (cache residency)
-# Footprints the chains are drawn around (log2 bytes): 2 MiB to 128 MiB, from inside the core's L2 to beyond the
-# last-level cache (the zoo's largest network, ResNet-50, carries about 100 MiB of weights).
+# Footprints the chains are drawn around (log2 bytes): 2 MiB to 128 MiB, from twice a 1 MiB L2 to four times a
+# 32 MiB last-level cache (the zoo's largest network, ResNet-50, carries about 100 MiB of weights).
 CHAIN_FOOTPRINT_LOG2 = tuple(range(21, 28))
 CHAIN_BLOCKS = (4, 16)  # how many blocks a chain has
 # Where a chain starts: as often at the high resolutions a network starts at (big activations, small weights) as
-# at the low ones (weights dominate). Chains starting at 56x56 and below only read near cold from about 14 MiB on,
-# where the zoo's networks of those footprints read near warm (docs/predict.md, "Measured").
+# at the low ones (weights dominate). Chains starting at 56x56 and below read near cold from about 14 MiB on, where
+# the zoo's networks of those footprints read near warm; starting at 112 too did not change that (docs/predict.md,
+# "Measured").
 CHAIN_START_RESOLUTIONS = (112, 112, 56, 56, 28, 14, 7)
 MAX_CHAIN_MULT_ADDS = 1.5e9  # a chain's forward stays within tens of milliseconds on one core
 
