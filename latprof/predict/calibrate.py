@@ -285,10 +285,9 @@ def _write(output: Path, readings: Readings, env: dict[str, Any], threads: int, 
         data["residency"] = residency.as_dict()
         data["chains"] = chains
     path = save(data, output)
-    refit = Predictor(data, path)
     return CalibrationResult(path, out_dir, len(samples), len(readings.cells), readings.failed, int(meta["units"] or 0),
                              time.monotonic() - t0 if meta.get("wall_s") is None else meta["wall_s"], regressor, cv,
-                             overhead, refit.fit_s, refit.fit_cpu_s, len(readings.chains),
+                             overhead, fitted.fit_s, fitted.fit_cpu_s, len(readings.chains),
                              data.get("residency"))
 
 

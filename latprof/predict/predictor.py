@@ -124,7 +124,7 @@ class Predictor:
         footprint = footprint_bytes(module, kernels)
         share = self.residency.share(footprint)
         warm, cold = self.warm_and_cold([k.op for k in kernels], [k.features for k in kernels])
-        ms = warm + share * (cold - warm) + self.residency.per_kernel_call_ms
+        ms = self.residency.mix(warm, cold, footprint, kernel_calls=1)  # per kernel call
         preds = [KernelPrediction(k.op, k.label, k.count, float(m)) for k, m in zip(kernels, ms)]
         kernels_ms = float(sum(p.ms for p in preds))
         overhead = self.overhead_ms(module_calls)
@@ -136,11 +136,7 @@ class Predictor:
         cold = self.in_context(self.model.predict(ops, features))
         if self.warm_model is None:
             return cold, cold
-        warm_isolated = self.warm_model.predict(ops, features)
-        o = self.overhead
-        warm = (float(o.get("warm_context_factor", 1.0)) * warm_isolated
-                + float(o.get("warm_per_kernel_call_ms", 0.0)))
-        return np.maximum(warm, 0.1 * warm_isolated), cold
+        return self.in_context(self.warm_model.predict(ops, features), "warm_"), cold
 
     def fit_residency(self, chains: list[tuple[str, dict[str, Any]]]) -> tuple[Residency, list[dict[str, Any]]]:
         """Fit the residency curve on calibration chains (each with its kernels, footprint, loop-timed latency);
@@ -165,15 +161,13 @@ class Predictor:
                                                 row["footprint_bytes"], row["kernel_calls"])
         return residency, out
 
-    @property
-    def context_factor(self) -> float:
-        """In-network over isolated kernel time (eager; 1 on ONNX Runtime, whose samples are profiled in context)."""
-        return float(self.overhead.get("context_factor", 1.0))
-
-    def in_context(self, isolated_ms: np.ndarray) -> np.ndarray:
-        """A kernel's time in a forward from its isolated (cache-cold) reading: factor x ms + the per-call term,
-        never below a tenth of the reading (the per-call term is negative: a replay's cold code path)."""
-        ms = self.context_factor * isolated_ms + float(self.overhead.get("per_kernel_call_ms", 0.0))
+    def in_context(self, isolated_ms: np.ndarray, terms: str = "") -> np.ndarray:
+        """A kernel's time in a forward from its isolated reading (cold; ``terms="warm_"``: warm, with the terms
+        fitted on the warm cells): factor x ms + the per-call term, never below a tenth of the reading (the per-call
+        term is negative: a replay's cold code path)."""
+        o = self.overhead
+        ms = (float(o.get(f"{terms}context_factor", 1.0)) * isolated_ms
+              + float(o.get(f"{terms}per_kernel_call_ms", 0.0)))
         return np.maximum(ms, 0.1 * isolated_ms)
 
     def overhead_ms(self, module_calls: int) -> float:

@@ -57,7 +57,9 @@ class Residency:
         z = (math.log2(max(footprint, 1.0)) - self.centre_log2) / max(self.width_log2, 1e-3)
         return self.floor + (1.0 - self.floor) / (1.0 + math.exp(-max(min(z, 60.0), -60.0)))
 
-    def mix(self, warm_ms: float, cold_ms: float, footprint: float, kernel_calls: float = 0.0) -> float:
+    def mix(self, warm_ms: float | np.ndarray, cold_ms: float | np.ndarray, footprint: float,
+            kernel_calls: float = 0.0) -> float | np.ndarray:
+        """A forward's time (or each kernel's, from arrays with ``kernel_calls`` 1) of footprint ``footprint``."""
         return warm_ms + self.share(footprint) * (cold_ms - warm_ms) + kernel_calls * self.per_kernel_call_ms
 
     def as_dict(self) -> dict[str, Any]:
