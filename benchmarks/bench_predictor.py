@@ -43,12 +43,19 @@ def residency_table(data: dict) -> None:
     if not res:
         print("  residency: none (every kernel predicted cold)")
         return
-    print(f"  residency: {res}")
-    print(f"  {'chain':8} {'blocks':>6} {'footprint MiB':>13} {'measured ms':>11} {'warm ms':>9} {'cold ms':>9} "
-          f"{'mixed ms':>9} {'error':>7}")
+    from latprof.views.predict import residency_line
+
+    if res.get("fit_rmspe") is None:
+        print(f"  residency: {res.get('chains', 0)} chain(s), too few to fit (every kernel predicted cold)")
+        return
+    print(f"  {residency_line(res)}")
+    print(f"  {'chain':8} {'blocks':>6} {'footprint MiB':>13} {'weights MiB':>11} {'measured ms':>11} {'warm ms':>9} "
+          f"{'cold ms':>9} {'mixed ms':>9} {'error':>7}")
     for c in sorted(data.get("chains", []), key=lambda c: c["footprint_bytes"]):
         err = (c["predicted_ms"] - c["measured_ms"]) / c["measured_ms"]
-        print(f"  {c['id']:8} {c['blocks'] or 0:6} {c['footprint_bytes'] / 2 ** 20:13.1f} {c['measured_ms']:11.3f} "
+        weights = c.get("weight_bytes")
+        print(f"  {c['id']:8} {c['blocks'] or 0:6} {c['footprint_bytes'] / 2 ** 20:13.1f} "
+              f"{'—' if weights is None else f'{weights / 2 ** 20:.1f}':>11} {c['measured_ms']:11.3f} "
               f"{c['predicted_warm_ms']:9.3f} {c['predicted_cold_ms']:9.3f} {c['predicted_ms']:9.3f} {100 * err:+6.0f}%")
 
 
@@ -87,13 +94,14 @@ def main() -> int:
             cpu.append(p.fit_cpu_s)
         print(f"  refit on load: median {statistics.median(fits):.3f} s wall, {statistics.median(cpu):.3f} s CPU "
               f"(scikit-learn import {t_import:.2f} s, once per process)")
-        print(f"  {'network':24} {'predicted ms':>12} {'footprint MiB':>13} {'cold share':>10} {'first s':>8} "
-              f"{'warm s':>8}")
+        print(f"  {'network':24} {'predicted ms':>12} {'footprint MiB':>13} {'weights MiB':>11} {'cold share':>10} "
+              f"{'first s':>8} {'warm s':>8}")
         for m in models:
             w = create_workload(m, batch=1)
             first = p.predict_workload(w)
             warm = p.predict_workload(w)
-            print(f"  {m:24} {warm.predicted_ms:12.3f} {warm.footprint_bytes / 2 ** 20:13.1f} {warm.cold_share:10.2f} "
+            print(f"  {m:24} {warm.predicted_ms:12.3f} {warm.footprint_bytes / 2 ** 20:13.1f} "
+                  f"{warm.weight_bytes / 2 ** 20:11.1f} {warm.cold_share:10.2f} "
                   f"{first.predict_s:8.3f} {warm.predict_s:8.3f}")
         if args.evaluate:
             from latprof.predict.evaluate import EvaluateRequest, evaluate

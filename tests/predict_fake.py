@@ -2,8 +2,9 @@
 
 Latency of a kernel = 1 µs + 1 ns per multiply-add + 0.1 ns per element moved (cold; ``WARM`` times that warm); a
 cell costs its kernels times ``CONTEXT`` (``WARM_CONTEXT`` warm: kernels run slower in a forward than replayed alone)
-plus 2 µs per module call. A chain costs its warm cost plus ``true_share(footprint)`` of the difference to its cold
-cost. Deterministic, so tests can check what calibration and prediction make of it.
+plus 2 µs per module call. A chain costs its warm cost, plus ``true_share(its weight bytes)`` of its kernels' weights'
+part of the difference to cold, plus ``TRUE_ACTIVATION`` of their activations' part (``latprof.predict.residency``).
+Deterministic, so tests can check what calibration and prediction make of it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import torch
 
 from latprof.predict.measure_cells import sample_ident
-from latprof.predict.residency import footprint_bytes
+from latprof.predict.residency import footprint_bytes, weight_bytes, weight_share
 from latprof.predict.space import build_cell, cell_type
 from latprof.predict.torch_kernels import torch_kernels
 from latprof.results import base_row
@@ -23,12 +24,13 @@ PER_CALL_MS = 0.002
 CONTEXT = 1.25
 WARM = 0.5
 WARM_CONTEXT = 1.1
-TRUE_CENTRE_LOG2 = 23.0  # the chains' cold share is 1/2 at 8 MiB
+TRUE_CENTRE_LOG2 = 23.0  # the weights' cold share is 1/2 at 8 MiB of weights
 TRUE_WIDTH_LOG2 = 0.8
+TRUE_ACTIVATION = 0.2
 
 
-def true_share(footprint: float) -> float:
-    return 1.0 / (1.0 + math.exp(-(math.log2(footprint) - TRUE_CENTRE_LOG2) / TRUE_WIDTH_LOG2))
+def true_share(weights: float) -> float:
+    return 1.0 / (1.0 + math.exp(-(math.log2(weights) - TRUE_CENTRE_LOG2) / TRUE_WIDTH_LOG2))
 
 
 def kernel_ms(features: dict[str, float]) -> float:
@@ -60,9 +62,11 @@ def measure(payload: dict[str, Any]) -> list[dict[str, Any]]:
         kernels, calls = torch_kernels(module, (torch.zeros(shape),))
         cold = sum(k.count * kernel_ms(k.features) for k in kernels)
         warm_ms = WARM_CONTEXT * WARM * cold + calls * PER_CALL_MS
-        cold_ms = CONTEXT * cold + calls * PER_CALL_MS
+        weights_part = sum(k.count * weight_share(k.op, k.features) * kernel_ms(k.features) for k in kernels)
+        delta = CONTEXT - WARM_CONTEXT * WARM  # cold minus warm, per ms of a kernel's reading
         footprint = footprint_bytes(module, kernels)
-        ms = warm_ms + true_share(footprint) * (cold_ms - warm_ms)
+        ms = (warm_ms + true_share(weight_bytes(module)) * delta * weights_part
+              + TRUE_ACTIVATION * delta * (cold - weights_part))
         rows.append(base_row(**sample_ident(backend, threads, chain_id, "chain", spec["input"]), status="ok",
                              error="", sample="chain", chain=spec, latency_median_ms=ms, samples_ms=[ms],
                              module_calls=calls, footprint_bytes=footprint, kernels=[k.as_dict() for k in kernels]))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -203,7 +204,7 @@ def test_cli_predict_json_prints_predicted_ms(tmp_path: Path, capsys: pytest.Cap
 @pytest.mark.parametrize("change, needle", [
     ({"hardware_id": "0000000000000000"}, "calibrated on hardware_id 0000000000000000"),
     ({"schema_version": 99}, "schema_version 99"),
-    ({"schema_version": 1}, "schema_version 1, this latprof reads 2 and 3"),  # before the measured eager overhead
+    ({"schema_version": 1}, "schema_version 1, this latprof reads 2, 3, 4"),  # before the measured eager overhead
     ({"samples": []}, "no valid kernel samples"),
     ({"kind": "something"}, "not a latprof predictor file"),
 ])
@@ -458,55 +459,113 @@ def test_footprint_is_the_weights_once_plus_the_largest_activation_twice() -> No
     assert footprint_bytes(net, kernels) == 4 * (weights + 2 * 16 * 10 * 10)
 
 
-def test_residency_share_runs_from_its_floor_to_one_across_the_centre() -> None:
-    from latprof.predict.residency import Residency
+def test_weight_share_is_the_weights_part_of_a_kernels_memory_traffic() -> None:
+    from latprof.predict.residency import weight_share
 
-    r = Residency(centre_log2=24.0, width_log2=1.0, floor=-0.2)
+    conv, _, bn, relu = torch_kernels(conv_bn_relu(), (torch.zeros(1, 8, 10, 10),))[0]
+    assert weight_share(conv.op, conv.features) == pytest.approx(16 * 8 * 9 / (8 * 100 + 16 * 100 + 16 * 8 * 9))
+    assert weight_share(bn.op, bn.features) == 0.0 and weight_share(relu.op, relu.features) == 0.0
+    fused = {"mem_access": 1000.0, "in_numel": 100.0, "out_numel": 200.0}  # ONNX Runtime: the added tensor read too
+    assert weight_share("nchwc.Conv+Add+Relu", fused) == pytest.approx(0.5)
+    assert weight_share("FusedGemm+Relu", fused) == pytest.approx(0.7)
+
+
+def test_residency_share_runs_from_its_floor_to_one_across_the_centre() -> None:
+    from latprof.predict.residency import SPLIT, Residency
+
+    r = Residency(centre_log2=24.0, width_log2=1.0, floor=-0.2)  # a schema-3 fit: whole kernels by the footprint
     assert r.share(2 ** 24) == pytest.approx(0.4)  # halfway between the floor and 1
     assert r.share(2 ** 14) == pytest.approx(-0.2, abs=1e-3) and r.share(2 ** 34) == pytest.approx(1.0, abs=1e-3)
-    assert r.mix(1.0, 3.0, 2 ** 24) == pytest.approx(1.8)
+    assert r.mix(1.0, 3.0, footprint=2 ** 24, weights=1.0, shares=0.3) == pytest.approx(1.8)
     r.per_kernel_call_ms = 0.01
-    assert r.mix(1.0, 3.0, 2 ** 24, kernel_calls=20) == pytest.approx(2.0)
+    assert r.mix(1.0, 3.0, footprint=2 ** 24, weights=1.0, kernel_calls=20) == pytest.approx(2.0)
     assert Residency.from_dict(None).share(1.0) == 1.0  # no fit: every kernel cold
+    split = Residency(centre_log2=24.0, width_log2=1.0, floor=-0.2, form=SPLIT, activation_factor=0.1)
+    ms = split.mix(np.array([1.0, 1.0]), np.array([3.0, 3.0]), footprint=2 ** 40, weights=2 ** 24,
+                   shares=np.array([1.0, 0.25]))  # p read at the weight bytes, not the footprint
+    assert ms == pytest.approx([1.0 + 0.4 * 2, 1.0 + (0.4 * 0.25 + 0.1 * 0.75) * 2])
+
+
+def _chains(share: Callable[[float], float], activation: float, per_call: float) -> list:
+    from latprof.predict.residency import ChainSums
+
+    chains = []
+    for i, log2 in enumerate(np.linspace(21, 28, 30)):
+        warm, dw, da, calls = 2.0 + i, 2.0 + 1.5 * i, 1.0 + 0.5 * (i % 3), 50.0 + 37 * (i % 4)
+        ms = warm + share(2 ** log2) * dw + activation * da + per_call * calls
+        chains.append(ChainSums(2 ** log2, ms, warm, dw, da, calls))
+    return chains
 
 
 def test_residency_fit_recovers_the_curve_despite_one_busy_chain() -> None:
-    from latprof.predict.residency import MIN_CHAINS, fit_residency
+    from latprof.predict.residency import MIN_CHAINS, SPLIT, fit_residency
 
     def share(s: float) -> float:
         return 0.1 + 0.9 / (1.0 + math.exp(-(math.log2(s) - 25.0) / 0.7))
 
-    points = []
-    for i, log2 in enumerate(np.linspace(21, 28, 15)):
-        warm, cold, calls = 2.0 + i, 5.0 + 2 * i, 50.0 + 37 * (i % 4)
-        points.append((2 ** log2, warm + share(2 ** log2) * (cold - warm) + 0.004 * calls, warm, cold, calls))
-    s, m, w, c, n = points[7]
-    points[7] = (s, 2.5 * m, w, c, n)  # read during a busy spell
-    r = fit_residency(points)
-    assert r.centre_log2 == pytest.approx(25.0, abs=0.1) and r.width_log2 == pytest.approx(0.7, abs=0.1)
-    assert r.floor == pytest.approx(0.1, abs=0.03) and r.per_kernel_call_ms == pytest.approx(0.004, abs=1e-3)
-    assert r.chains == 15 and r.fit_within_10 == pytest.approx(14 / 15)
-    assert fit_residency(points[: MIN_CHAINS - 1]).floor == 1.0  # too few chains: cold, unfitted
+    chains = _chains(share, 0.3, 0.004)
+    chains[14] = chains[14]._replace(measured_ms=2.5 * chains[14].measured_ms)  # read during a busy spell
+    r = fit_residency(chains)
+    assert r.form == SPLIT and r.centre_log2 == pytest.approx(25.0, abs=0.1)
+    assert r.width_log2 == pytest.approx(0.7, abs=0.1) and r.floor == pytest.approx(0.1, abs=0.03)
+    assert r.activation_factor == pytest.approx(0.3, abs=0.05)
+    assert r.per_kernel_call_ms == pytest.approx(0.004, abs=1e-3)  # it predicts left-out chains better: kept
+    assert r.loo_rmspe == r.loo_rmspe_with_call_term < r.loo_rmspe_without_call_term
+    assert r.chains == 30 and r.fit_within_10 == pytest.approx(29 / 30)
+    assert fit_residency(chains[: MIN_CHAINS - 1]).floor == 1.0  # too few chains: cold, unfitted
 
 
-def test_prediction_mixes_warm_and_cold_kernels_by_the_networks_footprint(tmp_path: Path) -> None:
+def test_residency_fit_drops_a_per_call_term_the_chains_do_not_need() -> None:
+    from latprof.predict.residency import fit_residency
+
+    rng = np.random.default_rng(0)
+    chains = [c._replace(measured_ms=c.measured_ms * (1 + rng.normal(0, 0.03)))  # readings with a little noise
+              for c in _chains(lambda s: 1.0 / (1.0 + math.exp(-(math.log2(s) - 24.0))), -0.2, 0.0)]
+    r = fit_residency(chains)
+    assert r.loo_rmspe == r.loo_rmspe_without_call_term <= r.loo_rmspe_with_call_term
+    assert r.per_kernel_call_ms == 0.0 and r.activation_factor == pytest.approx(-0.2, abs=0.15)
+
+
+def test_prediction_mixes_each_kernels_weights_by_the_networks_weight_bytes(tmp_path: Path) -> None:
+    from latprof.predict.residency import weight_share
+
     samples = [{**s, "warm_ms": 0.25 * s["latency_ms"]} for s in _samples()]
     net = conv_bn_relu()
     cold_only = load(save(predictor_data(), tmp_path / "c.json")).predict(net, (1, 8, 10, 10))
+    weights = 4 * (16 * 8 * 9 + 4 * 16 + 1)
     fp = cold_only.footprint_bytes
-    assert fp == 4 * (16 * 8 * 9 + 4 * 16 + 1 + 2 * 16 * 10 * 10) and cold_only.cold_share == 1.0
-    for centre, expected in ((math.log2(fp), 0.5), (math.log2(fp) + 40, 0.0), (math.log2(fp) - 40, 1.0)):
-        data = predictor_data(samples=samples, residency={"centre_log2": centre, "width_log2": 1.0, "floor": 0.0,
-                                                          "per_kernel_call_ms": 0.001})
-        p = load(save(data, tmp_path / "m.json"))
+    assert fp == weights + 4 * 2 * 16 * 10 * 10 and cold_only.weight_bytes == weights
+    assert cold_only.cold_share == 1.0
+    kernels = torch_kernels(net, (torch.zeros(1, 8, 10, 10),))[0]
+    shares = np.array([weight_share(k.op, k.features) for k in kernels])
+    assert 0 < shares[0] < 1 and not shares[1:].any()  # the convolution reads weights, the rest do not
+    for centre, expected in ((math.log2(weights), 0.5), (math.log2(weights) + 40, 0.0),
+                             (math.log2(weights) - 40, 1.0)):
+        residency = {"centre_log2": centre, "width_log2": 1.0, "floor": 0.0, "per_kernel_call_ms": 0.001,
+                     "form": "split", "activation_factor": 0.3}
+        p = load(save(predictor_data(samples=samples, residency=residency), tmp_path / "m.json"))
         pred = p.predict(net, (1, 8, 10, 10))
-        warm, cold = p.warm_and_cold([k.op for k in pred.kernels], [k.features for k, in
-                                                                    [(k,) for k in torch_kernels(
-                                                                        net, (torch.zeros(1, 8, 10, 10),))[0]]])
+        warm, cold = p.warm_and_cold([k.op for k in kernels], [k.features for k in kernels])
         counts = np.array([k.count for k in pred.kernels])
+        factor = expected * shares + 0.3 * (1 - shares)
         assert pred.cold_share == pytest.approx(expected, abs=1e-9)
-        assert pred.kernels_ms == pytest.approx(float(counts @ (warm + expected * (cold - warm) + 0.001)))
+        assert pred.kernels_ms == pytest.approx(float(counts @ (warm + factor * (cold - warm) + 0.001)))
     assert np.all(warm < cold)  # the warm regressor learned the warm readings
+
+
+def test_a_schema_3_predictor_still_mixes_whole_kernels_by_the_footprint(tmp_path: Path) -> None:
+    samples = [{**s, "warm_ms": 0.25 * s["latency_ms"]} for s in _samples()]
+    net = conv_bn_relu()
+    fp = load(save(predictor_data(), tmp_path / "c.json")).predict(net, (1, 8, 10, 10)).footprint_bytes
+    data = predictor_data(schema_version=3, samples=samples, residency={
+        "centre_log2": math.log2(fp), "width_log2": 1.0, "floor": 0.0, "per_kernel_call_ms": 0.001})
+    p = load(save(data, tmp_path / "m.json"))
+    pred = p.predict(net, (1, 8, 10, 10))
+    kernels = torch_kernels(net, (torch.zeros(1, 8, 10, 10),))[0]
+    warm, cold = p.warm_and_cold([k.op for k in kernels], [k.features for k in kernels])
+    counts = np.array([k.count for k in pred.kernels])
+    assert pred.cold_share == pytest.approx(0.5)
+    assert pred.kernels_ms == pytest.approx(float(counts @ (warm + 0.5 * (cold - warm) + 0.001)))
 
 
 def test_calibration_fits_the_residency_curve_on_its_chains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -524,8 +583,9 @@ def test_calibration_fits_the_residency_curve_on_its_chains(tmp_path: Path, monk
     assert all(s["warm_ms"] < s["latency_ms"] for s in data["samples"])
     assert data["overhead"]["warm_context_factor"] == pytest.approx(WARM_CONTEXT)
     res = data["residency"]
-    assert res["chains"] == len(data["chains"]) == 7 and res == result.residency
+    assert res["chains"] == len(data["chains"]) == 7 and res == result.residency and res["form"] == "split"
     assert abs(res["centre_log2"] - TRUE_CENTRE_LOG2) < 2.5  # through regressors fitted on a dozen cells
+    assert all(0 < c["weight_bytes"] < c["footprint_bytes"] for c in data["chains"])
 
     def rmspe(key: str) -> float:
         return float(np.sqrt(np.mean([((c[key] - c["measured_ms"]) / c["measured_ms"]) ** 2 for c in data["chains"]])))

@@ -3,8 +3,8 @@
 predicted = sum over the kernels the backend would run of how often it runs x its time in this forward + the
 framework overhead measured on this machine: per module call on PyTorch eager (an idle ``nn.Module`` call), per
 session run on ONNX Runtime (a one-node graph's latency). A kernel's time in a forward mixes its warm and cold
-regressor predictions by the forward's footprint (``latprof.predict.residency``: warm + p(S) x (cold - warm)),
-each taken in context first (``context_factor`` x the isolated reading + ``per_kernel_call_ms``, fitted on the
+regressor predictions (``latprof.predict.residency``: the weights' part of cold - warm by the size of the forward's
+weights, the activations' part by a constant share), each taken in context first (``context_factor`` x the isolated reading + ``per_kernel_call_ms``, fitted on the
 calibration cells on PyTorch eager, warm and cold apart; 1 and 0 on ONNX Runtime).
 """
 
@@ -23,7 +23,7 @@ from torch import nn
 from latprof.errors import LatprofError
 from latprof.predict.kernels import Kernel
 from latprof.predict.model import KernelModel
-from latprof.predict.residency import Residency, fit_residency, footprint_bytes
+from latprof.predict.residency import SPLIT, ChainSums, Residency, activation_bytes, fit_residency, weight_bytes, weight_share
 from latprof.predict.store import check_compatible, read
 
 
@@ -61,7 +61,8 @@ class Prediction:
     blocks: list[dict[str, Any]] = field(default_factory=list)
     predict_s: float = 0.0  # wall time of the prediction itself (kernel extraction + regressors)
     footprint_bytes: float = 0.0  # weights + live activations of one forward (latprof.predict.residency)
-    cold_share: float = 1.0  # p(footprint): 0 = every kernel warm, 1 = every kernel cold
+    weight_bytes: float = 0.0
+    cold_share: float = 1.0  # p(weights): the share of the weights' cold cost paid (0: warm, 1: from memory)
 
     def as_dict(self, kernels: bool = True) -> dict[str, Any]:
         d = asdict(self)
@@ -121,15 +122,20 @@ class Predictor:
         kernels, module_calls = self.kernels(module, shape, name)
         if not kernels:
             raise LatprofError(f"{name}: no kernels found to predict")
-        footprint = footprint_bytes(module, kernels)
-        share = self.residency.share(footprint)
-        warm, cold = self.warm_and_cold([k.op for k in kernels], [k.features for k in kernels])
-        ms = self.residency.mix(warm, cold, footprint, kernel_calls=1)  # per kernel call
+        ops, features = [k.op for k in kernels], [k.features for k in kernels]
+        weights = weight_bytes(module)
+        footprint = weights + activation_bytes(features)
+        share = self.residency.share(self.residency.size(footprint, weights))
+        warm, cold = self.warm_and_cold(ops, features)
+        shares = np.array([weight_share(op, f) for op, f in zip(ops, features)])
+        ms = self.residency.mix(warm, cold, footprint=footprint, weights=weights, shares=shares,
+                                kernel_calls=1)  # per kernel call
         preds = [KernelPrediction(k.op, k.label, k.count, float(m)) for k, m in zip(kernels, ms)]
         kernels_ms = float(sum(p.ms for p in preds))
         overhead = self.overhead_ms(module_calls)
         return Prediction(name, self.backend, self.threads, list(shape), kernels_ms + overhead, kernels_ms, overhead,
-                          preds, predict_s=time.perf_counter() - t0, footprint_bytes=footprint, cold_share=share)
+                          preds, predict_s=time.perf_counter() - t0, footprint_bytes=footprint,
+                          weight_bytes=weights, cold_share=share)
 
     def warm_and_cold(self, ops: list[str], features: list[dict[str, float]]) -> tuple[np.ndarray, np.ndarray]:
         """Each kernel's predicted time in a forward with its weights in the last-level cache, and from memory."""
@@ -139,26 +145,29 @@ class Predictor:
         return self.in_context(self.warm_model.predict(ops, features), "warm_"), cold
 
     def fit_residency(self, chains: list[tuple[str, dict[str, Any]]]) -> tuple[Residency, list[dict[str, Any]]]:
-        """Fit the residency curve on calibration chains (each with its kernels, footprint, loop-timed latency);
-        returns it and, per chain, what was measured and predicted warm and cold."""
-        points, out = [], []
+        """Fit the residency on calibration chains (each with its kernels, footprint, loop-timed latency); returns
+        it and, per chain, what was measured and predicted warm, cold and mixed."""
+        sums, out = [], []
         for chain_id, c in chains:
             ks = c.get("kernels") or []
             if not ks or not c.get("latency_median_ms") or not c.get("footprint_bytes"):
                 continue
+            ops, features = [k["op"] for k in ks], [k["features"] for k in ks]
             counts = np.array([k.get("count", 1) for k in ks], dtype=float)
-            warm, cold = self.warm_and_cold([k["op"] for k in ks], [k["features"] for k in ks])
-            overhead = self.overhead_ms(int(c.get("module_calls") or 0))
-            w, cl = float(counts @ warm) + overhead, float(counts @ cold) + overhead
-            calls = float(counts.sum())
-            points.append((float(c["footprint_bytes"]), float(c["latency_median_ms"]), w, cl, calls))
-            out.append({"id": chain_id, "footprint_bytes": c["footprint_bytes"], "measured_ms": c["latency_median_ms"],
-                        "predicted_warm_ms": w, "predicted_cold_ms": cl, "kernel_calls": calls,
+            warm, cold = self.warm_and_cold(ops, features)
+            shares = np.array([weight_share(op, f) for op, f in zip(ops, features)])
+            w = float(counts @ warm) + self.overhead_ms(int(c.get("module_calls") or 0))
+            weights = float(c["footprint_bytes"]) - activation_bytes(features)
+            sums.append(ChainSums(weights, float(c["latency_median_ms"]), w, float(counts @ (shares * (cold - warm))),
+                                  float(counts @ ((1.0 - shares) * (cold - warm))), float(counts.sum())))
+            out.append({"id": chain_id, "footprint_bytes": c["footprint_bytes"], "weight_bytes": weights,
+                        "measured_ms": c["latency_median_ms"], "predicted_warm_ms": w,
+                        "predicted_cold_ms": w + sums[-1].weights_delta_ms + sums[-1].activations_delta_ms,
+                        "kernel_calls": sums[-1].kernel_calls,
                         "blocks": len(c["chain"]["blocks"]) if c.get("chain") else None})
-        residency = fit_residency(points)
-        for row in out:
-            row["predicted_ms"] = residency.mix(row["predicted_warm_ms"], row["predicted_cold_ms"],
-                                                row["footprint_bytes"], row["kernel_calls"])
+        residency = fit_residency(sums)
+        for row, chain in zip(out, sums):
+            row["predicted_ms"] = residency.chain_ms(chain) if residency.form == SPLIT else row["predicted_cold_ms"]
         return residency, out
 
     def in_context(self, isolated_ms: np.ndarray, terms: str = "") -> np.ndarray:

@@ -1,28 +1,37 @@
-"""Cache residency: where between its warm and its cold kernels a forward pass sits, as a function of its size.
+"""Cache residency: where between its warm and its cold kernels each kernel of a forward pass sits.
 
-A kernel is read twice at calibration (``latprof.predict.cold``): *warm* (the core's L2 evicted, so its weights come
-from the last-level cache, as in a forward whose weights stay there between forwards) and *cold* (every cache
-evicted, weights from memory). A network run in a loop, as ``latprof profile`` measures it, keeps what fits of its
-footprint in the last-level cache from one forward to the next: a small network reads near its warm kernels, one
-whose weights exceed the cache near its cold kernels, and the ones between somewhere between. So
+A kernel is read twice at calibration (``latprof.predict.cold``): *warm* (the core's L2 evicted, so its operands
+come from the last-level cache) and *cold* (every cache evicted, operands from memory). In a network run in a loop,
+as ``latprof profile`` measures it, the two kinds of operand behave differently:
 
-    per kernel call: warm + p(S) x (cold - warm) + per_kernel_call_ms,
-    p(S) = floor + (1 - floor) x logistic((log2 S - centre) / width)
+- a kernel's *weights* were last touched one forward ago: they are still in the last-level cache when all the
+  forward's weights fit there, and come from memory when they do not. So the weights' part of the cold-minus-warm
+  difference is paid in proportion p(W), W the forward's weight bytes (``weight_bytes``);
+- its *activations* were written by the kernel just before: wherever the weights stand, they are as near as the
+  forward's own traffic leaves them, a constant share ``activation_factor`` of their part of the difference.
 
-with ``S`` the forward's footprint in bytes (``footprint_bytes``). The parameters are fitted on calibration
-*chains* (sequences of the zoo's blocks, long enough to span footprints from well inside to well beyond the
-last-level cache, each timed in a loop as a network is), never on a zoo network. ``floor`` may go below 0: a
-network small enough for the core's own L2 reads faster than its warm kernels. ``per_kernel_call_ms`` is what a
-kernel call costs in a loop beyond what the evicted cell readings put on it (their code paths start cold after
-every eviction; a network run in a loop keeps its code hot): the chains are the only readings taken as a network
-is, so it is fitted there.
+So, per kernel call, with s the kernel's weight share of the bytes it moves (``weight_share``):
+
+    warm + (p(W) x s + activation_factor x (1 - s)) x (cold - warm) + per_kernel_call_ms,
+    p(W) = floor + (1 - floor) x logistic((log2 W - centre) / width)
+
+The parameters are fitted on calibration *chains* (sequences of the zoo's blocks spanning footprints from well
+inside to well beyond the last-level cache, each timed in a loop as a network is), never on a zoo network.
+``floor`` may go below 0: weights small enough for the core's own L2 read faster than warm. ``per_kernel_call_ms``
+(what a kernel call costs in a loop beyond its evicted reading) is kept only when it lowers the chains'
+leave-one-out error.
+
+The first residency model (predictor schema 3) blended each whole kernel by the forward's whole footprint (weights
+plus the largest activation twice, ``footprint_bytes``). On the zoo it over-predicted small networks by 10-40%:
+their activations stay cached however large the footprint (docs/predict.md, "Measured"). Such files still read
+(``form`` "whole").
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from torch import nn
@@ -31,19 +40,55 @@ from latprof.predict.kernels import Kernel
 
 BYTES_PER_VALUE = 4  # float32 everywhere the predictor works
 MIN_CHAINS = 4  # fewer chains than this: no fit, every forward read cold (p = 1)
+WHOLE, SPLIT = "whole", "split"
+WEIGHTED_OPS = ("conv", "gemm", "addmm", "matmul")  # kernels that read weights (lower-cased substrings of op names)
+
+
+def weight_bytes(module: nn.Module) -> float:
+    """Every weight and buffer of a forward, once."""
+    return float(sum(t.numel() for t in module.parameters()) + sum(t.numel() for t in module.buffers())) \
+        * BYTES_PER_VALUE
+
+
+def activation_bytes(features: list[dict[str, float]]) -> float:
+    """The activations live at once: the largest output twice (an op's input and output; a forward frees and
+    reuses the rest)."""
+    return 2.0 * max((float(f.get("out_numel", 0.0)) for f in features), default=0.0) * BYTES_PER_VALUE
 
 
 def footprint_bytes(module: nn.Module, kernels: list[Kernel]) -> float:
-    """What one forward touches: every weight and buffer once, plus the activations live at once (the largest
-    output twice: an op's input and output; a forward frees and reuses the rest)."""
-    weights = sum(t.numel() for t in module.parameters()) + sum(t.numel() for t in module.buffers())
-    largest = max((float(k.features.get("out_numel", 0.0)) for k in kernels), default=0.0)
-    return float(weights + 2 * largest) * BYTES_PER_VALUE
+    """What one forward touches: its weights plus its live activations."""
+    return weight_bytes(module) + activation_bytes([k.features for k in kernels])
+
+
+def weight_share(op: str, features: dict[str, float]) -> float:
+    """The share of a kernel's memory traffic that is weights: what its analytic memory access counts beyond its
+    input and output (and the tensor a fused ``+Add`` reads); 0 for kernels without weights."""
+    if not any(s in op.lower() for s in WEIGHTED_OPS):
+        return 0.0
+    total = float(features.get("mem_access", 0.0))
+    if total <= 0:
+        return 0.0
+    out = float(features.get("out_numel", 0.0))
+    operands = float(features.get("in_numel", 0.0)) + out * (2.0 if "+Add" in op else 1.0)
+    return min(max(total - operands, 0.0) / total, 1.0)
+
+
+class ChainSums(NamedTuple):
+    """One chain, reduced to what the fit needs (times in ms, summed over its kernel calls, overhead included in
+    ``warm_ms``)."""
+
+    weight_bytes: float
+    measured_ms: float
+    warm_ms: float
+    weights_delta_ms: float  # the weights' part of cold - warm
+    activations_delta_ms: float  # the activations' part
+    kernel_calls: float
 
 
 @dataclass
 class Residency:
-    """p(S): the share of the cold-minus-warm difference a forward of footprint S pays."""
+    """Where each kernel of a forward sits between warm and cold (module docstring)."""
 
     centre_log2: float = 0.0
     width_log2: float = 1.0
@@ -52,15 +97,36 @@ class Residency:
     chains: int = 0
     fit_rmspe: float | None = None  # over the chains, after the fit
     fit_within_10: float | None = None
+    form: str = WHOLE  # WHOLE: schema-3 files (and no fit); SPLIT: weights and activations apart
+    activation_factor: float = 1.0
+    loo_rmspe: float | None = None  # the chains' leave-one-out RMSPE of the form kept
+    loo_rmspe_without_call_term: float | None = None
+    loo_rmspe_with_call_term: float | None = None
 
-    def share(self, footprint: float) -> float:
-        z = (math.log2(max(footprint, 1.0)) - self.centre_log2) / max(self.width_log2, 1e-3)
+    def share(self, size: float) -> float:
+        """p: the share of the weights' cold cost a forward of weight bytes (``form`` whole: footprint) pays."""
+        z = (math.log2(max(size, 1.0)) - self.centre_log2) / max(self.width_log2, 1e-3)
         return self.floor + (1.0 - self.floor) / (1.0 + math.exp(-max(min(z, 60.0), -60.0)))
 
-    def mix(self, warm_ms: float | np.ndarray, cold_ms: float | np.ndarray, footprint: float,
-            kernel_calls: float = 0.0) -> float | np.ndarray:
-        """A forward's time (or each kernel's, from arrays with ``kernel_calls`` 1) of footprint ``footprint``."""
-        return warm_ms + self.share(footprint) * (cold_ms - warm_ms) + kernel_calls * self.per_kernel_call_ms
+    def size(self, footprint: float, weights: float) -> float:
+        """The size p is read at: the weight bytes, or the whole footprint for a schema-3 fit."""
+        return weights if self.form == SPLIT else footprint
+
+    def mix(self, warm_ms: float | np.ndarray, cold_ms: float | np.ndarray, *, footprint: float, weights: float,
+            shares: float | np.ndarray = 1.0, kernel_calls: float = 0.0) -> float | np.ndarray:
+        """Each kernel's time in the forward (arrays of kernels, ``kernel_calls`` 1), given each kernel's weight
+        share; a schema-3 fit blends whole kernels (every share 1)."""
+        p = self.share(self.size(footprint, weights))
+        if self.form == SPLIT:
+            factor = p * np.asarray(shares) + self.activation_factor * (1.0 - np.asarray(shares))
+        else:
+            factor = p
+        return warm_ms + factor * (cold_ms - warm_ms) + kernel_calls * self.per_kernel_call_ms
+
+    def chain_ms(self, c: ChainSums) -> float:
+        """A chain's predicted time from its sums (the same as mixing its kernels one by one)."""
+        return (c.warm_ms + self.share(c.weight_bytes) * c.weights_delta_ms
+                + self.activation_factor * c.activations_delta_ms + c.kernel_calls * self.per_kernel_call_ms)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,36 +139,64 @@ class Residency:
 
 
 MAX_PER_CALL_MS = 0.05  # bounds of the loop's per-kernel-call term (a dispatcher round trip is microseconds)
+FLOOR_BOUNDS = (-1.5, 1.0)
+ACTIVATION_BOUNDS = (-1.5, 1.5)
+CENTRE_STARTS = 7  # the loss has local minima along the centre
 
 
-def fit_residency(points: list[tuple[float, float, float, float, float]]) -> Residency:
-    """Fit p(S) and the per-call term on chains, each (footprint bytes, measured ms, predicted warm ms, predicted
-    cold ms, kernel calls), minimising their relative errors with a soft-L1 loss (one chain read during a busy
-    spell moves the fit little)."""
-    pts = [p for p in points if p[0] > 0 and p[1] > 0 and p[2] > 0 and p[3] > 0]
-    if len(pts) < MIN_CHAINS:
-        return Residency(chains=len(pts))
+def _fit(chains: list[ChainSums], call_term: bool, start: np.ndarray | None = None) -> np.ndarray:
+    """Least squares on the chains' relative errors, soft-L1 (one chain read during a busy spell moves it little):
+    [centre, width, floor, activation_factor, per_kernel_call_ms]."""
     from scipy.optimize import least_squares
 
-    s = np.log2(np.array([p[0] for p in pts]))
-    m, w, c, n = (np.array([p[i] for p in pts], dtype=float) for i in (1, 2, 3, 4))
-
-    def curve(x: np.ndarray) -> np.ndarray:
-        centre, width, floor, _ = x
-        return floor + (1.0 - floor) / (1.0 + np.exp(-np.clip((s - centre) / width, -60, 60)))
+    s = np.log2(np.array([c.weight_bytes for c in chains]))
+    m, w, dw, da, n = (np.array([c[i] for c in chains], dtype=float) for i in range(1, 6))
 
     def residuals(x: np.ndarray) -> np.ndarray:
-        return (w + curve(x) * (c - w) + x[3] * n - m) / m
+        p = x[2] + (1.0 - x[2]) / (1.0 + np.exp(-np.clip((s - x[0]) / x[1], -60, 60)))
+        return (w + p * dw + x[3] * da + x[4] * n - m) / m
 
-    lo = [float(s.min()) - 2.0, 0.25, -1.5, -MAX_PER_CALL_MS]
-    hi = [float(s.max()) + 2.0, 4.0, 1.0, MAX_PER_CALL_MS]
+    q = MAX_PER_CALL_MS if call_term else 1e-12
+    lo = [float(s.min()) - 2.0, 0.25, FLOOR_BOUNDS[0], ACTIVATION_BOUNDS[0], -q]
+    hi = [float(s.max()) + 2.0, 4.0, FLOOR_BOUNDS[1], ACTIVATION_BOUNDS[1], q]
+    starts = [start] if start is not None else [
+        [c, 1.0, 0.0, 0.0, 0.0] for c in np.linspace(lo[0] + 1.0, hi[0] - 1.0, CENTRE_STARTS)]
     best = None
-    for start in np.linspace(lo[0] + 1.0, hi[0] - 1.0, 7):  # the loss has local minima along the centre
-        r = least_squares(residuals, [start, 1.0, 0.0, 0.0], bounds=(lo, hi), loss="soft_l1", f_scale=0.05,
+    for x0 in starts:
+        r = least_squares(residuals, np.clip(x0, lo, hi), bounds=(lo, hi), loss="soft_l1", f_scale=0.05,
                           x_scale="jac")
         if best is None or r.cost < best.cost:
             best = r
     assert best is not None
-    rel = residuals(best.x)
-    return Residency(float(best.x[0]), float(best.x[1]), float(best.x[2]), float(best.x[3]), len(pts),
-                     float(np.sqrt(np.mean(rel ** 2))), float(np.mean(np.abs(rel) <= 0.10)))
+    return best.x
+
+
+def _residency(x: np.ndarray, chains: list[ChainSums], call_term: bool) -> Residency:
+    r = Residency(float(x[0]), float(x[1]), float(x[2]), float(x[4]) if call_term else 0.0, len(chains), form=SPLIT,
+                  activation_factor=float(x[3]))
+    rel = np.array([r.chain_ms(c) / c.measured_ms - 1.0 for c in chains])
+    r.fit_rmspe, r.fit_within_10 = float(np.sqrt(np.mean(rel ** 2))), float(np.mean(np.abs(rel) <= 0.10))
+    return r
+
+
+def _loo_rmspe(chains: list[ChainSums], call_term: bool, full: np.ndarray) -> float:
+    """Each chain predicted by the fit on all the others (started from the fit on all)."""
+    rel = []
+    for i, c in enumerate(chains):
+        x = _fit(chains[:i] + chains[i + 1:], call_term, start=full)
+        rel.append(_residency(x, [c], call_term).chain_ms(c) / c.measured_ms - 1.0)
+    return float(np.sqrt(np.mean(np.square(rel))))
+
+
+def fit_residency(chains: list[ChainSums]) -> Residency:
+    """Fit the split residency on chains, with and without the per-kernel-call term; keep the one whose
+    leave-one-out error over the chains is lower."""
+    chains = [c for c in chains if c.weight_bytes > 0 and c.measured_ms > 0 and c.warm_ms > 0]
+    if len(chains) < MIN_CHAINS:
+        return Residency(chains=len(chains))
+    fits = {term: _fit(chains, term) for term in (False, True)}
+    loo = {term: _loo_rmspe(chains, term, x) for term, x in fits.items()}
+    keep = loo[True] < loo[False]
+    r = _residency(fits[keep], chains, keep)
+    r.loo_rmspe, r.loo_rmspe_without_call_term, r.loo_rmspe_with_call_term = loo[keep], loo[False], loo[True]
+    return r

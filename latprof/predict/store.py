@@ -20,8 +20,11 @@ from latprof.predict.kernels import FEATURES
 # overhead.per_kernel_call_ms).
 # 3: every kernel read warm too (samples' warm_ms, overhead.warm_*), and the residency curve fitted on calibration
 # chains (residency, chains). A version-2 file still reads: it predicts every kernel cold, as it did.
-SCHEMA_VERSION = 3
-READABLE_VERSIONS = (2, 3)
+# 4: the residency splits each kernel's cold cost into its weights' part (by the forward's weight bytes) and its
+# activations' part (residency.form "split"; chains' weight_bytes). A version-3 file still reads and predicts as it
+# did (residency.form "whole").
+SCHEMA_VERSION = 4
+READABLE_VERSIONS = (2, 3, 4)
 KIND = "latprof-predictor"
 REQUIRED = ("schema_version", "kind", "backend", "threads", "hardware_id", "backend_settings", "features", "model",
             "samples", "overhead")
@@ -55,7 +58,7 @@ def read(path: str | Path) -> dict[str, Any]:
                            "latprof calibrate")
     if data["schema_version"] not in READABLE_VERSIONS:
         raise LatprofError(f"predictor file {path} has schema_version {data['schema_version']}, this latprof reads "
-                           f"{' and '.join(map(str, READABLE_VERSIONS))}; recreate it with latprof calibrate")
+                           f"{', '.join(map(str, READABLE_VERSIONS))}; recreate it with latprof calibrate")
     if list(data["features"]) != list(FEATURES):
         raise LatprofError(f"predictor file {path} uses other kernel features than this latprof; recreate it")
     samples = data["samples"]

@@ -31,14 +31,29 @@ def show_calibration(r: Any) -> int:
               f"within +-10%); refit on load in {r.predictor_fit_s:.2f} s ({r.predictor_fit_cpu_s:.2f} s CPU)")
     res = r.residency
     if res and res.get("chains", 0) >= 1 and res.get("fit_rmspe") is not None:
-        print(f"residency: fitted on {res['chains']} chains (cold share halfway from {res['floor']:+.2f} to 1 at "
-              f"{2 ** res['centre_log2'] / 2 ** 20:.1f} MiB, width x{2 ** res['width_log2']:.2f}; "
-              f"{1000 * res.get('per_kernel_call_ms', 0.0):+.1f} us per kernel call in a loop; chains RMSPE "
-              f"{res['fit_rmspe']:.3f}, {res['fit_within_10']:.0%} within +-10%)")
+        print(residency_line(res))
     elif r.chains or res:
         print(f"residency: {r.chains} chain(s) timed, too few to fit: every kernel predicted cold")
     print(f"readings: {r.out_dir / 'results.jsonl'}")
     return 0
+
+
+def residency_line(res: dict) -> str:
+    """The fitted residency in one line (``latprof.predict.residency``)."""
+    size = "weights" if res.get("form") == "split" else "footprint"
+    parts = [f"residency: fitted on {res['chains']} chains (cold share from {res['floor']:+.2f} to 1, halfway at "
+             f"{2 ** res['centre_log2'] / 2 ** 20:.1f} MiB of {size}, width x{2 ** res['width_log2']:.2f}"]
+    if res.get("form") == "split":
+        parts.append(f"activations pay {res['activation_factor']:+.2f} of their cold cost")
+    if res.get("loo_rmspe_with_call_term") is not None:
+        kept = abs(res["per_kernel_call_ms"]) > 1e-9
+        term = f"per-kernel-call term {1000 * res['per_kernel_call_ms']:+.1f} us" if kept else "no per-kernel-call term"
+        parts.append(f"{term} (chains' leave-one-out RMSPE {res['loo_rmspe_without_call_term']:.3f} without one, "
+                     f"{res['loo_rmspe_with_call_term']:.3f} with)")
+    else:
+        parts.append(f"{1000 * res.get('per_kernel_call_ms', 0.0):+.1f} us per kernel call in a loop")
+    parts.append(f"chains RMSPE {res['fit_rmspe']:.3f}, {res['fit_within_10']:.0%} within +-10%)")
+    return "; ".join(parts)
 
 
 def show_predictions(predictor: Predictor, predictions: list[Prediction], kernels: bool = False,
@@ -50,9 +65,10 @@ def show_predictions(predictor: Predictor, predictions: list[Prediction], kernel
         return 0
     stdout.print(table(f"Predicted latency on {predictor.backend}, {predictor.threads} thread(s)",
                        ["model", "input", "predicted ms", "kernels ms", "overhead ms", "kernels", "footprint MiB",
-                        "cold share", "predict s"],
+                        "weights MiB", "cold share", "predict s"],
                        [[p.model, "x".join(map(str, p.input_shape)), p.predicted_ms, p.kernels_ms, p.overhead_ms,
-                         sum(k.count for k in p.kernels), f"{p.footprint_bytes / 2 ** 20:.1f}", f"{p.cold_share:.2f}",
+                         sum(k.count for k in p.kernels), f"{p.footprint_bytes / 2 ** 20:.1f}",
+                         f"{p.weight_bytes / 2 ** 20:.1f}", f"{p.cold_share:.2f}",
                          f"{p.predict_s:.3f}"] for p in predictions]))
     for p in predictions:
         if kernels:
