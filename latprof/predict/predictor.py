@@ -4,8 +4,9 @@ predicted = sum over the kernels the backend would run of how often it runs x it
 framework overhead measured on this machine: per module call on PyTorch eager (an idle ``nn.Module`` call), per
 session run on ONNX Runtime (a one-node graph's latency). A kernel's time in a forward mixes its warm and cold
 regressor predictions (``latprof.predict.residency``: the weights' part of cold - warm by the size of the forward's
-weights, the activations' part by a constant share), each taken in context first (``context_factor`` x the isolated reading + ``per_kernel_call_ms``, fitted on the
-calibration cells on PyTorch eager, warm and cold apart; 1 and 0 on ONNX Runtime).
+weights, the activations' part by a constant share), each taken in context first (``context_factor`` x the isolated
+reading + ``per_kernel_call_ms``, fitted on the calibration cells on PyTorch eager, warm and cold apart; 1 and 0 on
+ONNX Runtime).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from torch import nn
 from latprof.errors import LatprofError
 from latprof.predict.kernels import Kernel
 from latprof.predict.model import KernelModel
-from latprof.predict.residency import SPLIT, ChainSums, Residency, activation_bytes, fit_residency, weight_bytes, weight_share
+from latprof.predict.residency import (SPLIT, ChainSums, Residency, activation_bytes, fit_residency, weight_bytes,
+                                      weight_share)
 from latprof.predict.store import check_compatible, read
 
 
