@@ -11,7 +11,9 @@ import pytest
 
 from latprof.results import read_results, row_key
 
-MODELS = ["conv_bn_relu", "pointwise_pair", "pointwise_group_conv", "fragment_block"]
+# Three units (a fresh worker each): the Ctrl-C comes once the first one's row is stored, while the second runs; the
+# third has not started.
+MODELS = ["conv_bn_relu", "pointwise_pair", "pointwise_group_conv"]
 
 
 def _cmd(out, *extra):
@@ -28,7 +30,7 @@ def _result_lines(path):
     return [json.loads(x) for x in path.read_text().splitlines() if '"record": "result"' in x]
 
 
-@pytest.mark.slow  # two real CLI runs, a fresh worker process per unit (~25 s)
+@pytest.mark.slow  # two real CLI runs, a fresh worker process per unit (~15 s)
 def test_sigint_keeps_finished_rows_and_resume_completes(tmp_path):
     results = tmp_path / "results.jsonl"
     # A test runner started in the background (nohup, '&') ignores SIGINT, and a child inherits that: give the
