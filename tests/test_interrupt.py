@@ -30,7 +30,7 @@ def _result_lines(path):
     return [json.loads(x) for x in path.read_text().splitlines() if '"record": "result"' in x]
 
 
-@pytest.mark.slow  # two real CLI runs, a fresh worker process per unit (~15 s)
+@pytest.mark.slow  # two real CLI runs, a fresh worker process per unit (~14 s on one core)
 def test_sigint_keeps_finished_rows_and_resume_completes(tmp_path):
     results = tmp_path / "results.jsonl"
     # A test runner started in the background (nohup, '&') ignores SIGINT, and a child inherits that: give the

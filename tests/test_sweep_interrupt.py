@@ -27,7 +27,7 @@ def _rows(path):
     return [json.loads(x) for x in path.read_text().splitlines() if '"record": "result"' in x]
 
 
-@pytest.mark.slow  # two real CLI sweeps, a fresh worker process per unit (~25 s)
+@pytest.mark.slow  # two real CLI sweeps, a fresh worker process per unit (~17 s on one core)
 def test_sigint_mid_sweep_then_resume(tmp_path):
     results = tmp_path / "results.jsonl"
     # A test runner started in the background (nohup, '&') ignores SIGINT, and a child inherits that: give the
