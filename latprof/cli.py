@@ -294,9 +294,10 @@ def _add_calibrate(p: argparse.ArgumentParser) -> None:
     from latprof.run.allocators import ALLOCATORS, DEFAULT_ALLOCATOR
 
     p.add_argument("--backend", help=f"one of {', '.join(BACKENDS)}")
-    p.add_argument("--from-readings", type=Path, metavar="DIR",
-                   help="measure nothing: build the predictor from an earlier calibration's readings (its --out "
-                        "folder or results.jsonl), with this latprof's attribution and regressors")
+    p.add_argument("--from-readings", type=Path, nargs="+", metavar="DIR",
+                   help="measure nothing: build the predictor from earlier calibrations' readings (each an --out "
+                        "folder or results.jsonl; several of one machine, backend and thread count merge into one "
+                        "predictor), with this latprof's attribution and regressors")
     _add_threads_flags(p, "pin to as many cores as threads")
     p.add_argument("--budget", type=_positive_float, metavar="SECONDS",
                    help=f"time to spend measuring (default {DEFAULT_BUDGET_S:.0f}; {QUICK_BUDGET_S:.0f} with --quick)")

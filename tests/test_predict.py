@@ -272,6 +272,34 @@ def test_a_predictor_is_rebuilt_from_stored_readings(tmp_path: Path, monkeypatch
     assert b["calibration"]["rebuilt_from_readings"] and len(b["samples"]) == first.samples
 
 
+def test_calibrations_of_one_machine_merge_and_others_are_refused_in_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from latprof.predict.calibrate import CalibrateRequest, calibrate
+    from latprof.run.engine import RunOptions
+    from latprof.run.units import MEASURE_FUNCTIONS
+
+    monkeypatch.setitem(MEASURE_FUNCTIONS, "calibrate", "tests.predict_fake:measure")
+    runs = []
+    for seed in (0, 1):
+        calibrate(CalibrateRequest("torch-cpu", tmp_path / f"{seed}.json", threads=1, budget_s=0.01, seed=seed,
+                                   out=tmp_path / f"runs{seed}", peaks=False, run=RunOptions(in_process=True)))
+        runs.append(str(tmp_path / f"runs{seed}"))
+    assert main(["calibrate", "--from-readings", *runs, "-o", str(tmp_path / "m.json")]) == 0
+    one, two, merged = (json.loads((tmp_path / n).read_text()) for n in ("0.json", "1.json", "m.json"))
+    assert len(merged["samples"]) == len(one["samples"]) + len(two["samples"])
+    assert len(merged["cells"]) == len(one["cells"]) + len(two["cells"])  # ids restart at r0: prefixed, not lost
+    assert {c["id"].split(".")[0] for c in merged["cells"]} == {"s0", "s1"}
+    assert merged["calibration"]["merged_calibrations"] == 2 and merged["residency"]["chains"] == 2
+    capsys.readouterr()
+
+    other = tmp_path / "ort" / "results.jsonl"
+    other.parent.mkdir()
+    other.write_text((tmp_path / "runs1" / "results.jsonl").read_text().replace('"torch-cpu"', '"ort-mobile"'))
+    assert main(["calibrate", "--from-readings", runs[0], str(other), "-o", str(tmp_path / "x.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds ort-mobile readings" in err and len(err.splitlines()) == 1 and not (tmp_path / "x.json").exists()
+
+
 def test_ort_samples_add_the_median_per_node_overhead_to_each_profiled_node() -> None:
     from latprof.predict.calibrate import MIN_NODE_MS, Readings
 
