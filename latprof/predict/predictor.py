@@ -24,8 +24,7 @@ from torch import nn
 from latprof.errors import LatprofError
 from latprof.predict.kernels import Kernel
 from latprof.predict.model import KernelModel
-from latprof.predict.residency import (SPLIT, ChainSums, Residency, activation_bytes, fit_residency, weight_bytes,
-                                      weight_share)
+from latprof.predict.residency import ChainSums, Residency, activation_bytes, fit_residency, weight_bytes, weight_share
 from latprof.predict.store import check_compatible, read
 
 
@@ -128,8 +127,7 @@ class Predictor:
         weights = weight_bytes(module)
         footprint = weights + activation_bytes(features)
         share = self.residency.share(self.residency.size(footprint, weights))
-        warm, cold = self.warm_and_cold(ops, features)
-        shares = np.array([weight_share(op, f) for op, f in zip(ops, features)])
+        warm, cold, shares = self.kernel_terms(ops, features)
         ms = self.residency.mix(warm, cold, footprint=footprint, weights=weights, shares=shares,
                                 kernel_calls=1)  # per kernel call
         preds = [KernelPrediction(k.op, k.label, k.count, float(m)) for k, m in zip(kernels, ms)]
@@ -146,6 +144,11 @@ class Predictor:
             return cold, cold
         return self.in_context(self.warm_model.predict(ops, features), "warm_"), cold
 
+    def kernel_terms(self, ops: list[str], features: list[dict[str, float]]) -> tuple[np.ndarray, ...]:
+        """What the residency mixes, per kernel: its warm and cold time in a forward and its weight share."""
+        warm, cold = self.warm_and_cold(ops, features)
+        return warm, cold, np.array([weight_share(op, f) for op, f in zip(ops, features)])
+
     def fit_residency(self, chains: list[tuple[str, dict[str, Any]]]) -> tuple[Residency, list[dict[str, Any]]]:
         """Fit the residency on calibration chains (each with its kernels, footprint, loop-timed latency); returns
         it and, per chain, what was measured and predicted warm, cold and mixed."""
@@ -156,8 +159,7 @@ class Predictor:
                 continue
             ops, features = [k["op"] for k in ks], [k["features"] for k in ks]
             counts = np.array([k.get("count", 1) for k in ks], dtype=float)
-            warm, cold = self.warm_and_cold(ops, features)
-            shares = np.array([weight_share(op, f) for op, f in zip(ops, features)])
+            warm, cold, shares = self.kernel_terms(ops, features)
             w = float(counts @ warm) + self.overhead_ms(int(c.get("module_calls") or 0))
             weights = float(c["footprint_bytes"]) - activation_bytes(features)
             sums.append(ChainSums(weights, float(c["latency_median_ms"]), w, float(counts @ (shares * (cold - warm))),
@@ -169,7 +171,7 @@ class Predictor:
                         "blocks": len(c["chain"]["blocks"]) if c.get("chain") else None})
         residency = fit_residency(sums)
         for row, chain in zip(out, sums):
-            row["predicted_ms"] = residency.chain_ms(chain) if residency.form == SPLIT else row["predicted_cold_ms"]
+            row["predicted_ms"] = residency.chain_ms(chain)  # unfitted (too few chains): cold
         return residency, out
 
     def in_context(self, isolated_ms: np.ndarray, terms: str = "") -> np.ndarray:

@@ -29,7 +29,6 @@ their activations stay cached however large the footprint (docs/predict.md, "Mea
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
@@ -98,15 +97,17 @@ class Residency:
     fit_rmspe: float | None = None  # over the chains, after the fit
     fit_within_10: float | None = None
     form: str = WHOLE  # WHOLE: schema-3 files (and no fit); SPLIT: weights and activations apart
-    activation_factor: float = 1.0
+    activation_factor: float = 1.0  # 1 with no fit, as the floor: every kernel cold
     loo_rmspe: float | None = None  # the chains' leave-one-out RMSPE of the form kept
     loo_rmspe_without_call_term: float | None = None
     loo_rmspe_with_call_term: float | None = None
 
-    def share(self, size: float) -> float:
-        """p: the share of the weights' cold cost a forward of weight bytes (``form`` whole: footprint) pays."""
-        z = (math.log2(max(size, 1.0)) - self.centre_log2) / max(self.width_log2, 1e-3)
-        return self.floor + (1.0 - self.floor) / (1.0 + math.exp(-max(min(z, 60.0), -60.0)))
+    def share(self, size: float | np.ndarray) -> float | np.ndarray:
+        """p: the share of the weights' cold cost a forward of weight bytes (``form`` whole: footprint) pays; of one
+        size, or of an array of them."""
+        z = (np.log2(np.maximum(size, 1.0)) - self.centre_log2) / max(self.width_log2, 1e-3)
+        p = self.floor + (1.0 - self.floor) / (1.0 + np.exp(-np.clip(z, -60.0, 60.0)))
+        return float(p) if np.ndim(p) == 0 else p
 
     def size(self, footprint: float, weights: float) -> float:
         """The size p is read at: the weight bytes, or the whole footprint for a schema-3 fit."""
@@ -123,8 +124,9 @@ class Residency:
             factor = p
         return warm_ms + factor * (cold_ms - warm_ms) + kernel_calls * self.per_kernel_call_ms
 
-    def chain_ms(self, c: ChainSums) -> float:
-        """A chain's predicted time from its sums (the same as mixing its kernels one by one)."""
+    def chain_ms(self, c: ChainSums) -> float | np.ndarray:
+        """A chain's predicted time from its sums (the same as mixing its kernels one by one; ``ChainSums`` of
+        arrays: each chain's). Unfitted (floor and activation_factor 1), every chain reads cold."""
         return (c.warm_ms + self.share(c.weight_bytes) * c.weights_delta_ms
                 + self.activation_factor * c.activations_delta_ms + c.kernel_calls * self.per_kernel_call_ms)
 
@@ -149,13 +151,12 @@ def _fit(chains: list[ChainSums], call_term: bool, start: np.ndarray | None = No
     [centre, width, floor, activation_factor, per_kernel_call_ms]."""
     from scipy.optimize import least_squares
 
-    s = np.log2(np.array([c.weight_bytes for c in chains]))
-    m, w, dw, da, n = (np.array([c[i] for c in chains], dtype=float) for i in range(1, 6))
+    arrays = ChainSums(*(np.array(column, dtype=float) for column in zip(*chains)))  # every chain at once
 
     def residuals(x: np.ndarray) -> np.ndarray:
-        p = x[2] + (1.0 - x[2]) / (1.0 + np.exp(-np.clip((s - x[0]) / x[1], -60, 60)))
-        return (w + p * dw + x[3] * da + x[4] * n - m) / m
+        return _residency(x, [], True).chain_ms(arrays) / arrays.measured_ms - 1.0
 
+    s = np.log2(arrays.weight_bytes)
     q = MAX_PER_CALL_MS if call_term else 1e-12
     lo = [float(s.min()) - 2.0, 0.25, FLOOR_BOUNDS[0], ACTIVATION_BOUNDS[0], -q]
     hi = [float(s.max()) + 2.0, 4.0, FLOOR_BOUNDS[1], ACTIVATION_BOUNDS[1], q]
@@ -172,10 +173,12 @@ def _fit(chains: list[ChainSums], call_term: bool, start: np.ndarray | None = No
 
 
 def _residency(x: np.ndarray, chains: list[ChainSums], call_term: bool) -> Residency:
+    """The residency of parameters ``x`` (``_fit``'s order), with its fit figures over ``chains`` when given."""
     r = Residency(float(x[0]), float(x[1]), float(x[2]), float(x[4]) if call_term else 0.0, len(chains), form=SPLIT,
                   activation_factor=float(x[3]))
-    rel = np.array([r.chain_ms(c) / c.measured_ms - 1.0 for c in chains])
-    r.fit_rmspe, r.fit_within_10 = float(np.sqrt(np.mean(rel ** 2))), float(np.mean(np.abs(rel) <= 0.10))
+    if chains:
+        rel = np.array([r.chain_ms(c) / c.measured_ms - 1.0 for c in chains])
+        r.fit_rmspe, r.fit_within_10 = float(np.sqrt(np.mean(rel ** 2))), float(np.mean(np.abs(rel) <= 0.10))
     return r
 
 
