@@ -11,6 +11,7 @@ for the whole), ``block_index`` (-1 for the whole network), ``share_of_network``
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -242,14 +243,17 @@ def finish_blocks_unit(unit: Unit, rows: list[dict[str, Any]]) -> list[dict[str,
     return sorted(rows, key=lambda r: r.get("block_index") == -1)
 
 
-def run_per_block(request: ProfileRequest) -> RunFiles:
-    """``latprof profile --per-block``: every network x backend as one unit, stored like ``profile``."""
+def run_per_block(request: ProfileRequest, after_unit: Callable[[int, int], None] | None = None) -> RunFiles:
+    """``latprof profile --per-block``: every network x backend as one unit, stored like ``profile``
+    (``after_unit(i, n)`` as in ``run_profile``)."""
     plan = blocks_plan(request)
     out_dir, store = open_output(request.out, request.resume, request.run.append)
     env = record_environment(store, request.run)
     files = RunFiles(out_dir, store.path, out_dir / "results.csv")
 
     def on_unit(i: int, n: int, unit: Unit, rows: list[dict[str, Any]] | None) -> None:
+        if after_unit:
+            after_unit(i, n)
         files.skipped += rows is None
 
     try:

@@ -230,14 +230,18 @@ def finish_profile_unit(unit: Unit, rows: list[dict[str, Any]]) -> list[dict[str
 def run_profile(
     request: ProfileRequest,
     on_row: Callable[[dict[str, Any]], None] | None = None,
+    after_unit: Callable[[int, int], None] | None = None,
 ) -> RunFiles:
-    """Measure every model on every backend; each finished row is stored at once (Ctrl-C keeps them)."""
+    """Measure every model on every backend; each finished row is stored at once (Ctrl-C keeps them).
+    ``after_unit(i, n)`` runs after each unit (``latprof predict --evaluate`` reads the machine state there)."""
     plan = profile_plan(request)
     out_dir, store = open_output(request.out, request.resume, request.run.append)
     env = record_environment(store, request.run)
     files = RunFiles(out_dir, store.path, out_dir / "results.csv")
 
     def on_unit(i: int, n: int, unit: Unit, rows: list[dict[str, Any]] | None) -> None:
+        if after_unit:
+            after_unit(i, n)
         if rows is None:
             files.skipped += 1
             return

@@ -29,6 +29,7 @@ class Record(str, Enum):
     PREDICTION = "prediction"  # latprof predict --evaluate: one predictor's prediction of a measured network/block
     FLEET_SKIP = "fleet_skip"  # a fleet run: a unit a node skipped (backend missing there, ...) and why
     PROBE = "probe"  # a fleet node's fingerprint and backends, from its probe (never stored)
+    MACHINE_STATE = "machine_state"  # latprof predict --evaluate: the fixed block's cold and warm reading between networks
 
 
 class RowKind(str, Enum):

@@ -5,6 +5,9 @@ cell costs its kernels times ``CONTEXT`` (``WARM_CONTEXT`` warm: kernels run slo
 plus 2 µs per module call. A chain costs its warm cost, plus ``true_share(its weight bytes)`` of its kernels' weights'
 part of the difference to cold, plus ``TRUE_ACTIVATION`` of their activations' part (``latprof.predict.residency``).
 Deterministic, so tests can check what calibration and prediction make of it.
+
+A drifting machine: with ``DRIFT`` set, the i-th cell or chain of a unit reads ``DRIFT[i % len(DRIFT)]`` times
+slower, all its readings and the machine-state reading before it alike (``latprof.predict.state``).
 """
 
 from __future__ import annotations
@@ -27,6 +30,16 @@ WARM_CONTEXT = 1.1
 TRUE_CENTRE_LOG2 = 23.0  # the weights' cold share is 1/2 at 8 MiB of weights
 TRUE_WIDTH_LOG2 = 0.8
 TRUE_ACTIVATION = 0.2
+DRIFT: tuple[float, ...] = (1.0,)
+STATE_COLD_MS, STATE_WARM_MS = 1.0, 0.6
+
+
+def state(i: int, payload: dict[str, Any]) -> tuple[float, dict[str, float]]:
+    """The i-th reading's drift, and the state reading it carries (none when the payload asks for none)."""
+    d = DRIFT[i % len(DRIFT)]
+    if not payload.get("state", True):
+        return d, {}
+    return d, {"state_cold_ms": STATE_COLD_MS * d, "state_warm_ms": STATE_WARM_MS * d}
 
 
 def true_share(weights: float) -> float:
@@ -41,7 +54,8 @@ def measure(payload: dict[str, Any]) -> list[dict[str, Any]]:
     backend, threads = payload["backend"], payload["threads"]
     rows = [base_row(**sample_ident(backend, threads, "overhead", "module_call", [1]), status="ok", error="",
                      sample="overhead", latency_median_ms=0.13, module_call_ms=PER_CALL_MS, samples_ms=[0.13])]
-    for cell_id, spec in payload["cells"]:
+    for n, (cell_id, spec) in enumerate(payload["cells"]):
+        d, st = state(n, payload)
         module, shape = build_cell(spec)
         kernels, calls = torch_kernels(module, (torch.zeros(shape),))
         total = 0.0
@@ -49,15 +63,16 @@ def measure(payload: dict[str, Any]) -> list[dict[str, Any]]:
             ms = kernel_ms(k.features)
             total += k.count * ms
             rows.append(base_row(**sample_ident(backend, threads, cell_id, f"k{i}", spec["input"]), status="ok",
-                                 error="", sample="kernel", kernel=k.as_dict(), latency_median_ms=ms,
-                                 samples_ms=[ms], cell_type=cell_type(spec), warm_ms=WARM * ms))
+                                 error="", sample="kernel", kernel=k.as_dict(), latency_median_ms=d * ms,
+                                 samples_ms=[d * ms], cell_type=cell_type(spec), warm_ms=d * WARM * ms, **st))
+        cell_ms = CONTEXT * total + calls * PER_CALL_MS
         rows.append(base_row(**sample_ident(backend, threads, cell_id, "cell", spec["input"]), status="ok", error="",
                              sample="cell", cell=spec, cell_type=cell_type(spec), module_calls=calls,
-                             kernel_calls=sum(k.count for k in kernels), kernels_ms=total,
-                             latency_median_ms=CONTEXT * total + calls * PER_CALL_MS,
-                             samples_ms=[CONTEXT * total + calls * PER_CALL_MS], warm_kernels_ms=WARM * total,
-                             warm_ms=WARM_CONTEXT * WARM * total + calls * PER_CALL_MS))
-    for chain_id, spec in payload.get("chains", []):
+                             kernel_calls=sum(k.count for k in kernels), kernels_ms=d * total,
+                             latency_median_ms=d * cell_ms, samples_ms=[d * cell_ms], warm_kernels_ms=d * WARM * total,
+                             warm_ms=d * (WARM_CONTEXT * WARM * total + calls * PER_CALL_MS), **st))
+    for n, (chain_id, spec) in enumerate(payload.get("chains", [])):
+        d, st = state(n + 1, payload)
         module, shape = build_cell(spec)
         kernels, calls = torch_kernels(module, (torch.zeros(shape),))
         cold = sum(k.count * kernel_ms(k.features) for k in kernels)
@@ -68,6 +83,7 @@ def measure(payload: dict[str, Any]) -> list[dict[str, Any]]:
         ms = (warm_ms + true_share(weight_bytes(module)) * delta * weights_part
               + TRUE_ACTIVATION * delta * (cold - weights_part))
         rows.append(base_row(**sample_ident(backend, threads, chain_id, "chain", spec["input"]), status="ok",
-                             error="", sample="chain", chain=spec, latency_median_ms=ms, samples_ms=[ms],
-                             module_calls=calls, footprint_bytes=footprint, kernels=[k.as_dict() for k in kernels]))
+                             error="", sample="chain", chain=spec, latency_median_ms=d * ms, samples_ms=[d * ms],
+                             module_calls=calls, footprint_bytes=footprint, kernels=[k.as_dict() for k in kernels],
+                             **st))
     return rows

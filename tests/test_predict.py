@@ -204,7 +204,7 @@ def test_cli_predict_json_prints_predicted_ms(tmp_path: Path, capsys: pytest.Cap
 @pytest.mark.parametrize("change, needle", [
     ({"hardware_id": "0000000000000000"}, "calibrated on hardware_id 0000000000000000"),
     ({"schema_version": 99}, "schema_version 99"),
-    ({"schema_version": 1}, "schema_version 1, this latprof reads 2, 3, 4"),  # before the measured eager overhead
+    ({"schema_version": 1}, "schema_version 1, this latprof reads 2, 3, 4, 5"),  # before the measured eager overhead
     ({"samples": []}, "no valid kernel samples"),
     ({"kind": "something"}, "not a latprof predictor file"),
 ])
@@ -467,6 +467,7 @@ def test_a_calibrate_unit_measures_one_small_cell_cache_cold(backend: str) -> No
     assert cell_row["kernel_calls"] == measured if backend != "torch-cpu" else cell_row["kernel_calls"] >= measured
     warm_key = "warm_ms" if backend == "torch-cpu" else "warm_profiled_ms"  # every kernel read warm as well
     assert all(r[warm_key] is not None and r[warm_key] >= 0 for r in rows if r["sample"] == "kernel")
+    assert all(r["state_cold_ms"] > 0 and r["state_warm_ms"] > 0 for r in rows if r["sample"] != "overhead")
     chain_row = next(r for r in rows if r["sample"] == "chain")  # timed in a loop, with its kernels and footprint
     assert chain_row["status"] == "ok" and chain_row["latency_median_ms"] > 0 and chain_row["kernels"]
     weights = 2 * (8 * 8 + 4 * 8 + 1)  # two 1x1 convs, their batch norms (weight, bias, mean, var, batch count)
@@ -692,3 +693,127 @@ def test_chains_and_cells_track_the_real_resolution_and_never_stride_below_7x7()
             if b["kwargs"].get("stride", 1) == 2:
                 assert x.shape[2] > 7, spec  # the zoo's last stage is 7x7: no stride below it
             x = block(x)
+
+
+# ------------------------------------------------------------------ the machine's state (latprof.predict.state)
+def test_state_factors_compare_a_reading_with_the_reference_within_bounds() -> None:
+    from latprof.predict.state import StateFactors, reference_state, spread
+
+    states = [{"state_cold_ms": c, "state_warm_ms": w} for c, w in ((1.0, 0.5), (1.2, 0.6), (0.9, 0.4))]
+    ref = reference_state([*states, None])
+    assert ref == {"state_cold_ms": 1.0, "state_warm_ms": 0.5}  # the median of each, missing readings ignored
+    assert StateFactors.of(states[1], ref) == StateFactors(warm=pytest.approx(1.2), cold=pytest.approx(1.2))
+    assert StateFactors.of(None, ref) == StateFactors.of(states[1], None) == StateFactors(1.0, 1.0)
+    broken = {"state_cold_ms": 100.0, "state_warm_ms": 0.01}
+    assert StateFactors.of(broken, ref) == StateFactors(0.5, 2.0)  # a broken reading is no machine state
+    sp = spread(states, ref)
+    assert sp["readings"] == 3 and sp["cold_p10"] < 1.0 < sp["cold_p90"]
+    assert reference_state([None]) is None and spread([], None) == {}
+
+
+def test_readings_are_scaled_to_the_median_machine_state() -> None:
+    from latprof.predict.calibrate import Readings
+
+    def rows(cell: str, cold: float, warm: float, factor: float) -> list[dict]:
+        state = {"state_cold_ms": cold, "state_warm_ms": warm}
+        return [{"status": "ok", "sample": "kernel", "workload": cell, "latency_median_ms": 0.4 * factor,
+                 "warm_ms": 0.2 * factor, "kernel": {"op": "relu", "label": "relu", "features": {}}, **state},
+                {"status": "ok", "sample": "cell", "workload": cell, "latency_median_ms": 0.5 * factor,
+                 "kernels_ms": 0.4 * factor, "warm_ms": 0.25 * factor, "warm_kernels_ms": 0.2 * factor, **state}]
+
+    raw = [*rows("a", 1.0, 0.5, 1.0), *rows("b", 1.5, 0.75, 1.5), *rows("c", 0.8, 0.5, 0.8)]
+    r = Readings("torch-cpu")
+    r.add(raw)
+    assert r.reference_state == {"state_cold_ms": 1.0, "state_warm_ms": 0.5}
+    samples = r.samples()
+    assert [s["latency_ms"] for s in samples] == pytest.approx([0.4, 0.4, 0.4])  # the drift taken out
+    # warm readings by the warm factor: cell c's warm state was as usual, so its faster warm reading stays
+    assert [s["warm_ms"] for s in samples] == pytest.approx([0.2, 0.2, 0.16])
+    assert samples[1]["state_factors"] == pytest.approx([1.5, 1.5])
+    assert r.normalised_cells()["b"]["latency_median_ms"] == pytest.approx(0.5)
+    assert r.state_summary()["corrected"] and "batch norm" in r.state_summary()["block"]
+    plain = Readings("torch-cpu", correct_state=False)
+    plain.add(raw)
+    assert [s["latency_ms"] for s in plain.samples()] == pytest.approx([0.4, 0.6, 0.32])  # as read
+    assert not plain.state_summary()["corrected"] and "state_factors" not in plain.samples()[0]
+
+
+def test_calibration_on_a_drifting_machine_learns_the_kernels_not_the_drift(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from latprof.predict.calibrate import CalibrateRequest, calibrate, rebuild
+    from latprof.run.engine import RunOptions
+    from latprof.run.units import MEASURE_FUNCTIONS
+    from tests.predict_fake import kernel_ms
+
+    monkeypatch.setitem(MEASURE_FUNCTIONS, "calibrate", "tests.predict_fake:measure")
+    monkeypatch.setattr("tests.predict_fake.DRIFT", (0.8, 1.0, 1.25))  # cell by cell: fast, as usual, slow
+    monkeypatch.setattr("latprof.predict.calibrate.CELLS_PER_UNIT", 6)
+    result = calibrate(CalibrateRequest("torch-cpu", tmp_path / "p.json", threads=1, budget_s=0.01,
+                                        out=tmp_path / "runs", peaks=False, run=RunOptions(in_process=True)))
+    data = json.loads(result.path.read_text())
+    assert all(s["latency_ms"] == pytest.approx(kernel_ms(s["features"])) for s in data["samples"])
+    assert data["state"]["corrected"] and data["state"]["reference"]["state_cold_ms"] == pytest.approx(1.0)
+    assert data["state"]["spread"]["cold_p10"] < 0.9 and data["state"]["spread"]["cold_p90"] > 1.1
+    raw = json.loads(rebuild(tmp_path / "runs", tmp_path / "raw.json", correct_state=False).path.read_text())
+    off = [s["latency_ms"] / kernel_ms(s["features"]) for s in raw["samples"]]
+    assert min(off) == pytest.approx(0.8) and max(off) == pytest.approx(1.25)  # uncorrected: the drift learnt
+    assert not raw["state"]["corrected"]
+
+
+def test_a_prediction_at_a_machine_state_scales_warm_and_cold_kernels_not_the_overhead(tmp_path: Path) -> None:
+    from latprof.predict.state import StateFactors
+
+    p = load(save(predictor_data(), tmp_path / "p.json"))
+    net = conv_bn_relu()
+    ref = p.predict(net, (1, 8, 10, 10))
+    slow = p.predict(net, (1, 8, 10, 10), state=StateFactors(2.0, 2.0))
+    assert slow.kernels_ms == pytest.approx(2.0 * ref.kernels_ms) and slow.overhead_ms == ref.overhead_ms
+    assert slow.state_factors == {"warm": 2.0, "cold": 2.0} and ref.state_factors == {"warm": 1.0, "cold": 1.0}
+
+
+def test_a_network_takes_the_state_read_before_and_after_it() -> None:
+    from latprof.predict.evaluate import state_near
+
+    ref = {"state_cold_ms": 1.0, "state_warm_ms": 1.0}
+    states = [{"after_units": 0, "state_cold_ms": 1.0, "state_warm_ms": 1.0},
+              {"after_units": 4, "state_cold_ms": 1.21, "state_warm_ms": 1.0}]
+    assert state_near(states, 2, ref).cold == pytest.approx(1.1)  # geometric mean of the two around it
+    assert state_near(states, 5, ref).cold == pytest.approx(1.21)  # after the last reading: the last
+    assert state_near([], 0, ref) is None and state_near(states, 0, None) is None
+
+
+def test_evaluate_scores_the_predictor_at_the_state_read_beside_the_measurements(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from latprof.predict.state import StateFactors
+    from latprof.results import ResultStore, base_row
+    from latprof.workloads import create_workload
+
+    store = ResultStore(tmp_path / "old" / "results.jsonl")
+    store.append({"record": "environment", "hardware_id": HW})
+    store.append({"record": "machine_state", "status": "ok", "after_units": 0, "state_cold_ms": 1.5,
+                  "state_warm_ms": 0.5})
+    for name in ("mobilenet_v1_x0_25", "micronet_m0"):
+        store.append(base_row(workload=name, backend="torch-cpu", threads=1, batch=1, input_shape="1x3x224x224",
+                              status="ok", error="", latency_median_ms=1.0, mult_adds=1e7, mem_access=1e6))
+    reference = {"state_cold_ms": 1.0, "state_warm_ms": 0.5}
+    path = save(predictor_data(state={"reference": reference, "corrected": True}), tmp_path / "p.json")
+    assert main(["predict", "--evaluate", "--predictor", str(path), "--model", "mobilenet_v1_x0_25,micronet_m0",
+                 "--readings", str(tmp_path / "old"), "--out", str(tmp_path / "new"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["metrics"]["kernel@state"]["n"] == 2
+    p = load(path)
+    w = create_workload("micronet_m0", batch=1)
+    expected = p.predict(w.module, w.input_shape, state=StateFactors(1.0, 1.5)).predicted_ms
+    net = next(n for n in out["networks"] if n["workload"] == "micronet_m0")
+    assert net["state_factors"] == {"warm": 1.0, "cold": 1.5} and net["kernel@state_ms"] == pytest.approx(expected)
+    assert net["kernel@state_ms"] > net["kernel_ms"]  # memory slower than at calibration
+    records = [json.loads(x) for x in (tmp_path / "new" / "results.jsonl").read_text().splitlines()]
+    assert sum(r.get("record") == "machine_state" for r in records) == 1  # carried into the new folder
+
+
+def test_a_state_unit_reads_the_fixed_block_cold_and_warm_in_a_worker_function() -> None:
+    from latprof.predict.state import measure_state_unit
+
+    (rec,) = measure_state_unit({"threads": 1, "sequence": 3, "after_units": 8})
+    assert rec["record"] == "machine_state" and rec["status"] == "ok" and rec["after_units"] == 8
+    assert rec["state_cold_ms"] > 0 and rec["state_warm_ms"] > 0

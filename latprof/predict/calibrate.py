@@ -29,6 +29,7 @@ from latprof.errors import LatprofError
 from latprof.predict.kernels import FEATURES
 from latprof.predict.model import cross_validate, select_regressor
 from latprof.predict.space import CHAIN_FOOTPRINT_LOG2, draw_cells, mutate_cell, sample_chain
+from latprof.predict.state import STATE_DESCRIPTION, StateFactors, reference_state, spread, state_of
 from latprof.predict.store import KIND, SCHEMA_VERSION, save
 from latprof.results import base_row, read_results
 from latprof.run.engine import Plan, RunOptions, default_out_dir, execute, open_output, record_environment
@@ -55,6 +56,7 @@ class CalibrateRequest:
     out: Path | None = None  # folder of the calibration's results.jsonl (default: reports/calibrate-<date>-...)
     seed: int = 0
     peaks: bool = True  # also measure the backend's peaks (the evaluation's roofline estimate)
+    state: bool = True  # read the machine state before every cell and chain, and scale readings to its median
     run: RunOptions = field(default_factory=RunOptions)
 
 
@@ -74,6 +76,7 @@ class CalibrationResult:
     predictor_fit_cpu_s: float = 0.0
     chains: int = 0
     residency: dict[str, Any] | None = None
+    state: dict[str, Any] | None = None  # the predictor file's machine-state summary
 
 
 def budget_for(request: CalibrateRequest) -> float:
@@ -108,7 +111,7 @@ def calibrate(request: CalibrateRequest, on_round: Callable[[int, int, float], N
                      run=request.run)
         peaks = next((r for r in read_results(store.path, quiet=True).other if r.get("record") == "peaks"), None)
     rng = random.Random(request.seed)
-    readings = Readings(request.backend)
+    readings = Readings(request.backend, request.state)
     units = 0
     weights: dict[str, float] | None = None
     worst: list[str] = []
@@ -142,14 +145,15 @@ def calibrate(request: CalibrateRequest, on_round: Callable[[int, int, float], N
 
 
 def rebuild(readings_paths: Path | list[Path], output: Path, pin: bool = False,
-            ort_opt: str = DEFAULT_ORT_OPT) -> CalibrationResult:
+            ort_opt: str = DEFAULT_ORT_OPT, correct_state: bool = True) -> CalibrationResult:
     """A predictor from stored calibration readings (each a ``results.jsonl`` or its folder), measuring nothing:
     re-analyse old readings with this latprof's attribution and regressors.
 
     Several calibrations of one machine, backend and thread count merge into one predictor (their kernel samples,
     cells and chains together): a calibration read during a spell when the machine's memory was slower is then
     averaged with others. Three 15-minute torch-cpu calibrations here predicted the zoo at 46-88% within ±10% one
-    by one and at 69-85% merged (docs/predict.md, "Measured")."""
+    by one and at 69-85% merged (docs/predict.md, "Measured"). With ``correct_state`` (the default) readings that
+    carry machine-state readings are scaled to the median state of all of them (``latprof.predict.state``)."""
     t0 = time.monotonic()
     paths = [readings_paths] if isinstance(readings_paths, Path) else list(readings_paths)
     readings: Readings | None = None
@@ -164,7 +168,7 @@ def rebuild(readings_paths: Path | list[Path], output: Path, pin: bool = False,
         backend, n_threads = rows[0]["backend"], int(rows[0]["threads"])
         here = next(iter(f.environments.values()))
         if readings is None:
-            readings, env, threads = Readings(backend), here, n_threads
+            readings, env, threads = Readings(backend, correct_state), here, n_threads
         elif (backend, n_threads) != (readings.backend, threads):
             raise LatprofError(f"{f.path} holds {backend} readings with {n_threads} thread(s), not {readings.backend} "
                                f"with {threads} like {sources[0]}; merge calibrations of one backend and thread count")
@@ -199,8 +203,9 @@ class Readings:
     9.0, 9% of kernels within ±10%; from the same readings with the median overhead: RMSPE 0.52, 54%).
     """
 
-    def __init__(self, backend: str) -> None:
+    def __init__(self, backend: str, correct_state: bool = True) -> None:
         self.backend = backend
+        self.correct_state = correct_state  # scale each reading by the machine state read beside it (state.py)
         self.kernels: list[dict[str, Any]] = []
         self.cells: dict[str, dict[str, Any]] = {}
         self.chains: dict[str, dict[str, Any]] = {}
@@ -226,15 +231,16 @@ class Readings:
                                      "warm_measured_ms": r.get("warm_ms"), "profiled_ms": r.get("profiled_ms"),
                                      "warm_profiled_ms": r.get("warm_profiled_ms"), "cell": r["workload"],
                                      "cell_type": r.get("cell_type"), "ci_low_ms": r.get("latency_ci_low_ms"),
-                                     "ci_high_ms": r.get("latency_ci_high_ms")})
+                                     "ci_high_ms": r.get("latency_ci_high_ms"), "state": state_of(r)})
             elif kind == "cell":
-                self.cells[r["workload"]] = {k: r.get(k) for k in (
+                self.cells[r["workload"]] = {**{k: r.get(k) for k in (
                     "cell", "cell_type", "latency_median_ms", "kernels_ms", "module_calls", "kernel_calls",
-                    "profiled_ms", "session_ms", "warm_ms", "warm_kernels_ms", "warm_profiled_ms")}
+                    "profiled_ms", "session_ms", "warm_ms", "warm_kernels_ms", "warm_profiled_ms")},
+                    "state": state_of(r)}
             elif kind == "chain":
-                self.chains[r["workload"]] = {k: r.get(k) for k in (
+                self.chains[r["workload"]] = {**{k: r.get(k) for k in (
                     "chain", "latency_median_ms", "latency_ci_low_ms", "latency_ci_high_ms", "footprint_bytes",
-                    "module_calls", "kernels")}
+                    "module_calls", "kernels")}, "state": state_of(r)}
             elif kind == "overhead":
                 self.overhead_rows.append({k: r.get(k) for k in ("variant", "latency_median_ms", "module_call_ms",
                                                                  "session_ms")})
@@ -245,35 +251,72 @@ class Readings:
         key = "warm_profiled_ms" if self.ort else "warm_measured_ms"
         return bool(self.kernels) and all(k.get(key) is not None for k in self.kernels)
 
+    @property
+    def reference_state(self) -> dict[str, float] | None:
+        """The calibration's median machine state (its cells' and chains' state readings); None without any."""
+        return reference_state([c.get("state") for c in [*self.cells.values(), *self.chains.values()]])
+
+    def factors(self, state: dict[str, float] | None, reference: dict[str, float] | None = None) -> StateFactors:
+        """How a reading taken at ``state`` compares with the reference (1, 1 when not corrected)."""
+        if not self.correct_state:
+            return StateFactors()
+        return StateFactors.of(state, reference or self.reference_state)
+
+    def normalised_cells(self) -> dict[str, dict[str, Any]]:
+        """The cells with their cold readings divided by their cold state factor and their warm readings by the
+        warm one (the session overhead, a warm loop before any cell, stays as read)."""
+        out = {}
+        ref = self.reference_state
+        for cell_id, c in self.cells.items():
+            f = self.factors(c.get("state"), ref)
+            scaled = {k: c[k] / f.cold for k in ("latency_median_ms", "kernels_ms", "profiled_ms")
+                      if c.get(k) is not None}
+            scaled.update({k: c[k] / f.warm for k in ("warm_ms", "warm_kernels_ms", "warm_profiled_ms")
+                           if c.get(k) is not None})
+            out[cell_id] = {**c, **scaled}
+        return out
+
     def node_overhead_ms(self, warm: bool = False) -> float:
         """ONNX Runtime: the executor's per-node overhead, median over cells (0 on eager)."""
         timed, profiled = ("warm_ms", "warm_profiled_ms") if warm else ("latency_median_ms", "profiled_ms")
         per = [(c[timed] - (c.get("session_ms") or 0.0) - c[profiled]) / c["kernel_calls"]
-               for c in self.cells.values()
+               for c in self.normalised_cells().values()
                if self.ort and c.get("kernel_calls") and c.get(profiled) is not None and c.get(timed)]
         return max(statistics.median(per), 0.0) if per else 0.0
 
     def samples(self) -> list[dict[str, Any]]:
-        """Kernel samples for the regressors: ``latency_ms`` (cold) > 0 and, with warm readings, ``warm_ms`` > 0."""
+        """Kernel samples for the regressors: ``latency_ms`` (cold) > 0 and, with warm readings, ``warm_ms`` > 0;
+        each reading divided by the state factor of its cell (``state_factors``: warm, cold)."""
         out = []
         node, node_warm = self.node_overhead_ms(), self.node_overhead_ms(warm=True)
         warm = self.has_warm
-        drop = ("measured_ms", "warm_measured_ms", "profiled_ms", "warm_profiled_ms")
+        drop = ("measured_ms", "warm_measured_ms", "profiled_ms", "warm_profiled_ms", "state")
+        ref = self.reference_state
         for k in self.kernels:
             extra: dict[str, Any] = {}
+            f = self.factors(k.get("state"), ref)
             if self.ort and k.get("profiled_ms") is not None:
-                ms = max(float(k["profiled_ms"]), MIN_NODE_MS) + node
+                ms = max(float(k["profiled_ms"]) / f.cold, MIN_NODE_MS) + node
                 extra = {"framework_overhead_ms": node, "profiled_ms": k["profiled_ms"]}
                 if warm:
-                    extra.update(warm_ms=max(float(k["warm_profiled_ms"]), MIN_NODE_MS) + node_warm,
+                    extra.update(warm_ms=max(float(k["warm_profiled_ms"]) / f.warm, MIN_NODE_MS) + node_warm,
                                  warm_framework_overhead_ms=node_warm, warm_profiled_ms=k["warm_profiled_ms"])
             else:
-                ms = k["measured_ms"]
+                ms = k["measured_ms"] / f.cold
                 if warm:
-                    extra = {"warm_ms": float(k["warm_measured_ms"])}
+                    extra = {"warm_ms": float(k["warm_measured_ms"]) / f.warm}
+            if k.get("state") and self.correct_state:
+                extra["state_factors"] = [f.warm, f.cold]
             if ms > 0 and (not warm or extra["warm_ms"] > 0):
                 out.append({**{key: v for key, v in k.items() if key not in drop}, "latency_ms": ms, **extra})
         return out
+
+    def state_summary(self) -> dict[str, Any]:
+        """What the predictor file records of the machine state: the reference, whether readings were corrected,
+        and how far the state moved."""
+        states = [c.get("state") for c in [*self.cells.values(), *self.chains.values()]]
+        return {"reference": self.reference_state, "corrected": bool(self.correct_state and self.reference_state),
+                "spread": spread(states, self.reference_state), "block": STATE_DESCRIPTION}
 
 
 def _write(output: Path, readings: Readings, env: dict[str, Any], threads: int, options: dict[str, Any],
@@ -285,7 +328,7 @@ def _write(output: Path, readings: Readings, env: dict[str, Any], threads: int, 
         raise LatprofError(f"calibration on {backend} produced no kernel samples ({readings.failed} cell(s) failed); "
                            f"see {meta['results']}")
     regressor, cv = select_regressor(samples)
-    overhead = _overhead(backend, readings.cells, readings.overhead_rows, readings.has_warm)
+    overhead = _overhead(backend, readings.normalised_cells(), readings.overhead_rows, readings.has_warm)
     overhead["per_node_ms"] = readings.node_overhead_ms()
     if readings.has_warm:
         overhead["warm_per_node_ms"] = readings.node_overhead_ms(warm=True)
@@ -297,27 +340,29 @@ def _write(output: Path, readings: Readings, env: dict[str, Any], threads: int, 
         "software": env.get("software", {}), "created": base_row()["timestamp"],
         "features": list(FEATURES), "model": {"regressor": regressor, "cross_validation": cv},
         "overhead": overhead, "peaks": peaks, "samples": samples,
-        "cells": [{"id": k, **v} for k, v in readings.cells.items()],
+        "cells": [{"id": k, **v} for k, v in readings.cells.items()], "state": readings.state_summary(),
         "calibration": {**meta, "failed_cells": readings.failed, "failed_chains": readings.failed_chains},
     }
     from latprof.predict.predictor import Predictor
 
     fitted = Predictor(data)
     if readings.has_warm:
-        residency, chains = fitted.fit_residency(list(readings.chains.items()))
+        ref = readings.reference_state
+        residency, chains = fitted.fit_residency(
+            [(i, {**c, "state_factors": readings.factors(c.get("state"), ref)}) for i, c in readings.chains.items()])
         data["residency"] = residency.as_dict()
         data["chains"] = chains
     path = save(data, output)
     return CalibrationResult(path, out_dir, len(samples), len(readings.cells), readings.failed, int(meta["units"] or 0),
                              time.monotonic() - t0 if meta.get("wall_s") is None else meta["wall_s"], regressor, cv,
                              overhead, fitted.fit_s, fitted.fit_cpu_s, len(readings.chains),
-                             data.get("residency"))
+                             data.get("residency"), data["state"])
 
 
 def _unit(request: CalibrateRequest, threads: int, cells: list[tuple[str, dict[str, Any]]],
           chains: list[tuple[str, dict[str, Any]]] = ()) -> Unit:  # type: ignore[assignment]
     payload = {"backend": request.backend, "threads": threads, "pin": request.pin, "ort_opt": request.ort_opt,
-               "cells": [[i, c] for i, c in cells], "chains": [[i, c] for i, c in chains]}
+               "cells": [[i, c] for i, c in cells], "chains": [[i, c] for i, c in chains], "state": request.state}
     templates = [base_row(experiment=f"calibrate:{request.backend}", workload=i, variant=variant,
                           backend=request.backend, threads=threads, batch=1,
                           input_shape="x".join(str(d) for d in c["input"]))

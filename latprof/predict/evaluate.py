@@ -10,6 +10,11 @@ whole network, then each block alone). Side by side on the same measurements:
   *other* networks' measurements, never its own;
 - ``roofline``: max(2 * mult_adds / peak FLOP/s, mem_bytes / peak bandwidth), the peaks measured at calibration.
 
+- ``kernel@state``: this predictor at the machine state read beside each measurement (``latprof.predict.state``:
+  the fixed block read cold and warm every ``STATE_EVERY`` networks, a network taking the mean of the readings
+  before and after it), when the predictor and the readings both carry state readings. The gap between ``kernel``
+  and ``kernel@state`` is what the machine's drift since calibration costs.
+
 Metrics per predictor: share of networks within ±10% and ±5% of the measured median, RMSPE (root mean square of
 the relative errors) and Spearman's rank correlation (what a NAS loop needs: the right order).
 """
@@ -20,17 +25,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from latprof.analysis.prediction import loo_fit, metrics, roofline_ms
 from latprof.errors import LatprofError
 from latprof.measure.protocol import MeasureConfig
 from latprof.predict.predictor import Predictor
+from latprof.predict.state import StateFactors
 from latprof.results import ResultStore
 from latprof.rows import Record
-from latprof.run.engine import RunOptions
+from latprof.run.engine import RunOptions, default_out_dir
+from latprof.run.units import Unit
 from latprof.shapes import Shape
 from latprof.workloads import create_workload
 
-PREDICTOR_NAMES = ("kernel", "flops", "mac", "flops+mac", "roofline")
+PREDICTOR_NAMES = ("kernel", "kernel@state", "flops", "mac", "flops+mac", "roofline")
+STATE_EVERY = 4  # networks between two machine-state readings (each a worker: about 3 s)
 
 
 @dataclass
@@ -44,6 +54,7 @@ class EvaluateRequest:
     config: MeasureConfig = field(default_factory=MeasureConfig)
     run: RunOptions = field(default_factory=RunOptions)
     readings: Path | None = None  # an earlier run's results: its rows are the measurements, nothing is measured
+    state: bool = True  # read the machine state between networks (when the predictor has a reference state)
 
 
 @dataclass
@@ -91,15 +102,26 @@ def evaluate(request: EvaluateRequest) -> Evaluation:
     profile_request = ProfileRequest(
         models=request.models, backends=[p.backend], threads=p.threads, pin=bool(settings.get("pin", False)),
         input_shape=request.input_shape, batch=None if request.input_shape else 1, model_kwargs=request.model_kwargs,
-        config=request.config, ort_opt=settings.get("ort_opt", "all"), out=request.out, run=request.run)
+        config=request.config, ort_opt=settings.get("ort_opt", "all"),
+        out=request.out or (default_out_dir() if request.readings is None else None), run=request.run)
+    reference = (p.data.get("state") or {}).get("reference")
     if request.readings is not None:
-        files = _from_readings(request, p)
+        files, states = _from_readings(request, p)
     else:
-        files = run_per_block(profile_request) if request.per_block else run_profile(profile_request)
+        log = StateLog(request.run, p.threads) if reference and request.state else None
+        if log:
+            log.read(0)
+        try:
+            run = run_per_block if request.per_block else run_profile
+            files = run(profile_request, after_unit=log.after_unit if log else None)
+        finally:
+            if log:
+                log.store(profile_request.out)
+        states = log.records if log else []
     rows = [r for r in files.rows if r.get("block_index", -1) == -1]
     networks: list[dict[str, Any]] = []
     blocks: list[dict[str, Any]] = []
-    for r in rows:
+    for j, r in enumerate(rows):
         w = create_workload(r["workload"] if r["workload"] in request.models else _model_of(r, request.models),
                             input_shape=request.input_shape, batch=1, **request.model_kwargs)
         pred = p.predict_workload(w, per_block=request.per_block)
@@ -107,6 +129,10 @@ def evaluate(request: EvaluateRequest) -> Evaluation:
                "measured_ci": [r.get("latency_ci_low_ms"), r.get("latency_ci_high_ms")], "kernel_ms": pred.predicted_ms,
                "mult_adds": r.get("mult_adds"), "mem_access": r.get("mem_access"), "mem_bytes": r.get("mem_bytes"),
                "predict_s": pred.predict_s, "error": r.get("error") or ""}
+        factors = state_near(states, j, reference)
+        if factors is not None:
+            net["state_factors"] = factors.as_dict()
+            net["kernel@state_ms"] = p.predict(w.module, w.input_shape, w.name, state=factors).predicted_ms
         networks.append(net)
         if request.per_block:
             measured = {b.get("block_index"): b for b in files.rows
@@ -117,9 +143,10 @@ def evaluate(request: EvaluateRequest) -> Evaluation:
                                "measured_ms": m.get("latency_median_ms") if m.get("status") == "ok" else None,
                                "predicted_ms": b["predicted_ms"]})
     baselines(networks, p.data.get("peaks"))
+    names = [n for n in PREDICTOR_NAMES if n != "kernel@state" or any("kernel@state_ms" in x for x in networks)]
     result = Evaluation(p.backend, p.threads, networks, {
         name: metrics([n.get(f"{name}_ms") for n in networks], [n.get("measured_ms") for n in networks])
-        for name in PREDICTOR_NAMES}, blocks,
+        for name in names}, blocks,
         metrics([b["predicted_ms"] for b in blocks], [b["measured_ms"] for b in blocks]) if blocks else {},
         files.out_dir)
     _store(result, files.results_path, p)
@@ -129,12 +156,56 @@ def evaluate(request: EvaluateRequest) -> Evaluation:
     return result
 
 
-def _from_readings(request: EvaluateRequest, p: Predictor) -> Any:
+class StateLog:
+    """The machine-state readings of an evaluation: one before the first network and one after every
+    ``STATE_EVERY`` networks and the last, each in a worker (as every reading is), kept in order."""
+
+    def __init__(self, run: RunOptions, threads: int) -> None:
+        from latprof.run.executors import make_executor
+
+        self.executor = make_executor(run.in_process, run.allocator, run.worker_timeout_s, run.bind_threads)
+        self.threads = threads
+        self.records: list[dict[str, Any]] = []
+
+    def read(self, after_units: int) -> None:
+        from latprof.run.executors import WorkerFailed
+
+        unit = Unit("state", "machine state", {"threads": self.threads, "sequence": len(self.records),
+                                               "after_units": after_units}, [], time_s=30.0)
+        try:
+            records = self.executor.run(unit)
+        except WorkerFailed:
+            return  # a missing reading: the networks around it take the next one
+        self.records += [r for r in records if r.get("status") == "ok"]
+
+    def after_unit(self, i: int, n: int) -> None:
+        if (i + 1) % STATE_EVERY == 0 or i + 1 == n:
+            self.read(i + 1)
+
+    def store(self, out_dir: Path) -> None:
+        ResultStore(Path(out_dir) / "results.jsonl").append_many(self.records)
+
+
+def state_near(states: list[dict[str, Any]], j: int, reference: dict[str, float] | None) -> StateFactors | None:
+    """The state factors of the ``j``-th network: the geometric mean of the last reading before it and the first
+    after it (either alone at the ends); None without readings or a reference."""
+    if not states or not reference:
+        return None
+    before = [s for s in states if s.get("after_units", 0) <= j]
+    after = [s for s in states if s.get("after_units", 0) > j]
+    near = [x for x in (before[-1] if before else None, after[0] if after else None) if x is not None]
+    factors = [StateFactors.of(s, reference) for s in near]
+    return StateFactors(float(np.prod([f.warm for f in factors]) ** (1 / len(factors))),
+                        float(np.prod([f.cold for f in factors]) ** (1 / len(factors))))
+
+
+def _from_readings(request: EvaluateRequest, p: Predictor) -> tuple[Any, list[dict[str, Any]]]:
     """The measurements of an earlier run (its rows for the predictor's backend and threads, the last per identity),
-    copied with its environment records into a new output folder beside which the predictions are stored."""
+    copied with its environment records and machine-state readings into a new output folder beside which the
+    predictions are stored; and those state readings."""
     from latprof.profile import RunFiles
     from latprof.results import read_results
-    from latprof.run.engine import default_out_dir, open_output
+    from latprof.run.engine import open_output
 
     from latprof.results import row_key
 
@@ -148,8 +219,10 @@ def _from_readings(request: EvaluateRequest, p: Predictor) -> Any:
     out_dir, store = open_output(request.out or default_out_dir("evaluate-"), False, False)
     for env in f.environments.values():
         store.append({"record": "environment", **env})
+    states = [r for r in f.other if r.get("record") == Record.MACHINE_STATE and r.get("status") == "ok"]
     store.append_many(rows)
-    return RunFiles(out_dir, store.path, out_dir / "results.csv", rows)
+    store.append_many(states)
+    return RunFiles(out_dir, store.path, out_dir / "results.csv", rows), states
 
 
 def _model_of(row: dict[str, Any], models: list[str]) -> str:

@@ -86,9 +86,12 @@ def _torch_unit(payload: dict[str, Any], options: BackendOptions, config: Measur
     seen: dict[str, Any] = {}  # a kernel already measured in this worker is not measured again
     cold, warm = Evictor(), Evictor.warm()  # weights from memory / from the last-level cache
     with torch_threads(threads, 1), pinning(options.pin, threads):
+        states = _state_reader(payload, cold, warm)
         rows.append(_torch_module_overhead(backend, threads, KERNEL_CONFIG))  # a warm Python cost
         for cell_id, spec in payload["cells"]:
             ident = sample_ident(backend, threads, cell_id, "cell", spec["input"])
+            first = len(rows)
+            state = states.read() if states else {}
             try:
                 module, shape = build_cell(spec)
                 x = torch.randn(shape)
@@ -121,9 +124,25 @@ def _torch_unit(payload: dict[str, Any], options: BackendOptions, config: Measur
                                      **_warm_fields(cell_w)))
             except (RuntimeError, ValueError, TypeError, NotImplementedError, LatprofError) as exc:
                 rows.append(error_row(one_line(exc), **ident, sample="cell", cell=spec))
+            _with_state(rows[first:], state)
         for chain_id, spec in payload.get("chains", []):
-            rows.append(_torch_chain(backend, threads, chain_id, spec))
+            state = states.read() if states else {}
+            rows.append({**_torch_chain(backend, threads, chain_id, spec), **state})
     return rows
+
+
+def _state_reader(payload: dict[str, Any], cold: Any, warm: Any) -> Any:
+    """The unit's ``StateReader`` (``latprof.predict.state``), sharing the unit's evictors; None when the payload
+    asks for no state readings."""
+    from latprof.predict.state import StateReader
+
+    return StateReader(cold, warm) if payload.get("state", True) else None
+
+
+def _with_state(rows: list[dict[str, Any]], state: dict[str, float]) -> None:
+    """Every reading of a cell carries the state read just before it."""
+    for r in rows:
+        r.update(state)
 
 
 def _warm_fields(m: Any) -> dict[str, Any]:
@@ -183,8 +202,11 @@ def _ort_unit(payload: dict[str, Any], options: BackendOptions, config: MeasureC
     backend_name, threads = payload["backend"], payload["threads"]
     backend = create_backend(backend_name, options)
     rows: list[dict[str, Any]] = []
+    from latprof.backends.torch_backends import torch_threads
+
     cold, warm = Evictor(), Evictor.warm()  # cells are timed and profiled cold and warm
-    with tempfile.TemporaryDirectory(prefix="latprof-calib-") as tmp, _cache(tmp):
+    with tempfile.TemporaryDirectory(prefix="latprof-calib-") as tmp, _cache(tmp), torch_threads(threads, 1):
+        states = _state_reader(payload, cold, warm)  # read with torch on the backend's thread count
         idle = Workload("calibrate-idle", nn.ReLU(), (1, 1), "block", {}, "calibration")
         with backend.prepare(idle) as run:
             idle_m = measure(run.timer, config)
@@ -194,6 +216,8 @@ def _ort_unit(payload: dict[str, Any], options: BackendOptions, config: MeasureC
                              session_ms=session_ms))
         for cell_id, spec in payload["cells"]:
             ident = sample_ident(backend_name, threads, cell_id, "cell", spec["input"])
+            first = len(rows)
+            state = states.read() if states else {}
             try:
                 module, shape = build_cell(spec)
                 workload = Workload(f"cell-{cell_id}", module, shape, "block", {}, "calibration")
@@ -206,7 +230,7 @@ def _ort_unit(payload: dict[str, Any], options: BackendOptions, config: MeasureC
                 by_node_warm = node_medians(backend, exported.path, workload, evict=warm)
             except (BackendError, RuntimeError, ValueError, TypeError, NotImplementedError, LatprofError,
                     OSError) as exc:
-                rows.append(error_row(one_line(exc), **ident, sample="cell", cell=spec))
+                rows.append(error_row(one_line(exc), **ident, sample="cell", cell=spec, **state))
                 continue
             node_ms = [by_node.get(k.spec["node"], 0.0) for k in kernels]
             node_warm = [by_node_warm.get(k.spec["node"], 0.0) for k in kernels]
@@ -218,8 +242,10 @@ def _ort_unit(payload: dict[str, Any], options: BackendOptions, config: MeasureC
                                  cell=spec, cell_type=cell_type(spec), kernel_calls=len(kernels),
                                  profiled_ms=sum(node_ms), warm_profiled_ms=sum(node_warm), session_ms=session_ms,
                                  export=exported.settings(), **_warm_fields(cell_w)))
+            _with_state(rows[first:], state)
         for chain_id, spec in payload.get("chains", []):
-            rows.append(_ort_chain(backend, backend_name, threads, chain_id, spec))
+            state = states.read() if states else {}
+            rows.append({**_ort_chain(backend, backend_name, threads, chain_id, spec), **state})
     return rows
 
 

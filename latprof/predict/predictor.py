@@ -25,6 +25,7 @@ from latprof.errors import LatprofError
 from latprof.predict.kernels import Kernel
 from latprof.predict.model import KernelModel
 from latprof.predict.residency import ChainSums, Residency, activation_bytes, fit_residency, weight_bytes, weight_share
+from latprof.predict.state import StateFactors
 from latprof.predict.store import check_compatible, read
 
 
@@ -64,6 +65,7 @@ class Prediction:
     footprint_bytes: float = 0.0  # weights + live activations of one forward (latprof.predict.residency)
     weight_bytes: float = 0.0
     cold_share: float = 1.0  # p(weights): the share of the weights' cold cost paid (0: warm, 1: from memory)
+    state_factors: dict[str, float] = field(default_factory=lambda: StateFactors().as_dict())  # 1, 1: as calibrated
 
     def as_dict(self, kernels: bool = True) -> dict[str, Any]:
         d = asdict(self)
@@ -116,8 +118,10 @@ class Predictor:
         return self._ort_backend
 
     # ---------------------------------------------------------------- prediction
-    def predict(self, module: nn.Module, input_shape: tuple[int, ...] | list[int], name: str = "model") -> Prediction:
-        """Predicted latency of ``module`` on ``input_shape`` (batch first); nothing is run."""
+    def predict(self, module: nn.Module, input_shape: tuple[int, ...] | list[int], name: str = "model",
+                state: StateFactors | None = None) -> Prediction:
+        """Predicted latency of ``module`` on ``input_shape`` (batch first); nothing is run. At the calibration's
+        reference machine state, or at ``state`` (``latprof.predict.state``: warm and cold kernel times scaled)."""
         t0 = time.perf_counter()
         shape = tuple(int(d) for d in input_shape)
         kernels, module_calls = self.kernels(module, shape, name)
@@ -127,7 +131,7 @@ class Predictor:
         weights = weight_bytes(module)
         footprint = weights + activation_bytes(features)
         share = self.residency.share(self.residency.size(footprint, weights))
-        warm, cold, shares = self.kernel_terms(ops, features)
+        warm, cold, shares = self.kernel_terms(ops, features, state)
         ms = self.residency.mix(warm, cold, footprint=footprint, weights=weights, shares=shares,
                                 kernel_calls=1)  # per kernel call
         preds = [KernelPrediction(k.op, k.label, k.count, float(m)) for k, m in zip(kernels, ms)]
@@ -135,7 +139,7 @@ class Predictor:
         overhead = self.overhead_ms(module_calls)
         return Prediction(name, self.backend, self.threads, list(shape), kernels_ms + overhead, kernels_ms, overhead,
                           preds, predict_s=time.perf_counter() - t0, footprint_bytes=footprint,
-                          weight_bytes=weights, cold_share=share)
+                          weight_bytes=weights, cold_share=share, state_factors=(state or StateFactors()).as_dict())
 
     def warm_and_cold(self, ops: list[str], features: list[dict[str, float]]) -> tuple[np.ndarray, np.ndarray]:
         """Each kernel's predicted time in a forward with its weights in the last-level cache, and from memory."""
@@ -144,14 +148,19 @@ class Predictor:
             return cold, cold
         return self.in_context(self.warm_model.predict(ops, features), "warm_"), cold
 
-    def kernel_terms(self, ops: list[str], features: list[dict[str, float]]) -> tuple[np.ndarray, ...]:
-        """What the residency mixes, per kernel: its warm and cold time in a forward and its weight share."""
+    def kernel_terms(self, ops: list[str], features: list[dict[str, float]],
+                     state: StateFactors | None = None) -> tuple[np.ndarray, ...]:
+        """What the residency mixes, per kernel: its warm and cold time in a forward (at the reference state, or
+        scaled to ``state``) and its weight share."""
         warm, cold = self.warm_and_cold(ops, features)
+        if state is not None:
+            warm, cold = warm * state.warm, cold * state.cold
         return warm, cold, np.array([weight_share(op, f) for op, f in zip(ops, features)])
 
     def fit_residency(self, chains: list[tuple[str, dict[str, Any]]]) -> tuple[Residency, list[dict[str, Any]]]:
-        """Fit the residency on calibration chains (each with its kernels, footprint, loop-timed latency); returns
-        it and, per chain, what was measured and predicted warm, cold and mixed."""
+        """Fit the residency on calibration chains (each with its kernels, footprint, loop-timed latency, and the
+        ``state_factors`` of the machine state read before it: its kernels are predicted at that state); returns it
+        and, per chain, what was measured and predicted warm, cold and mixed."""
         sums, out = [], []
         for chain_id, c in chains:
             ks = c.get("kernels") or []
@@ -159,7 +168,8 @@ class Predictor:
                 continue
             ops, features = [k["op"] for k in ks], [k["features"] for k in ks]
             counts = np.array([k.get("count", 1) for k in ks], dtype=float)
-            warm, cold, shares = self.kernel_terms(ops, features)
+            state = c.get("state_factors")
+            warm, cold, shares = self.kernel_terms(ops, features, state)
             w = float(counts @ warm) + self.overhead_ms(int(c.get("module_calls") or 0))
             weights = float(c["footprint_bytes"]) - activation_bytes(features)
             sums.append(ChainSums(weights, float(c["latency_median_ms"]), w, float(counts @ (shares * (cold - warm))),
@@ -168,7 +178,8 @@ class Predictor:
                         "measured_ms": c["latency_median_ms"], "predicted_warm_ms": w,
                         "predicted_cold_ms": w + sums[-1].weights_delta_ms + sums[-1].activations_delta_ms,
                         "kernel_calls": sums[-1].kernel_calls,
-                        "blocks": len(c["chain"]["blocks"]) if c.get("chain") else None})
+                        "blocks": len(c["chain"]["blocks"]) if c.get("chain") else None,
+                        "state_factors": (state or StateFactors()).as_dict()})
         residency = fit_residency(sums)
         for row, chain in zip(out, sums):
             row["predicted_ms"] = residency.chain_ms(chain)  # unfitted (too few chains): cold

@@ -23,8 +23,11 @@ from latprof.predict.kernels import FEATURES
 # 4: the residency splits each kernel's cold cost into its weights' part (by the forward's weight bytes) and its
 # activations' part (residency.form "split"; chains' weight_bytes). A version-3 file still reads and predicts as it
 # did (residency.form "whole").
-SCHEMA_VERSION = 4
-READABLE_VERSIONS = (2, 3, 4)
+# 5: every kernel, cell and chain reading scaled to the calibration's median machine state (``state``: the reference
+# state, whether readings were scaled, how far the state moved; samples' ``state_factors``). A version-4 file still
+# reads and predicts as it did.
+SCHEMA_VERSION = 5
+READABLE_VERSIONS = (2, 3, 4, 5)
 KIND = "latprof-predictor"
 REQUIRED = ("schema_version", "kind", "backend", "threads", "hardware_id", "backend_settings", "features", "model",
             "samples", "overhead")

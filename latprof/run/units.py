@@ -21,7 +21,8 @@ MEASURE_FUNCTIONS = {
     "suite": "latprof.regress.suite:measure_suite_unit",
     "peaks": "latprof.profile:measure_peaks_unit",
     "calibrate": "latprof.predict.measure_cells:measure_calibrate_unit",
-    "probe": "latprof.run.fleet_task:probe_node_unit",  # a fleet node's fingerprint and backends (no timing)
+    "probe": "latprof.run.fleet_task:probe_node_unit",
+    "state": "latprof.predict.state:measure_state_unit",  # the machine's state (latprof predict --evaluate)  # a fleet node's fingerprint and backends (no timing)
 }
 
 

@@ -34,8 +34,19 @@ def show_calibration(r: Any) -> int:
         print(residency_line(res))
     elif r.chains or res:
         print(f"residency: {r.chains} chain(s) timed, too few to fit: every kernel predicted cold")
+    if r.state and r.state.get("reference"):
+        print(state_line(r.state))
     print(f"readings: {r.out_dir / 'results.jsonl'}")
     return 0
+
+
+def state_line(state: dict[str, Any]) -> str:
+    """How far the machine's state moved during calibration, and whether the readings were corrected for it."""
+    sp = state.get("spread") or {}
+    moved = (f"cold x{sp['cold_p10']:.2f}..x{sp['cold_p90']:.2f}, warm x{sp['warm_p10']:.2f}..x{sp['warm_p90']:.2f} "
+             f"of the median (10th..90th percentile of {sp['readings']} readings)") if sp else "no spread"
+    done = "each reading scaled to the median state" if state.get("corrected") else "readings not corrected"
+    return f"machine state: {moved}; {done}"
 
 
 def residency_line(res: dict) -> str:
@@ -98,16 +109,21 @@ def show_evaluation(e: Evaluation, as_json: bool = False) -> int:
                        [[name, m["n"], _pct(m["within_10"]), _pct(m["within_5"]),
                          "—" if m["rmspe"] is None else f"{m['rmspe']:.3f}",
                          "—" if m["spearman"] is None else f"{m['spearman']:.3f}"] for name, m in e.metrics.items()]))
+    names = [name for name in PREDICTOR_NAMES if name in e.metrics]
     body = []
     for n in e.networks:
         meas = n.get("measured_ms")
         cells = [n["workload"], meas]
-        for name in PREDICTOR_NAMES:
+        for name in names:
             v = n.get(f"{name}_ms")
             cells.append("—" if v is None or not meas else f"{v:.3g} ({100 * (v - meas) / meas:+.0f}%)")
         body.append(cells)
-    stdout.print(table("Per network: predicted ms (error vs measured)", ["network", "measured ms", *PREDICTOR_NAMES],
-                       body))
+    stdout.print(table("Per network: predicted ms (error vs measured)", ["network", "measured ms", *names], body))
+    drift = [n["state_factors"] for n in e.networks if n.get("state_factors")]
+    if drift:
+        stdout.print(f"machine state beside the measurements vs calibration: cold x{min(d['cold'] for d in drift):.2f}"
+                     f"..x{max(d['cold'] for d in drift):.2f}, warm x{min(d['warm'] for d in drift):.2f}.."
+                     f"x{max(d['warm'] for d in drift):.2f} (kernel@state predicts at it)")
     if e.blocks:
         stdout.print(table("Per block: kernel predictor vs each block measured alone",
                            ["network", "#", "block", "measured ms", "predicted ms", "error"],

@@ -1,0 +1,139 @@
+"""The machine's state: one fixed block read cold and warm, so readings taken at different moments can be related.
+
+On a shared machine memory and compute speed drift while a calibration runs: over one 15-minute torch-cpu
+calibration here, the cold kernel readings of consecutive cells were off the model in runs, 20% fast for a few
+minutes, then 20% slow (cell-mean residuals correlated 0.36-0.52 from one cell to the next, docs/predict.md). A
+regressor then learns the drift as if it were the kernels'. So every calibration cell and chain is preceded by one
+*state reading*: a fixed inverted-residual block (the zoo's commonest shape, weights and activations of a few hundred
+KiB) timed cache-cold and cache-warm exactly as the kernels are (``latprof.predict.cold``). Each reading is divided
+by what the state reading beside it shows against the calibration's median state (``StateFactors``): warm readings by
+the warm factor, cold ones by the cold factor. The predictor then predicts the *reference state* (the calibration's
+median). ``latprof predict --evaluate`` reads the state between its networks too, and scores the predictor both as
+calibrated and at the state read beside each measurement (``kernel@state``), so a user sees how much of an error is
+the machine having changed since calibration.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from latprof.measure.protocol import MeasureConfig
+
+# Longer than a kernel reading (COLD_CONFIG): one state reading scales every reading of its cell.
+STATE_CONFIG = MeasureConfig(target_ci=0.02, max_time_s=0.5, min_samples=9, max_samples=80, min_time_s=0.0,
+                             min_sample_time_s=1e-9, warmup_min_s=0.0, warmup_max_s=0.05, warmup_max_batches=5)
+STATE_INPUT = (1, 96, 14, 14)
+STATE_HIDDEN = 576  # MobileNetV2's 14x14 stage: 96 -> 576 -> 96
+STATE_DESCRIPTION = (f"1x1 conv {STATE_INPUT[1]}->{STATE_HIDDEN}, 3x3 depthwise, 1x1 conv {STATE_HIDDEN}->"
+                     f"{STATE_INPUT[1]}, each with batch norm, on {'x'.join(map(str, STATE_INPUT))}; median of "
+                     "cache-cold and of cache-warm calls")
+FACTOR_BOUNDS = (0.5, 2.0)  # a state reading beyond these is a broken reading, not a machine state
+COLD, WARM = "state_cold_ms", "state_warm_ms"
+
+
+def state_block() -> Any:
+    """The fixed block: 1x1 expand, 3x3 depthwise, 1x1 project, each with batch norm; seeded weights."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    c, h = STATE_INPUT[1], STATE_HIDDEN
+    return nn.Sequential(
+        nn.Conv2d(c, h, 1, bias=False), nn.BatchNorm2d(h), nn.ReLU6(inplace=True),
+        nn.Conv2d(h, h, 3, padding=1, groups=h, bias=False), nn.BatchNorm2d(h), nn.ReLU6(inplace=True),
+        nn.Conv2d(h, c, 1, bias=False), nn.BatchNorm2d(c),
+    ).eval()
+
+
+class StateReader:
+    """Reads the state in a worker: built once, read before every cell (a reading takes about a second)."""
+
+    def __init__(self, cold: Any = None, warm: Any = None) -> None:
+        import torch
+
+        from latprof.predict.cold import Evictor
+
+        self.module = state_block()
+        self.x = torch.randn(STATE_INPUT)
+        self.cold = cold or Evictor()
+        self.warm = warm or Evictor.warm()
+
+    def read(self) -> dict[str, float]:
+        """``{state_cold_ms, state_warm_ms}``: the block's median cold and warm latency now."""
+        import torch
+
+        from latprof.measure.protocol import measure
+        from latprof.predict.cold import cold_timer, reader
+
+        def call() -> Any:
+            with torch.inference_mode():
+                return self.module(self.x)
+
+        c = measure(cold_timer(call, self.cold, reader(self.x)), STATE_CONFIG)
+        w = measure(cold_timer(call, self.warm, reader(self.x)), STATE_CONFIG)
+        return {COLD: c.stats.median_ms, WARM: w.stats.median_ms}
+
+
+def state_of(row: dict[str, Any]) -> dict[str, float] | None:
+    """The state reading a row carries, if any."""
+    if row.get(COLD) and row.get(WARM):
+        return {COLD: float(row[COLD]), WARM: float(row[WARM])}
+    return None
+
+
+@dataclass(frozen=True)
+class StateFactors:
+    """How a moment's state compares with the reference: warm and cold readings scale by these (1, 1: the
+    reference itself, or no state read)."""
+
+    warm: float = 1.0
+    cold: float = 1.0
+
+    @classmethod
+    def of(cls, state: dict[str, float] | None, reference: dict[str, float] | None) -> StateFactors:
+        if not state or not reference:
+            return cls()
+        lo, hi = FACTOR_BOUNDS
+        return cls(min(max(state[WARM] / reference[WARM], lo), hi), min(max(state[COLD] / reference[COLD], lo), hi))
+
+    def as_dict(self) -> dict[str, float]:
+        return {"warm": self.warm, "cold": self.cold}
+
+
+def reference_state(states: Iterable[dict[str, float] | None]) -> dict[str, float] | None:
+    """The median state of a calibration (None when it read none: calibrations before state readings)."""
+    read = [s for s in states if s]
+    if not read:
+        return None
+    return {COLD: statistics.median(s[COLD] for s in read), WARM: statistics.median(s[WARM] for s in read)}
+
+
+def spread(states: Iterable[dict[str, float] | None], reference: dict[str, float] | None) -> dict[str, float]:
+    """How far the state moved: 10th and 90th percentile of the cold and warm factors."""
+    import numpy as np
+
+    f = [StateFactors.of(s, reference) for s in states if s]
+    if not f or not reference:
+        return {}
+    cold, warm = np.array([x.cold for x in f]), np.array([x.warm for x in f])
+    return {"readings": len(f), "cold_p10": float(np.percentile(cold, 10)), "cold_p90": float(np.percentile(cold, 90)),
+            "warm_p10": float(np.percentile(warm, 10)), "warm_p90": float(np.percentile(warm, 90))}
+
+
+def measure_state_unit(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """A worker's state reading (``latprof predict --evaluate`` between networks): one ``machine_state`` record."""
+    from latprof.backends.torch_backends import torch_threads
+    from latprof.errors import one_line
+    from latprof.rows import Record
+
+    try:
+        with torch_threads(int(payload.get("threads") or 1), 1):
+            state = StateReader().read()
+    except (RuntimeError, ValueError, MemoryError) as exc:
+        return [{"record": Record.MACHINE_STATE.value, "status": "error", "error": one_line(exc),
+                 "sequence": payload.get("sequence")}]
+    return [{"record": Record.MACHINE_STATE.value, "status": "ok", "sequence": payload.get("sequence"),
+             "after_units": payload.get("after_units"), "threads": payload.get("threads"), **state}]
