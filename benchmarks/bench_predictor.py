@@ -82,6 +82,10 @@ def main() -> int:
               f"{cal['units']} worker units, {cal['failed_cells']} failed cells; chosen regressor "
               f"{data['model']['regressor']}")
         print(f"  overhead: {data['overhead']}")
+        if (data.get("state") or {}).get("reference"):
+            from latprof.views.predict import state_line
+
+            print(f"  {state_line(data['state'])}")
         residency_table(data)
         regressor_table(data)
         t0 = time.perf_counter()

@@ -336,6 +336,9 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--per-block", action="store_true", help="also predict each block of a zoo network alone")
     p.add_argument("--kernels", action="store_true", help="print every kernel's prediction")
     p.add_argument("--json", action="store_true", help="print JSON (predicted_ms per model, kernels, blocks)")
+    p.add_argument("--state-now", action="store_true",
+                   help="also read the machine's state now (a fixed block, cache-cold and warm, in a worker: a few "
+                        "seconds) and predict at it beside the calibration's state (predicted_now_ms)")
     p.add_argument("--evaluate", action="store_true",
                    help="also measure the models with the run engine and compare the kernel predictor with FLOPs-only, "
                         "MAC-only, FLOPs+MAC fits and the roofline (share within +-10%%/+-5%%, RMSPE, Spearman)")
@@ -360,7 +363,12 @@ def _run_predict(args: argparse.Namespace) -> int:
         outcome = evaluate(EvaluateRequest(predictor, args.model, shape, kwargs, args.per_block, args.out,
                                            readings=args.readings))
         return show_evaluation(outcome, args.json)
-    predictions = predict_models(predictor, args.model, shape, kwargs, args.per_block)
+    now = None
+    if args.state_now:
+        from latprof.predict.state import read_state_now
+
+        now = read_state_now((predictor.data.get("state") or {}).get("reference"), predictor.threads)
+    predictions = predict_models(predictor, args.model, shape, kwargs, args.per_block, state_now=now)
     return show_predictions(predictor, predictions, args.kernels, args.json)
 
 

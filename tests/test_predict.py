@@ -817,3 +817,26 @@ def test_a_state_unit_reads_the_fixed_block_cold_and_warm_in_a_worker_function()
     (rec,) = measure_state_unit({"threads": 1, "sequence": 3, "after_units": 8})
     assert rec["record"] == "machine_state" and rec["status"] == "ok" and rec["after_units"] == 8
     assert rec["state_cold_ms"] > 0 and rec["state_warm_ms"] > 0
+
+
+def test_predict_state_now_predicts_at_the_state_read_now_or_refuses_in_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from latprof.predict.state import StateFactors
+
+    old = save(predictor_data(), tmp_path / "old.json")  # calibrated before state readings
+    assert main(["predict", "--model", "micronet_m0", "--predictor", str(old), "--state-now"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no reference machine state" in err and len(err.splitlines()) == 1
+    reads: list[dict] = []
+
+    def fake_read(reference: dict, threads: int, run: object = None) -> StateFactors:
+        reads.append(reference)
+        return StateFactors(1.0, 2.0)
+
+    monkeypatch.setattr("latprof.predict.state.read_state_now", fake_read)
+    ref = {"state_cold_ms": 1.0, "state_warm_ms": 0.5}
+    path = save(predictor_data(state={"reference": ref, "corrected": True}), tmp_path / "p.json")
+    assert main(["predict", "--model", "micronet_m0", "--predictor", str(path), "--state-now", "--json"]) == 0
+    (out,) = json.loads(capsys.readouterr().out)
+    assert reads == [ref] and out["state_now"] == {"warm": 1.0, "cold": 2.0}
+    assert out["predicted_now_ms"] > out["predicted_ms"]  # every kernel's cold part twice as slow

@@ -11,7 +11,7 @@ whole network, then each block alone). Side by side on the same measurements:
 - ``roofline``: max(2 * mult_adds / peak FLOP/s, mem_bytes / peak bandwidth), the peaks measured at calibration.
 
 - ``kernel@state``: this predictor at the machine state read beside each measurement (``latprof.predict.state``:
-  the fixed block read cold and warm every ``STATE_EVERY`` networks, a network taking the mean of the readings
+  the fixed block read cold and warm every ``STATE_EVERY`` networks in a worker, a network taking the mean of the readings
   before and after it), when the predictor and the readings both carry state readings. The gap between ``kernel``
   and ``kernel@state`` is what the machine's drift since calibration costs.
 
@@ -25,22 +25,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from latprof.analysis.prediction import loo_fit, metrics, roofline_ms
 from latprof.errors import LatprofError
 from latprof.measure.protocol import MeasureConfig
 from latprof.predict.predictor import Predictor
-from latprof.predict.state import StateFactors
+from latprof.predict.state import StateLog, state_near
 from latprof.results import ResultStore
 from latprof.rows import Record
 from latprof.run.engine import RunOptions, default_out_dir
-from latprof.run.units import Unit
 from latprof.shapes import Shape
 from latprof.workloads import create_workload
 
 PREDICTOR_NAMES = ("kernel", "kernel@state", "flops", "mac", "flops+mac", "roofline")
-STATE_EVERY = 4  # networks between two machine-state readings (each a worker: about 3 s)
 
 
 @dataclass
@@ -156,58 +152,13 @@ def evaluate(request: EvaluateRequest) -> Evaluation:
     return result
 
 
-class StateLog:
-    """The machine-state readings of an evaluation: one before the first network and one after every
-    ``STATE_EVERY`` networks and the last, each in a worker (as every reading is), kept in order."""
-
-    def __init__(self, run: RunOptions, threads: int) -> None:
-        from latprof.run.executors import make_executor
-
-        self.executor = make_executor(run.in_process, run.allocator, run.worker_timeout_s, run.bind_threads)
-        self.threads = threads
-        self.records: list[dict[str, Any]] = []
-
-    def read(self, after_units: int) -> None:
-        from latprof.run.executors import WorkerFailed
-
-        unit = Unit("state", "machine state", {"threads": self.threads, "sequence": len(self.records),
-                                               "after_units": after_units}, [], time_s=30.0)
-        try:
-            records = self.executor.run(unit)
-        except WorkerFailed:
-            return  # a missing reading: the networks around it take the next one
-        self.records += [r for r in records if r.get("status") == "ok"]
-
-    def after_unit(self, i: int, n: int) -> None:
-        if (i + 1) % STATE_EVERY == 0 or i + 1 == n:
-            self.read(i + 1)
-
-    def store(self, out_dir: Path) -> None:
-        ResultStore(Path(out_dir) / "results.jsonl").append_many(self.records)
-
-
-def state_near(states: list[dict[str, Any]], j: int, reference: dict[str, float] | None) -> StateFactors | None:
-    """The state factors of the ``j``-th network: the geometric mean of the last reading before it and the first
-    after it (either alone at the ends); None without readings or a reference."""
-    if not states or not reference:
-        return None
-    before = [s for s in states if s.get("after_units", 0) <= j]
-    after = [s for s in states if s.get("after_units", 0) > j]
-    near = [x for x in (before[-1] if before else None, after[0] if after else None) if x is not None]
-    factors = [StateFactors.of(s, reference) for s in near]
-    return StateFactors(float(np.prod([f.warm for f in factors]) ** (1 / len(factors))),
-                        float(np.prod([f.cold for f in factors]) ** (1 / len(factors))))
-
-
 def _from_readings(request: EvaluateRequest, p: Predictor) -> tuple[Any, list[dict[str, Any]]]:
     """The measurements of an earlier run (its rows for the predictor's backend and threads, the last per identity),
     copied with its environment records and machine-state readings into a new output folder beside which the
     predictions are stored; and those state readings."""
     from latprof.profile import RunFiles
-    from latprof.results import read_results
+    from latprof.results import read_results, row_key
     from latprof.run.engine import open_output
-
-    from latprof.results import row_key
 
     f = read_results(request.readings, quiet=True)
     last = {row_key(r): r for r in f.results if r.get("backend") == p.backend and r.get("threads") == p.threads

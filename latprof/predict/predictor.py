@@ -66,6 +66,8 @@ class Prediction:
     weight_bytes: float = 0.0
     cold_share: float = 1.0  # p(weights): the share of the weights' cold cost paid (0: warm, 1: from memory)
     state_factors: dict[str, float] = field(default_factory=lambda: StateFactors().as_dict())  # 1, 1: as calibrated
+    predicted_now_ms: float | None = None  # at the machine state read now (latprof predict --state-now)
+    state_now: dict[str, float] | None = None
 
     def as_dict(self, kernels: bool = True) -> dict[str, Any]:
         d = asdict(self)
@@ -236,13 +238,19 @@ def load(path: str | Path, *, backend: str | None = None, threads: int | None = 
 
 
 def predict_models(predictor: Predictor, models: list[str], input_shape: tuple[int, ...] | None = None,
-                   model_kwargs: dict[str, Any] | None = None, per_block: bool = False) -> list[Prediction]:
-    """``latprof predict``: each named model built (batch 1 unless ``input_shape`` says otherwise) and predicted."""
+                   model_kwargs: dict[str, Any] | None = None, per_block: bool = False,
+                   state_now: StateFactors | None = None) -> list[Prediction]:
+    """``latprof predict``: each named model built (batch 1 unless ``input_shape`` says otherwise) and predicted;
+    with ``state_now``, also at that machine state (``Prediction.predicted_now_ms``)."""
     from latprof.workloads import create_workload
 
     out = []
     for model in models:
         workload = create_workload(model, input_shape=input_shape, batch=1 if input_shape is None else None,
                                    **(model_kwargs or {}))
-        out.append(predictor.predict_workload(workload, per_block))
+        p = predictor.predict_workload(workload, per_block)
+        if state_now is not None:
+            now = predictor.predict(workload.module, workload.input_shape, workload.name, state=state_now)
+            p.predicted_now_ms, p.state_now = now.predicted_ms, state_now.as_dict()
+        out.append(p)
     return out

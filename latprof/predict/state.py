@@ -18,7 +18,10 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from latprof.measure.protocol import MeasureConfig
 
@@ -32,6 +35,7 @@ STATE_DESCRIPTION = (f"1x1 conv {STATE_INPUT[1]}->{STATE_HIDDEN}, 3x3 depthwise,
                      "cache-cold and of cache-warm calls")
 FACTOR_BOUNDS = (0.5, 2.0)  # a state reading beyond these is a broken reading, not a machine state
 COLD, WARM = "state_cold_ms", "state_warm_ms"
+STATE_EVERY = 4  # evaluated networks between two state readings (each a worker: about 3 s)
 
 
 def state_block() -> Any:
@@ -113,8 +117,6 @@ def reference_state(states: Iterable[dict[str, float] | None]) -> dict[str, floa
 
 def spread(states: Iterable[dict[str, float] | None], reference: dict[str, float] | None) -> dict[str, float]:
     """How far the state moved: 10th and 90th percentile of the cold and warm factors."""
-    import numpy as np
-
     f = [StateFactors.of(s, reference) for s in states if s]
     if not f or not reference:
         return {}
@@ -137,3 +139,64 @@ def measure_state_unit(payload: dict[str, Any]) -> list[dict[str, Any]]:
                  "sequence": payload.get("sequence")}]
     return [{"record": Record.MACHINE_STATE.value, "status": "ok", "sequence": payload.get("sequence"),
              "after_units": payload.get("after_units"), "threads": payload.get("threads"), **state}]
+
+
+class StateLog:
+    """The machine-state readings of an evaluation: one before the first network and one after every
+    ``STATE_EVERY`` networks and the last, each in a worker (as every reading is), kept in order."""
+
+    def __init__(self, run: Any, threads: int) -> None:
+        from latprof.run.executors import make_executor
+
+        self.executor = make_executor(run.in_process, run.allocator, run.worker_timeout_s, run.bind_threads)
+        self.threads = threads
+        self.records: list[dict[str, Any]] = []
+
+    def read(self, after_units: int) -> None:
+        from latprof.run.executors import WorkerFailed
+        from latprof.run.units import Unit
+
+        unit = Unit("state", "machine state", {"threads": self.threads, "sequence": len(self.records),
+                                               "after_units": after_units}, [], time_s=30.0)
+        try:
+            records = self.executor.run(unit)
+        except WorkerFailed:
+            return  # a missing reading: the networks around it take the next one
+        self.records += [r for r in records if r.get("status") == "ok"]
+
+    def after_unit(self, i: int, n: int) -> None:
+        if (i + 1) % STATE_EVERY == 0 or i + 1 == n:
+            self.read(i + 1)
+
+    def store(self, out_dir: Path) -> None:
+        from latprof.results import ResultStore
+
+        ResultStore(Path(out_dir) / "results.jsonl").append_many(self.records)
+
+
+def state_near(states: list[dict[str, Any]], j: int, reference: dict[str, float] | None) -> StateFactors | None:
+    """The state factors of the ``j``-th network: the geometric mean of the last reading before it and the first
+    after it (either alone at the ends); None without readings or a reference."""
+    if not states or not reference:
+        return None
+    before = [s for s in states if s.get("after_units", 0) <= j]
+    after = [s for s in states if s.get("after_units", 0) > j]
+    near = [x for x in (before[-1] if before else None, after[0] if after else None) if x is not None]
+    factors = [StateFactors.of(s, reference) for s in near]
+    return StateFactors(float(np.prod([f.warm for f in factors]) ** (1 / len(factors))),
+                        float(np.prod([f.cold for f in factors]) ** (1 / len(factors))))
+
+
+def read_state_now(reference: dict[str, float] | None, threads: int, run: Any = None) -> StateFactors:
+    """The machine's state now against ``reference`` (``latprof predict --state-now``), read in a worker."""
+    from latprof.errors import LatprofError
+    from latprof.run.engine import RunOptions
+
+    if not reference:
+        raise LatprofError("this predictor has no reference machine state (calibrated before latprof read one); "
+                           "recalibrate, or predict without --state-now")
+    log = StateLog(run or RunOptions(), threads)
+    log.read(0)
+    if not log.records:
+        raise LatprofError("the machine-state reading failed in its worker; predict without --state-now")
+    return StateFactors.of(log.records[0], reference)

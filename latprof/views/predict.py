@@ -74,13 +74,18 @@ def show_predictions(predictor: Predictor, predictions: list[Prediction], kernel
     if as_json:
         print_json([p.as_dict(kernels=kernels) for p in predictions])
         return 0
+    now = [p for p in predictions if p.predicted_now_ms is not None]
     stdout.print(table(f"Predicted latency on {predictor.backend}, {predictor.threads} thread(s)",
-                       ["model", "input", "predicted ms", "kernels ms", "overhead ms", "kernels", "footprint MiB",
-                        "weights MiB", "cold share", "predict s"],
-                       [[p.model, "x".join(map(str, p.input_shape)), p.predicted_ms, p.kernels_ms, p.overhead_ms,
+                       ["model", "input", "predicted ms", *(["at state now ms"] if now else []), "kernels ms",
+                        "overhead ms", "kernels", "footprint MiB", "weights MiB", "cold share", "predict s"],
+                       [[p.model, "x".join(map(str, p.input_shape)), p.predicted_ms,
+                         *([p.predicted_now_ms] if now else []), p.kernels_ms, p.overhead_ms,
                          sum(k.count for k in p.kernels), f"{p.footprint_bytes / 2 ** 20:.1f}",
                          f"{p.weight_bytes / 2 ** 20:.1f}", f"{p.cold_share:.2f}",
                          f"{p.predict_s:.3f}"] for p in predictions]))
+    if now and now[0].state_now:
+        f = now[0].state_now
+        stdout.print(f"machine state now vs calibration: cold readings x{f['cold']:.2f}, warm x{f['warm']:.2f}")
     for p in predictions:
         if kernels:
             stdout.print(table(f"{p.model}: kernels", ["op", "kernel", "count", "ms each", "ms"],
