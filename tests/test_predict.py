@@ -840,3 +840,43 @@ def test_predict_state_now_predicts_at_the_state_read_now_or_refuses_in_one_line
     (out,) = json.loads(capsys.readouterr().out)
     assert reads == [ref] and out["state_now"] == {"warm": 1.0, "cold": 2.0}
     assert out["predicted_now_ms"] > out["predicted_ms"]  # every kernel's cold part twice as slow
+
+
+def test_evaluate_reads_the_state_before_the_first_network_every_fourth_and_after_the_last(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from latprof.predict.evaluate import EvaluateRequest, evaluate
+    from latprof.predict.state import StateLog
+    from latprof.profile import RunFiles
+    from latprof.results import ResultStore, base_row
+
+    models = ["mobilenet_v1_x0_25", "micronet_m0", "micronet_m1", "shufflenet_v2_x0_5", "mobilenet_v1_x0_5"]
+
+    def fake_read(self: StateLog, after_units: int) -> None:  # memory slower at every reading
+        self.records.append({"record": "machine_state", "status": "ok", "after_units": after_units,
+                             "state_cold_ms": 1.0 + 0.1 * len(self.records), "state_warm_ms": 0.5})
+
+    def fake_run(request: object, after_unit: Callable[[int, int], None] | None = None) -> RunFiles:
+        out = Path(request.out)  # type: ignore[attr-defined]
+        store = ResultStore(out / "results.jsonl")
+        store.append({"record": "environment", "hardware_id": HW})
+        rows = []
+        for i, name in enumerate(models):
+            rows.append(base_row(workload=name, backend="torch-cpu", threads=1, batch=1, input_shape="1x3x224x224",
+                                 status="ok", error="", latency_median_ms=1.0 + i, mult_adds=1e7 * (i + 1),
+                                 mem_access=1e6, mem_bytes=4e6))
+            store.append(rows[-1])
+            assert after_unit is not None
+            after_unit(i, len(models))
+        return RunFiles(out, out / "results.jsonl", out / "results.csv", rows)
+
+    monkeypatch.setattr(StateLog, "read", fake_read)
+    monkeypatch.setattr("latprof.profile.run_profile", fake_run)
+    ref = {"state_cold_ms": 1.0, "state_warm_ms": 0.5}
+    p = load(save(predictor_data(state={"reference": ref, "corrected": True}), tmp_path / "p.json"))
+    e = evaluate(EvaluateRequest(p, models, out=tmp_path / "ev"))
+    cold = [n["state_factors"]["cold"] for n in e.networks]
+    # readings after 0, 4 and 5 networks (cold 1.0, 1.1, 1.2): the first four between the first two, the last after
+    assert cold == pytest.approx([math.sqrt(1.1)] * 4 + [math.sqrt(1.1 * 1.2)])
+    assert e.metrics["kernel@state"]["n"] == 5
+    records = [json.loads(x) for x in (tmp_path / "ev" / "results.jsonl").read_text().splitlines()]
+    assert [r["after_units"] for r in records if r.get("record") == "machine_state"] == [0, 4, 5]
