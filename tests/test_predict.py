@@ -649,13 +649,16 @@ def test_ort_warm_samples_take_the_warm_per_node_overhead() -> None:
 def test_calibration_chains_feed_each_block_the_previous_blocks_output_near_their_footprint() -> None:
     import random
 
-    from latprof.predict.space import CHAIN_BLOCKS, MAX_CHAIN_MULT_ADDS, build_cell, chain_size, sample_chain
+    from latprof.predict.space import (CHAIN_BLOCKS, MAX_CHAIN_MULT_ADDS, build_cell, chain_estimate, chain_size,
+                                       sample_chain)
 
     rng = random.Random(3)
     for target in (21, 24, 27):
         spec = sample_chain(rng, target)
-        footprint, mult_adds = chain_size(spec)
+        footprint, mult_adds = chain_size(spec)  # the tracer's count, as the calibration worker records it
         assert abs(math.log2(footprint) - target) <= 1.5 and mult_adds <= MAX_CHAIN_MULT_ADDS
+        estimate, estimated_mult_adds = chain_estimate(spec)  # what the draw used
+        assert estimated_mult_adds == mult_adds and abs(math.log2(estimate / footprint)) < 0.25
         assert CHAIN_BLOCKS[0] <= len(spec["blocks"]) <= CHAIN_BLOCKS[1] or len(spec["blocks"]) >= 1
         with torch.device("meta"):
             module, shape = build_cell(spec)
