@@ -544,6 +544,19 @@ def test_residency_fit_recovers_the_curve_despite_one_busy_chain() -> None:
     assert fit_residency(chains[: MIN_CHAINS - 1]).floor == 1.0  # too few chains: cold, unfitted
 
 
+def test_the_weights_move_to_memory_between_the_l2_and_twice_the_last_level_cache() -> None:
+    from latprof.predict.residency import centre_bounds, fit_residency
+
+    assert centre_bounds({"L1d": 32, "L2": 1024, "L3": 32768}) == (20.0, 26.0)  # 1 MiB .. 64 MiB
+    assert centre_bounds(None) is None and centre_bounds({"L1d": 32}) is None
+    inside = _chains(lambda s: 0.1 + 0.9 / (1.0 + math.exp(-(math.log2(s) - 25.0) / 0.7)), 0.3, 0.0)
+    assert fit_residency(inside, (20.0, 26.0)).centre_log2 == pytest.approx(25.0, abs=0.1)  # bounds change nothing
+    below = _chains(lambda s: 1.0, 0.3, 0.0)  # every chain fully cold: any centre below the chains fits them
+    free, bounded = fit_residency(below), fit_residency(below, (22.0, 26.0))
+    assert free.centre_bounds_log2 is None and bounded.centre_bounds_log2 == [22.0, 26.0]
+    assert 22.0 <= bounded.centre_log2 <= 26.0 and bounded.fit_rmspe == pytest.approx(0.0, abs=0.01)
+
+
 def test_residency_fit_drops_a_per_call_term_the_chains_do_not_need() -> None:
     from latprof.predict.residency import fit_residency
 

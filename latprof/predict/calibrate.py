@@ -28,6 +28,7 @@ from latprof.backends.base import DEFAULT_ORT_OPT, default_threads, validate_thr
 from latprof.errors import LatprofError
 from latprof.predict.kernels import FEATURES
 from latprof.predict.model import cross_validate, select_regressor
+from latprof.predict.residency import centre_bounds
 from latprof.predict.space import CHAIN_FOOTPRINT_LOG2, draw_cells, mutate_cell, sample_chain
 from latprof.predict.state import STATE_DESCRIPTION, StateFactors, reference_state, spread, state_of
 from latprof.predict.store import KIND, SCHEMA_VERSION, save
@@ -349,7 +350,8 @@ def _write(output: Path, readings: Readings, env: dict[str, Any], threads: int, 
     if readings.has_warm:
         ref = readings.reference_state
         residency, chains = fitted.fit_residency(
-            [(i, {**c, "state_factors": readings.factors(c.get("state"), ref)}) for i, c in readings.chains.items()])
+            [(i, {**c, "state_factors": readings.factors(c.get("state"), ref)}) for i, c in readings.chains.items()],
+            centre_bounds((env.get("hardware") or {}).get("cpu_caches_kib")))
         data["residency"] = residency.as_dict()
         data["chains"] = chains
     path = save(data, output)

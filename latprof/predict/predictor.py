@@ -159,7 +159,8 @@ class Predictor:
             warm, cold = warm * state.warm, cold * state.cold
         return warm, cold, np.array([weight_share(op, f) for op, f in zip(ops, features)])
 
-    def fit_residency(self, chains: list[tuple[str, dict[str, Any]]]) -> tuple[Residency, list[dict[str, Any]]]:
+    def fit_residency(self, chains: list[tuple[str, dict[str, Any]]],
+                      centre: tuple[float, float] | None = None) -> tuple[Residency, list[dict[str, Any]]]:
         """Fit the residency on calibration chains (each with its kernels, footprint, loop-timed latency, and the
         ``state_factors`` of the machine state read before it: its kernels are predicted at that state); returns it
         and, per chain, what was measured and predicted warm, cold and mixed."""
@@ -182,7 +183,7 @@ class Predictor:
                         "kernel_calls": sums[-1].kernel_calls,
                         "blocks": len(c["chain"]["blocks"]) if c.get("chain") else None,
                         "state_factors": (state or StateFactors()).as_dict()})
-        residency = fit_residency(sums)
+        residency = fit_residency(sums, centre)
         for row, chain in zip(out, sums):
             row["predicted_ms"] = residency.chain_ms(chain)  # unfitted (too few chains): cold
         return residency, out

@@ -101,6 +101,7 @@ class Residency:
     loo_rmspe: float | None = None  # the chains' leave-one-out RMSPE of the form kept
     loo_rmspe_without_call_term: float | None = None
     loo_rmspe_with_call_term: float | None = None
+    centre_bounds_log2: list[float] | None = None  # where the centre was allowed (centre_bounds), None: unbounded
 
     def share(self, size: float | np.ndarray) -> float | np.ndarray:
         """p: the share of the weights' cold cost a forward of weight bytes (``form`` whole: footprint) pays; of one
@@ -146,9 +147,23 @@ ACTIVATION_BOUNDS = (-1.5, 1.5)
 CENTRE_STARTS = 7  # the loss has local minima along the centre
 
 
-def _fit(chains: list[ChainSums], call_term: bool, start: np.ndarray | None = None) -> np.ndarray:
+def centre_bounds(caches_kib: dict[str, Any] | None) -> tuple[float, float] | None:
+    """Where, in log2 bytes of weights, a forward's weights can move from cache to memory: between one core's L2
+    and twice the last-level cache (None when the machine's caches are unknown: the chains alone bound it). Without
+    this the fit may put the move below the L2, where two fits of equal chain error predict small networks 20%
+    apart (docs/predict.md, "Measured")."""
+    if not caches_kib:
+        return None
+    l2, llc = float(caches_kib.get("L2") or 0), float(max(caches_kib.get("L3") or 0, caches_kib.get("L2") or 0))
+    if l2 <= 0 or llc <= 0:
+        return None
+    return float(np.log2(l2 * 1024)), float(np.log2(2 * llc * 1024))
+
+
+def _fit(chains: list[ChainSums], call_term: bool, start: np.ndarray | None = None,
+         centre: tuple[float, float] | None = None) -> np.ndarray:
     """Least squares on the chains' relative errors, soft-L1 (one chain read during a busy spell moves it little):
-    [centre, width, floor, activation_factor, per_kernel_call_ms]."""
+    [centre, width, floor, activation_factor, per_kernel_call_ms]; the centre within ``centre`` when given."""
     from scipy.optimize import least_squares
 
     arrays = ChainSums(*(np.array(column, dtype=float) for column in zip(*chains)))  # every chain at once
@@ -158,8 +173,12 @@ def _fit(chains: list[ChainSums], call_term: bool, start: np.ndarray | None = No
 
     s = np.log2(arrays.weight_bytes)
     q = MAX_PER_CALL_MS if call_term else 1e-12
-    lo = [float(s.min()) - 2.0, 0.25, FLOOR_BOUNDS[0], ACTIVATION_BOUNDS[0], -q]
-    hi = [float(s.max()) + 2.0, 4.0, FLOOR_BOUNDS[1], ACTIVATION_BOUNDS[1], q]
+    c_lo, c_hi = float(s.min()) - 2.0, float(s.max()) + 2.0
+    if centre is not None:
+        c_lo, c_hi = (max(c_lo, centre[0]), min(c_hi, centre[1])) if max(c_lo, centre[0]) < min(c_hi, centre[1]) \
+            else centre
+    lo = [c_lo, 0.25, FLOOR_BOUNDS[0], ACTIVATION_BOUNDS[0], -q]
+    hi = [c_hi, 4.0, FLOOR_BOUNDS[1], ACTIVATION_BOUNDS[1], q]
     starts = [start] if start is not None else [
         [c, 1.0, 0.0, 0.0, 0.0] for c in np.linspace(lo[0] + 1.0, hi[0] - 1.0, CENTRE_STARTS)]
     best = None
@@ -182,24 +201,26 @@ def _residency(x: np.ndarray, chains: list[ChainSums], call_term: bool) -> Resid
     return r
 
 
-def _loo_rmspe(chains: list[ChainSums], call_term: bool, full: np.ndarray) -> float:
+def _loo_rmspe(chains: list[ChainSums], call_term: bool, full: np.ndarray,
+               centre: tuple[float, float] | None = None) -> float:
     """Each chain predicted by the fit on all the others (started from the fit on all)."""
     rel = []
     for i, c in enumerate(chains):
-        x = _fit(chains[:i] + chains[i + 1:], call_term, start=full)
+        x = _fit(chains[:i] + chains[i + 1:], call_term, start=full, centre=centre)
         rel.append(_residency(x, [c], call_term).chain_ms(c) / c.measured_ms - 1.0)
     return float(np.sqrt(np.mean(np.square(rel))))
 
 
-def fit_residency(chains: list[ChainSums]) -> Residency:
+def fit_residency(chains: list[ChainSums], centre: tuple[float, float] | None = None) -> Residency:
     """Fit the split residency on chains, with and without the per-kernel-call term; keep the one whose
-    leave-one-out error over the chains is lower."""
+    leave-one-out error over the chains is lower. ``centre``: bounds of the centre (``centre_bounds``)."""
     chains = [c for c in chains if c.weight_bytes > 0 and c.measured_ms > 0 and c.warm_ms > 0]
     if len(chains) < MIN_CHAINS:
         return Residency(chains=len(chains))
-    fits = {term: _fit(chains, term) for term in (False, True)}
-    loo = {term: _loo_rmspe(chains, term, x) for term, x in fits.items()}
+    fits = {term: _fit(chains, term, centre=centre) for term in (False, True)}
+    loo = {term: _loo_rmspe(chains, term, x, centre) for term, x in fits.items()}
     keep = loo[True] < loo[False]
     r = _residency(fits[keep], chains, keep)
     r.loo_rmspe, r.loo_rmspe_without_call_term, r.loo_rmspe_with_call_term = loo[keep], loo[False], loo[True]
+    r.centre_bounds_log2 = list(centre) if centre else None
     return r
