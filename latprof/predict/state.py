@@ -2,7 +2,7 @@
 
 On a shared machine memory and compute speed drift while a calibration runs: over one 15-minute torch-cpu
 calibration here, the cold kernel readings of consecutive cells were off the model in runs, 20% fast for a few
-minutes, then 20% slow (cell-mean residuals correlated 0.36-0.52 from one cell to the next, docs/predict.md). A
+minutes, then 20% slow (cell-mean residuals correlated 0.30-0.52 from one cell to the next, docs/predict.md). A
 regressor then learns the drift as if it were the kernels'. So every calibration cell and chain is preceded by one
 *state reading*: a fixed inverted-residual block (the zoo's commonest shape, weights and activations of a few hundred
 KiB) timed cache-cold and cache-warm exactly as the kernels are (``latprof.predict.cold``). Each reading is divided
@@ -11,6 +11,10 @@ the warm factor, cold ones by the cold factor. The predictor then predicts the *
 median). ``latprof predict --evaluate`` reads the state between its networks too, and scores the predictor both as
 calibrated and at the state read beside each measurement (``kernel@state``), so a user sees how much of an error is
 the machine having changed since calibration.
+
+Measured on the same readings with and without the scaling (docs/predict.md, "Measured"): +4 and +27 points of zoo
+networks within ±10% on a quiet machine (torch-cpu, ort-mobile), -8 on a loaded one; ``kernel@state`` did not beat
+the predictor as calibrated. ``Readings(correct_state=False)`` / ``rebuild(..., correct_state=False)`` read without it.
 """
 
 from __future__ import annotations
