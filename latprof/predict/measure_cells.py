@@ -14,6 +14,8 @@ Every cell and kernel reading is taken twice: cold, and warm (weights from the l
 ``latprof.predict.cold``). A unit's *chains* (``space.sample_chain``: longer sequences of blocks spanning footprints
 from inside to beyond the last-level cache) are timed in a loop, as a network is, and carry their kernels and
 footprint: the parent fits where a forward sits between warm and cold on them (``latprof.predict.residency``).
+Before every cell and chain the machine's state is read (``latprof.predict.state``) and carried on each of its rows,
+so the parent can scale the readings to one reference state.
 """
 
 from __future__ import annotations
