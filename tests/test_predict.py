@@ -896,3 +896,18 @@ def test_evaluate_reads_the_state_before_the_first_network_every_fourth_and_afte
     assert e.metrics["kernel@state"]["n"] == 5
     records = [json.loads(x) for x in (tmp_path / "ev" / "results.jsonl").read_text().splitlines()]
     assert [r["after_units"] for r in records if r.get("record") == "machine_state"] == [0, 4, 5]
+
+
+def test_a_rare_family_scales_its_own_readings_by_work_instead_of_borrowing_other_families() -> None:
+    from latprof.predict.model import MIN_FAMILY_SAMPLES, KernelModel, work
+
+    pool = {"elementwise_ops": 497664.0, "mem_access": 276480.0}  # one max-pool reading, as in a calibration
+    rare = [{"op": "max_pool2d_with_indices", "features": pool, "latency_ms": 1.5},
+            {"op": "view", "features": {}, "latency_ms": 0.002}]  # no work at all: its median reading
+    model = KernelModel().fit(_samples() + rare)
+    assert len(rare) < MIN_FAMILY_SAMPLES and "max_pool2d_with_indices" not in model.families
+    bigger = {"elementwise_ops": 677376.0, "mem_access": 376320.0}  # the same pool at 112x112
+    ms = model.predict(["max_pool2d_with_indices", "view", "sigmoid"], [bigger, {}, {"elementwise_ops": 1e5}])
+    assert ms[0] == pytest.approx(1.5 * work(bigger) / work(pool))  # the family's own rate x the work
+    assert ms[1] == pytest.approx(0.002)
+    assert ms[2] > 0  # a family never sampled: the fallback regressor over all samples
