@@ -12,8 +12,8 @@ median). ``latprof predict --evaluate`` reads the state between its networks too
 calibrated and at the state read beside each measurement (``kernel@state``), so a user sees how much of an error is
 the machine having changed since calibration.
 
-Measured on the same readings with and without the scaling (docs/predict.md, "Measured"): +4 and +27 points of zoo
-networks within ±10% on a quiet machine (torch-cpu, ort-mobile), -8 on a loaded one; ``kernel@state`` did not beat
+Measured on the same readings with and without the scaling (docs/predict.md, "Measured"): +4, +27 and +23 points
+of zoo networks within ±10% on a quiet machine (torch-cpu, ort-mobile, torch-cpu), -8 on a loaded one; ``kernel@state`` did not beat
 the predictor as calibrated. ``Readings(correct_state=False)`` / ``rebuild(..., correct_state=False)`` read without it.
 """
 
