@@ -100,7 +100,7 @@ def evaluate(request: EvaluateRequest) -> Evaluation:
         input_shape=request.input_shape, batch=None if request.input_shape else 1, model_kwargs=request.model_kwargs,
         config=request.config, ort_opt=settings.get("ort_opt", "all"),
         out=request.out or (default_out_dir() if request.readings is None else None), run=request.run)
-    reference = (p.data.get("state") or {}).get("reference")
+    reference = p.reference_state
     if request.readings is not None:
         files, states = _from_readings(request, p)
     else:
@@ -120,15 +120,14 @@ def evaluate(request: EvaluateRequest) -> Evaluation:
     for j, r in enumerate(rows):
         w = create_workload(r["workload"] if r["workload"] in request.models else _model_of(r, request.models),
                             input_shape=request.input_shape, batch=1, **request.model_kwargs)
-        pred = p.predict_workload(w, per_block=request.per_block)
+        factors = state_near(states, j, reference)
+        pred = p.predict_workload(w, request.per_block, factors)
         net = {"workload": r["workload"], "measured_ms": r.get("latency_median_ms") if r.get("status") == "ok" else None,
                "measured_ci": [r.get("latency_ci_low_ms"), r.get("latency_ci_high_ms")], "kernel_ms": pred.predicted_ms,
                "mult_adds": r.get("mult_adds"), "mem_access": r.get("mem_access"), "mem_bytes": r.get("mem_bytes"),
                "predict_s": pred.predict_s, "error": r.get("error") or ""}
-        factors = state_near(states, j, reference)
         if factors is not None:
-            net["state_factors"] = factors.as_dict()
-            net["kernel@state_ms"] = p.predict(w.module, w.input_shape, w.name, state=factors).predicted_ms
+            net["state_factors"], net["kernel@state_ms"] = pred.state_now, pred.predicted_now_ms
         networks.append(net)
         if request.per_block:
             measured = {b.get("block_index"): b for b in files.rows

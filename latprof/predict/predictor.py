@@ -95,6 +95,11 @@ class Predictor:
         self._ort_backend: Any = None
 
     @property
+    def reference_state(self) -> dict[str, float] | None:
+        """The machine state the predictor predicts at (``latprof.predict.state``); None for files before it."""
+        return (self.data.get("state") or {}).get("reference")
+
+    @property
     def overhead(self) -> dict[str, float]:
         return self.data["overhead"]
 
@@ -124,6 +129,12 @@ class Predictor:
                 state: StateFactors | None = None) -> Prediction:
         """Predicted latency of ``module`` on ``input_shape`` (batch first); nothing is run. At the calibration's
         reference machine state, or at ``state`` (``latprof.predict.state``: warm and cold kernel times scaled)."""
+        return self.predict_at(module, input_shape, name, [state])[0]
+
+    def predict_at(self, module: nn.Module, input_shape: tuple[int, ...] | list[int], name: str,
+                   states: list[StateFactors | None]) -> list[Prediction]:
+        """One prediction per machine state (None: the reference), from one extraction of the kernels (the costly
+        part: a trace, or an ONNX export and session)."""
         t0 = time.perf_counter()
         shape = tuple(int(d) for d in input_shape)
         kernels, module_calls = self.kernels(module, shape, name)
@@ -133,15 +144,19 @@ class Predictor:
         weights = weight_bytes(module)
         footprint = weights + activation_bytes(features)
         share = self.residency.share(self.residency.size(footprint, weights))
-        warm, cold, shares = self.kernel_terms(ops, features, state)
-        ms = self.residency.mix(warm, cold, footprint=footprint, weights=weights, shares=shares,
-                                kernel_calls=1)  # per kernel call
-        preds = [KernelPrediction(k.op, k.label, k.count, float(m)) for k, m in zip(kernels, ms)]
-        kernels_ms = float(sum(p.ms for p in preds))
         overhead = self.overhead_ms(module_calls)
-        return Prediction(name, self.backend, self.threads, list(shape), kernels_ms + overhead, kernels_ms, overhead,
-                          preds, predict_s=time.perf_counter() - t0, footprint_bytes=footprint,
-                          weight_bytes=weights, cold_share=share, state_factors=(state or StateFactors()).as_dict())
+        out = []
+        for state in states:
+            warm, cold, shares = self.kernel_terms(ops, features, state)
+            ms = self.residency.mix(warm, cold, footprint=footprint, weights=weights, shares=shares,
+                                    kernel_calls=1)  # per kernel call
+            preds = [KernelPrediction(k.op, k.label, k.count, float(m)) for k, m in zip(kernels, ms)]
+            kernels_ms = float(sum(p.ms for p in preds))
+            out.append(Prediction(name, self.backend, self.threads, list(shape), kernels_ms + overhead, kernels_ms,
+                                  overhead, preds, predict_s=time.perf_counter() - t0, footprint_bytes=footprint,
+                                  weight_bytes=weights, cold_share=share,
+                                  state_factors=(state or StateFactors()).as_dict()))
+        return out
 
     def warm_and_cold(self, ops: list[str], features: list[dict[str, float]]) -> tuple[np.ndarray, np.ndarray]:
         """Each kernel's predicted time in a forward with its weights in the last-level cache, and from memory."""
@@ -201,11 +216,16 @@ class Predictor:
         o = self.overhead
         return float(o.get("per_run_ms", 0.0) + module_calls * o.get("per_module_call_ms", 0.0))
 
-    def predict_workload(self, workload: Any, per_block: bool = False) -> Prediction:
-        """Predict a ``Workload``; with ``per_block``, also each block alone (as ``profile --per-block`` times them)."""
+    def predict_workload(self, workload: Any, per_block: bool = False,
+                         state_now: StateFactors | None = None) -> Prediction:
+        """Predict a ``Workload``; with ``per_block``, also each block alone (as ``profile --per-block`` times them);
+        with ``state_now``, the network also at that machine state (``predicted_now_ms``, ``state_now``)."""
         if workload.module is None:
             raise LatprofError(f"{workload.name}: prediction needs a PyTorch module (an .onnx file has none)")
-        p = self.predict(workload.module, workload.input_shape, workload.name)
+        p, *now = self.predict_at(workload.module, workload.input_shape, workload.name,
+                                  [None] if state_now is None else [None, state_now])
+        if now:
+            p.predicted_now_ms, p.state_now = now[0].predicted_ms, now[0].state_factors
         if per_block:
             from latprof.predict.torch_kernels import block_input_shapes
 
@@ -249,9 +269,5 @@ def predict_models(predictor: Predictor, models: list[str], input_shape: tuple[i
     for model in models:
         workload = create_workload(model, input_shape=input_shape, batch=1 if input_shape is None else None,
                                    **(model_kwargs or {}))
-        p = predictor.predict_workload(workload, per_block)
-        if state_now is not None:
-            now = predictor.predict(workload.module, workload.input_shape, workload.name, state=state_now)
-            p.predicted_now_ms, p.state_now = now.predicted_ms, state_now.as_dict()
-        out.append(p)
+        out.append(predictor.predict_workload(workload, per_block, state_now))
     return out
