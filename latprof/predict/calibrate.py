@@ -252,10 +252,14 @@ class Readings:
         key = "warm_profiled_ms" if self.ort else "warm_measured_ms"
         return bool(self.kernels) and all(k.get(key) is not None for k in self.kernels)
 
+    def states(self) -> list[dict[str, float] | None]:
+        """The state read before each cell and chain (None where none was)."""
+        return [c.get("state") for c in [*self.cells.values(), *self.chains.values()]]
+
     @property
     def reference_state(self) -> dict[str, float] | None:
         """The calibration's median machine state (its cells' and chains' state readings); None without any."""
-        return reference_state([c.get("state") for c in [*self.cells.values(), *self.chains.values()]])
+        return reference_state(self.states())
 
     def factors(self, state: dict[str, float] | None, reference: dict[str, float] | None = None) -> StateFactors:
         """How a reading taken at ``state`` compares with the reference (1, 1 when not corrected)."""
@@ -315,9 +319,9 @@ class Readings:
     def state_summary(self) -> dict[str, Any]:
         """What the predictor file records of the machine state: the reference, whether readings were corrected,
         and how far the state moved."""
-        states = [c.get("state") for c in [*self.cells.values(), *self.chains.values()]]
-        return {"reference": self.reference_state, "corrected": bool(self.correct_state and self.reference_state),
-                "spread": spread(states, self.reference_state), "block": STATE_DESCRIPTION}
+        ref = self.reference_state
+        return {"reference": ref, "corrected": bool(self.correct_state and ref), "spread": spread(self.states(), ref),
+                "block": STATE_DESCRIPTION}
 
 
 def _write(output: Path, readings: Readings, env: dict[str, Any], threads: int, options: dict[str, Any],

@@ -117,8 +117,8 @@ class KernelModel:
                 out[idx] = self.constant[op]
             elif self.fallback is not None:
                 out[idx] = self.fallback.predict(np.column_stack([X, np.full(len(idx), _family_code(op))]))
-            else:
-                out[idx] = self.constant.get(op, 0.0)
+            else:  # never sampled, and too few samples for any regressor: 1 ms
+                out[idx] = 0.0
         return np.exp(out)
 
 

@@ -174,9 +174,9 @@ def _fit(chains: list[ChainSums], call_term: bool, start: np.ndarray | None = No
     s = np.log2(arrays.weight_bytes)
     q = MAX_PER_CALL_MS if call_term else 1e-12
     c_lo, c_hi = float(s.min()) - 2.0, float(s.max()) + 2.0
-    if centre is not None:
-        c_lo, c_hi = (max(c_lo, centre[0]), min(c_hi, centre[1])) if max(c_lo, centre[0]) < min(c_hi, centre[1]) \
-            else centre
+    if centre is not None:  # within the bounds and near the chains; within the bounds alone if those miss them
+        both = max(c_lo, centre[0]), min(c_hi, centre[1])
+        c_lo, c_hi = both if both[0] < both[1] else centre
     lo = [c_lo, 0.25, FLOOR_BOUNDS[0], ACTIVATION_BOUNDS[0], -q]
     hi = [c_hi, 4.0, FLOOR_BOUNDS[1], ACTIVATION_BOUNDS[1], q]
     starts = [start] if start is not None else [

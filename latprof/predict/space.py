@@ -239,7 +239,7 @@ def chain_estimate(spec: dict[str, Any]) -> tuple[float, float]:
     chain tries up to 40 candidates, in the parent between the calibration's units; drawing 7 chains took 6.7 s
     instead of 9.1 s): weights and buffers once, the largest output of any module twice, and the mult-adds of its
     convolutions and linear layers (what the tracer counts for them)."""
-    from latprof.predict.residency import BYTES_PER_VALUE, weight_bytes
+    from latprof.predict.residency import activation_bytes, weight_bytes
 
     with torch.device("meta"):
         module, shape = build_cell(spec)
@@ -261,7 +261,7 @@ def chain_estimate(spec: dict[str, Any]) -> tuple[float, float]:
     finally:
         for h in handles:
             h.remove()
-    return weight_bytes(module) + 2.0 * largest * BYTES_PER_VALUE, mult_adds
+    return weight_bytes(module) + activation_bytes([{"out_numel": largest}]), mult_adds
 
 
 def sample_chain(rng: random.Random, target_log2: float | None = None, tries: int = 40) -> dict[str, Any]:
