@@ -711,6 +711,95 @@ def test_chains_and_cells_track_the_real_resolution_and_never_stride_below_7x7()
             x = block(x)
 
 
+def test_coverage_cells_realise_every_structural_option_of_the_space() -> None:
+    import random
+
+    from latprof.predict.space import BLOCKS, build_cell, cell_type, coverage_cells, valid_cell
+
+    cells = coverage_cells(random.Random(3))
+    assert all(valid_cell(c) for c in cells)
+    stems = [c for c in cells if c["type"] == "stem"]
+    heads = [c for c in cells if c["type"] == "head"]
+    assert any(s["maxpool"] and not s["micro"] for s in stems) and any(s["micro"] for s in stems)
+    assert any(not s["maxpool"] and not s["micro"] for s in stems)
+    assert any(h["hidden"] and not h["micro"] for h in heads) and any(h["micro"] for h in heads)
+    assert any(h["conv_channels"] and not h["micro"] for h in heads)
+    blocks = [c for c in cells if c["type"] == "chain"]
+    assert sorted(cell_type(c) for c in blocks) == sorted(BLOCKS)
+    assert all(c["blocks"][0]["kwargs"]["stride"] == 2 for c in blocks)
+    v1 = next(c for c in blocks if cell_type(c) == "shufflenet_v1_unit")  # its stride-2 shortcut: an average pool
+    assert any(isinstance(m, nn.AvgPool2d) for m in build_cell(v1)[0].modules())
+    stem = next(s for s in stems if s["maxpool"] and not s["micro"])
+    ops = [k.op for k in torch_kernels(*_cell_and_input(stem))[0]]
+    assert "max_pool2d_with_indices" in ops
+
+
+def _cell_and_input(spec: dict) -> tuple[nn.Module, tuple[torch.Tensor]]:
+    from latprof.predict.space import build_cell
+
+    module, shape = build_cell(spec)
+    return module, (torch.zeros(shape, device="meta"),)
+
+
+def test_a_stride_2_shufflenet_v1_unit_doubles_its_channels_as_the_zoo_does() -> None:
+    import random
+
+    from latprof.predict.space import _block_kwargs, valid_cell
+
+    rng = random.Random(0)
+    for _ in range(20):
+        kw = _block_kwargs("shufflenet_v1_unit", 240, 28, rng)
+        assert kw["out_channels"] == kw["in_channels"] * kw["stride"]
+        assert valid_cell({"type": "chain", "input": [1, kw["in_channels"], 28, 28],
+                           "blocks": [{"name": "shufflenet_v1_unit", "kwargs": kw}]})
+
+
+def test_a_neighbour_keeps_the_cells_structure_and_varies_its_width() -> None:
+    import random
+
+    from latprof.predict.space import mutate_cell
+
+    rng = random.Random(1)
+    stem = {"type": "stem", "input": [1, 3, 224, 224], "out_channels": 24, "kernel_size": 3, "act": "relu",
+            "maxpool": True, "micro": False}
+    mbconv = {"type": "chain", "input": [1, 40, 28, 28], "blocks": [{"name": "mbconv", "kwargs": dict(
+        in_channels=40, out_channels=80, stride=2, expansion=6.0, kernel_size=5, se=True, act="swish")}]}
+    v1 = {"type": "chain", "input": [1, 240, 28, 28], "blocks": [{"name": "shufflenet_v1_unit", "kwargs": dict(
+        in_channels=240, out_channels=480, stride=2, groups=3)}]}
+    for spec, kept in ((mbconv, ("stride", "kernel_size", "se", "act")), (v1, ("stride", "groups"))):
+        neighbours = [mutate_cell(spec, rng) for _ in range(6)]
+        for n in neighbours:
+            kw = n["blocks"][0]["kwargs"]
+            assert n["blocks"][0]["name"] == spec["blocks"][0]["name"]
+            assert {k: kw[k] for k in kept} == {k: spec["blocks"][0]["kwargs"][k] for k in kept}
+        assert {n["input"][1] for n in neighbours} != {spec["input"][1]}  # the width moves
+    stems = [mutate_cell(stem, rng) for _ in range(6)]
+    assert all(s["maxpool"] and not s["micro"] and s["kernel_size"] == 3 and s["act"] == "relu" for s in stems)
+    assert len({(s["input"][2], s["out_channels"]) for s in stems}) > 1
+
+
+def test_a_round_takes_coverage_cells_then_a_neighbour_of_a_scarce_familys_cell(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import random
+
+    from latprof.predict.calibrate import _next_cells, scarce_families
+
+    monkeypatch.setattr("latprof.predict.calibrate.MIN_FAMILY_SAMPLES", 3)
+    samples = ([{"op": "convolution", "cell": f"c{i}"} for i in range(5)]
+               + [{"op": "max_pool2d_with_indices", "cell": "stem1"}] * 2)
+    assert scarce_families(samples) == {"max_pool2d_with_indices": ["stem1"]}
+    assert scarce_families(samples * 2) == {}
+    stem = {"type": "stem", "input": [1, 3, 224, 224], "out_channels": 24, "kernel_size": 3, "act": "relu",
+            "maxpool": True, "micro": False}
+    pending = [{"type": "head", "n": i} for i in range(3)]
+    monkeypatch.setattr("latprof.predict.calibrate.CELLS_PER_UNIT", 4)
+    cells = _next_cells(random.Random(0), None, [], {"stem1": {"cell": stem}}, pending,
+                        scarce_families(samples))
+    assert cells[:2] == [{"type": "head", "n": 0}, {"type": "head", "n": 1}] and pending == [{"type": "head", "n": 2}]
+    assert cells[2]["type"] == "stem" and cells[2]["maxpool"] and len(cells) == 4
+    assert cells[3] not in pending  # the last is drawn by kind
+
+
 # ------------------------------------------------------------------ the machine's state (latprof.predict.state)
 def test_state_factors_compare_a_reading_with_the_reference_within_bounds() -> None:
     from latprof.predict.state import StateFactors, reference_state, spread
@@ -911,3 +1000,4 @@ def test_a_rare_family_scales_its_own_readings_by_work_instead_of_borrowing_othe
     assert ms[0] == pytest.approx(1.5 * work(bigger) / work(pool))  # the family's own rate x the work
     assert ms[1] == pytest.approx(0.002)
     assert ms[2] > 0  # a family never sampled: the fallback regressor over all samples
+

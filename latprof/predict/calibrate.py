@@ -2,10 +2,13 @@
 
 Rounds of one ``calibrate`` unit each (a few cells, measured in a fresh worker process like every other reading;
 ``latprof.predict.measure_cells``). After every round the kernel model is cross-validated on the samples so far,
-and the next round draws its cells adaptively, as nn-Meter and LitePred do: half by cell kind, weighted by the error
-of the kernels that kind produced; half as neighbours (nearby widths, same kind) of the cells whose kernels were
-predicted worst. Every unit also times one *chain* (a longer sequence of blocks; footprints drawn in turn from 2 to
-128 MiB) in a loop, as a network is timed: on the chains the predictor learns where a forward sits between its warm
+and the next round draws its cells adaptively, as nn-Meter and LitePred do: by cell kind, weighted by the error of
+the kernels that kind produced, and as neighbours (nearby widths, same structure) of the cells whose kernels were
+predicted worst. The first rounds also measure one cell of every structural option of the space
+(``space.coverage_cells``), and every round a neighbour of a cell that produced a kernel family with fewer than
+``MIN_FAMILY_SAMPLES`` samples, so no family the space can produce is left to a handful of readings. Every unit
+also times one *chain* (a longer sequence of blocks; footprints drawn in turn from 2 to 128 MiB) in a loop, as a
+network is timed: on the chains the predictor learns where a forward sits between its warm
 and its cold kernels (``latprof.predict.residency``). Rounds stop when the next would overrun the budget. The
 predictor file then holds every kernel sample, the framework overhead, the residency curve, the backend's settings
 and peaks, and the regressor that cross-validated best.
@@ -27,9 +30,9 @@ from latprof.backends import backend_class
 from latprof.backends.base import DEFAULT_ORT_OPT, default_threads, validate_threads
 from latprof.errors import LatprofError
 from latprof.predict.kernels import FEATURES
-from latprof.predict.model import cross_validate, select_regressor
+from latprof.predict.model import MIN_FAMILY_SAMPLES, cross_validate, select_regressor
 from latprof.predict.residency import centre_bounds
-from latprof.predict.space import CHAIN_FOOTPRINT_LOG2, draw_cells, mutate_cell, sample_chain
+from latprof.predict.space import CHAIN_FOOTPRINT_LOG2, coverage_cells, draw_cells, mutate_cell, sample_chain
 from latprof.predict.state import STATE_DESCRIPTION, StateFactors, reference_state, spread, state_of
 from latprof.predict.store import KIND, SCHEMA_VERSION, save
 from latprof.results import base_row, read_results
@@ -38,7 +41,7 @@ from latprof.run.units import Unit
 
 DEFAULT_BUDGET_S = 900.0  # the full calibration: 15 minutes (the issue's ceiling is 30 on a 2-core machine)
 QUICK_BUDGET_S = 180.0  # --quick: three minutes
-CELLS_PER_UNIT = 3
+CELLS_PER_UNIT = 3  # with one chain: a 900 s calibration reads about 40 chains (four cells read 29)
 CHAINS_PER_UNIT = 1
 BACKENDS = ("torch-cpu", "ort-cpu", "ort-mobile")
 
@@ -116,13 +119,15 @@ def calibrate(request: CalibrateRequest, on_round: Callable[[int, int, float], N
     units = 0
     weights: dict[str, float] | None = None
     worst: list[str] = []
+    scarce: dict[str, list[str]] = {}
+    pending = coverage_cells(rng)
     unit_s = 0.0
     targets: list[float] = []
     while True:
         elapsed = time.monotonic() - t0
         if units and elapsed + unit_s * 1.1 > budget:
             break
-        specs = _next_cells(rng, weights, worst, readings.cells)
+        specs = _next_cells(rng, weights, worst, readings.cells, pending, scarce)
         ids = [f"r{units}c{i}" for i in range(len(specs))]
         chains = []
         for i in range(CHAINS_PER_UNIT):
@@ -135,7 +140,9 @@ def calibrate(request: CalibrateRequest, on_round: Callable[[int, int, float], N
         unit_s = max(unit_s * 0.5, time.monotonic() - start) if units else time.monotonic() - start
         units += 1
         readings.add(result.rows)
-        weights, worst = _adapt(readings.samples())
+        samples = readings.samples()
+        weights, worst = _adapt(samples)
+        scarce = scarce_families(samples)
         if on_round:
             on_round(units, len(readings.kernels), time.monotonic() - t0)
     meta = {"budget_s": budget, "wall_s": time.monotonic() - t0, "units": units, "results": str(store.path),
@@ -378,12 +385,32 @@ def _unit(request: CalibrateRequest, threads: int, cells: list[tuple[str, dict[s
 
 
 def _next_cells(rng: random.Random, weights: dict[str, float] | None, worst: list[str],
-                cells: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Half by kind (weighted by error), half neighbours of the worst-predicted cells (first round: all by kind)."""
+                cells: dict[str, dict[str, Any]], pending: list[dict[str, Any]] | None = None,
+                scarce: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
+    """A round's cells: the next coverage cells (``pending``, taken from it; at most half the round), a neighbour of
+    a cell that produced a scarce kernel family (``scarce_families``; the family drawn at random, so one no
+    neighbour reproduces does not take every round), neighbours of the worst-predicted cells (at most half the
+    round), the rest (at least one) by kind weighted by error."""
+    scarce = scarce or {}
+    out = [pending.pop(0) for _ in range(min(len(pending), CELLS_PER_UNIT // 2))] if pending else []
+    families = sorted(scarce)
+    if families:
+        producers = [cells[c]["cell"] for c in scarce[rng.choice(families)] if c in cells and cells[c].get("cell")]
+        if producers:
+            out.append(mutate_cell(rng.choice(producers), rng))
     near = [cells[c]["cell"] for c in worst if c in cells and cells[c].get("cell")]
-    n_near = min(len(near), CELLS_PER_UNIT // 2)
-    out = [mutate_cell(spec, rng) for spec in rng.sample(near, n_near)] if n_near else []
+    n_near = min(len(near), CELLS_PER_UNIT // 2, max(CELLS_PER_UNIT - len(out) - 1, 0))  # one cell by kind kept
+    out += [mutate_cell(spec, rng) for spec in rng.sample(near, n_near)] if n_near else []
     return out + draw_cells(rng, CELLS_PER_UNIT - len(out), weights)
+
+
+def scarce_families(samples: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Kernel families with fewer than ``MIN_FAMILY_SAMPLES`` samples (below that a family is predicted from its
+    median rate, ``latprof.predict.model``), each with the cells that produced it."""
+    by_family: dict[str, list[str]] = {}
+    for s in samples:
+        by_family.setdefault(s["op"], []).append(str(s.get("cell")))
+    return {op: list(dict.fromkeys(cells)) for op, cells in by_family.items() if len(cells) < MIN_FAMILY_SAMPLES}
 
 
 def _adapt(samples: list[dict[str, Any]]) -> tuple[dict[str, float] | None, list[str]]:
