@@ -1001,3 +1001,37 @@ def test_a_rare_family_scales_its_own_readings_by_work_instead_of_borrowing_othe
     assert ms[1] == pytest.approx(0.002)
     assert ms[2] > 0  # a family never sampled: the fallback regressor over all samples
 
+
+def test_a_family_is_predicted_per_unit_of_work_beyond_its_largest_sample_and_never_below_its_fastest(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import latprof.predict.model as model_module
+    from latprof.predict.model import KernelModel
+
+    rng = np.random.default_rng(1)
+    samples = []
+    for _ in range(30):  # a convolution family read at up to 1e6 multiply-adds: 2 ns each, plus 10 us per call
+        ma = float(rng.integers(1e4, 1e6))
+        f = {"mult_adds": ma, "mem_access": ma / 10, "in_c": 16.0, "out_c": 16.0}
+        samples.append({"op": "convolution", "label": "c", "features": f, "latency_ms": 0.01 + 2e-6 * ma})
+    big = {"mult_adds": 1e8, "mem_access": 1e7, "in_c": 16.0, "out_c": 16.0}  # 100x the largest sample
+    tiny = {"mult_adds": 10.0, "mem_access": 1.0, "in_c": 16.0, "out_c": 16.0}
+    fastest = min(s["latency_ms"] for s in samples)
+    per_work = KernelModel().fit(samples)
+    ms_big, ms_tiny = per_work.predict(["convolution"] * 2, [big, tiny])
+    assert ms_big == pytest.approx(0.01 + 2e-6 * 1e8, rel=0.25)  # scaled with the work: about 200 ms
+    assert ms_tiny == pytest.approx(fastest)  # not below the family's fastest reading
+    monkeypatch.setattr(model_module, "RATE_TARGET", False)
+    capped = KernelModel().fit(samples).predict(["convolution"], [big])[0]
+    assert capped <= max(s["latency_ms"] for s in samples) * 1.001  # the forest alone stops at its largest target
+
+
+def test_a_kernel_in_a_forward_is_never_below_a_tenth_of_its_warm_time() -> None:
+    from latprof.predict.residency import MIN_WARM_SHARE, SPLIT, Residency
+
+    r = Residency(centre_log2=22.0, width_log2=1.0, floor=0.0, per_kernel_call_ms=-0.005, chains=10, form=SPLIT,
+                  activation_factor=0.1)
+    warm, cold = np.array([0.004, 1.0]), np.array([0.006, 1.5])
+    ms = r.mix(warm, cold, footprint=2e6, weights=1e6, shares=np.array([0.0, 0.5]), kernel_calls=1)
+    assert ms[0] == pytest.approx(MIN_WARM_SHARE * 0.004)  # the per-call term alone would make it negative
+    p = r.share(1e6)
+    assert ms[1] == pytest.approx(1.0 + (p * 0.5 + 0.1 * 0.5) * 0.5 - 0.005)  # a large kernel: as before

@@ -1,7 +1,11 @@
 """The kernel regressors: one per kernel family, refitted from the stored samples whenever a predictor is loaded.
 
 Each family with enough samples gets its own regressor over ``latprof.predict.kernels.FEATURES``, predicting the
-log of the kernel's latency (errors are relative, as the evaluation's are). A rarer family scales its own readings
+log of the kernel's latency (errors are relative, as the evaluation's are); when every sample of the family does
+work, the log of its latency *per unit of work*, multiplied back by the kernel's work and never below the family's
+fastest reading: a forest predicts only within the targets it was fitted on, so a kernel larger than every sample
+of its family read as the largest sample (ResNet-18's residual convolutions on ort-mobile, predicted at a third of
+their time; docs/predict.md). A rarer family scales its own readings
 by work (``work``: its median ms per multiply-add, element-wise op and memory access), or takes its median reading
 when it does no work; only a family never sampled falls back to one regressor over all samples with the family as
 an extra feature. That fallback had predicted ShuffleNet's stem max-pool (one sample in a calibration) at 0.21 ms
@@ -25,6 +29,7 @@ from latprof.errors import LatprofError
 from latprof.predict.kernels import feature_vector
 
 MIN_FAMILY_SAMPLES = 8
+RATE_TARGET = True  # families whose samples all do work: regress log(ms / work) (False: log ms, for comparison)
 REGRESSORS = ("random_forest", "gradient_boosting")
 DEFAULT_REGRESSOR = "random_forest"
 # Sized so a refit of a few thousand samples, warm and cold, stays well under a second on one core
@@ -81,12 +86,14 @@ class KernelModel:
     fallback: Any = None
     constant: dict[str, float] = field(default_factory=dict)  # families with too few samples for any regressor
     rate: dict[str, float] = field(default_factory=dict)  # log ms per unit of work, per family (``work``)
+    # families predicted per unit of work (``RATE_TARGET``) -> log ms of their fastest reading, the prediction's floor
+    per_work: dict[str, float] = field(default_factory=dict)
 
     def fit(self, samples: list[dict[str, Any]]) -> KernelModel:
         by: dict[str, list[dict[str, Any]]] = {}
         for s in samples:
             by.setdefault(s["op"], []).append(s)
-        self.families, self.constant, self.rate = {}, {}, {}
+        self.families, self.constant, self.rate, self.per_work = {}, {}, {}, {}
         for op, group in by.items():
             self.constant[op] = float(np.median([math.log(s[self.target]) for s in group]))
             if all(work(s["features"]) > 0 for s in group):
@@ -94,6 +101,9 @@ class KernelModel:
             if len(group) >= MIN_FAMILY_SAMPLES:
                 X = np.array([feature_vector(s["features"]) for s in group])
                 y = np.array([math.log(s[self.target]) for s in group])
+                if RATE_TARGET and op in self.rate:
+                    y = y - np.log([work(s["features"]) for s in group])
+                    self.per_work[op] = float(min(math.log(s[self.target]) for s in group))
                 self.families[op] = _make(self.regressor).fit(X, y)
         if len(samples) >= MIN_FAMILY_SAMPLES:
             X = np.array([[*feature_vector(s["features"]), _family_code(s["op"])] for s in samples])
@@ -111,6 +121,9 @@ class KernelModel:
             X = np.array([feature_vector(features[i]) for i in idx])
             if op in self.families:
                 out[idx] = self.families[op].predict(X)
+                if op in self.per_work:
+                    per_work = np.log([max(work(features[i]), 1e-30) for i in idx])  # no work: the floor
+                    out[idx] = np.maximum(out[idx] + per_work, self.per_work[op])
             elif op in self.rate and all(work(features[i]) > 0 for i in idx):  # a rare family: its own rate
                 out[idx] = [self.rate[op] + math.log(work(features[i])) for i in idx]
             elif op in self.constant:

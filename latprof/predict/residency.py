@@ -38,6 +38,10 @@ from torch import nn
 from latprof.predict.kernels import Kernel
 
 BYTES_PER_VALUE = 4  # float32 everywhere the predictor works
+# A kernel's mixed time is never below this share of its warm time (``Residency.mix``; False: unbounded, for
+# comparison): the negative per-kernel-call term alone took MicroNet M0's hundreds of tiny kernels towards zero.
+KERNEL_FLOOR = True
+MIN_WARM_SHARE = 0.1
 MIN_CHAINS = 4  # fewer chains than this: no fit, every forward read cold (p = 1)
 WHOLE, SPLIT = "whole", "split"
 WEIGHTED_OPS = ("conv", "gemm", "addmm", "matmul")  # kernels that read weights (lower-cased substrings of op names)
@@ -123,7 +127,10 @@ class Residency:
             factor = p * np.asarray(shares) + self.activation_factor * (1.0 - np.asarray(shares))
         else:
             factor = p
-        return warm_ms + factor * (cold_ms - warm_ms) + kernel_calls * self.per_kernel_call_ms
+        mixed = warm_ms + factor * (cold_ms - warm_ms) + kernel_calls * self.per_kernel_call_ms
+        if not KERNEL_FLOOR:
+            return mixed
+        return np.maximum(mixed, MIN_WARM_SHARE * np.asarray(warm_ms))
 
     def chain_ms(self, c: ChainSums) -> float | np.ndarray:
         """A chain's predicted time from its sums (the same as mixing its kernels one by one; ``ChainSums`` of
