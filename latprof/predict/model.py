@@ -4,8 +4,8 @@ Each family with enough samples gets its own regressor over ``latprof.predict.ke
 log of the kernel's latency (errors are relative, as the evaluation's are); when every sample of the family does
 work, the log of its latency *per unit of work*, multiplied back by the kernel's work and never below the family's
 fastest reading: a forest predicts only within the targets it was fitted on, so a kernel larger than every sample
-of its family read as the largest sample (ResNet-18's residual convolutions on ort-mobile, predicted at a third of
-their time; docs/predict.md). A rarer family scales its own readings
+of its family read as the largest sample (ResNet-18's residual convolutions on ort-mobile: eight calls at 3.6 ms
+in all, the network -55%; docs/predict.md). A rarer family scales its own readings
 by work (``work``: its median ms per multiply-add, element-wise op and memory access), or takes its median reading
 when it does no work; only a family never sampled falls back to one regressor over all samples with the family as
 an extra feature. That fallback had predicted ShuffleNet's stem max-pool (one sample in a calibration) at 0.21 ms
