@@ -5,10 +5,9 @@ log of the kernel's latency (errors are relative, as the evaluation's are); when
 work, the log of its latency *per unit of work*, multiplied back by the kernel's work and never below the family's
 fastest reading: a forest predicts only within the targets it was fitted on, so a kernel larger than every sample
 of its family read as the largest sample (ResNet-18's residual convolutions on ort-mobile: eight calls at 3.6 ms
-in all, the network -55%; docs/predict.md). A rarer family scales its own readings
-by work (``work``: its median ms per multiply-add, element-wise op and memory access), or takes its median reading
-when it does no work; only a family never sampled falls back to one regressor over all samples with the family as
-an extra feature. That fallback had predicted ShuffleNet's stem max-pool (one sample in a calibration) at 0.21 ms
+in all, the network -55%; docs/predict.md). A rarer family scales its own readings by work (``work``: its median
+ms per multiply-add, element-wise op and memory access), or takes its median reading when it does no work; only a
+family never sampled falls back to one regressor over all samples with the family as an extra feature. That fallback had predicted ShuffleNet's stem max-pool (one sample in a calibration) at 0.21 ms
 against 2.3 ms measured; scaled from its one reading, 2.1 ms. Candidates are scikit-learn's random forest and
 gradient boosting; calibration picks the one with the lower cross-validated error on its own kernel samples among
 those whose refit (warm and cold models, all samples) takes at most ``LOAD_BUDGET_CPU_S`` of CPU time, since every
@@ -95,15 +94,17 @@ class KernelModel:
             by.setdefault(s["op"], []).append(s)
         self.families, self.constant, self.rate, self.per_work = {}, {}, {}, {}
         for op, group in by.items():
-            self.constant[op] = float(np.median([math.log(s[self.target]) for s in group]))
-            if all(work(s["features"]) > 0 for s in group):
-                self.rate[op] = float(np.median([math.log(s[self.target] / work(s["features"])) for s in group]))
+            log_ms = np.log([s[self.target] for s in group])
+            works = np.array([work(s["features"]) for s in group])
+            self.constant[op] = float(np.median(log_ms))
+            if np.all(works > 0):
+                self.rate[op] = float(np.median(log_ms - np.log(works)))
             if len(group) >= MIN_FAMILY_SAMPLES:
                 X = np.array([feature_vector(s["features"]) for s in group])
-                y = np.array([math.log(s[self.target]) for s in group])
+                y = log_ms
                 if RATE_TARGET and op in self.rate:
-                    y = y - np.log([work(s["features"]) for s in group])
-                    self.per_work[op] = float(min(math.log(s[self.target]) for s in group))
+                    self.per_work[op] = float(log_ms.min())
+                    y = log_ms - np.log(works)
                 self.families[op] = _make(self.regressor).fit(X, y)
         if len(samples) >= MIN_FAMILY_SAMPLES:
             X = np.array([[*feature_vector(s["features"]), _family_code(s["op"])] for s in samples])
@@ -119,13 +120,13 @@ class KernelModel:
             groups.setdefault(op, []).append(i)
         for op, idx in groups.items():
             X = np.array([feature_vector(features[i]) for i in idx])
+            works = np.array([work(features[i]) for i in idx])
             if op in self.families:
                 out[idx] = self.families[op].predict(X)
-                if op in self.per_work:
-                    per_work = np.log([max(work(features[i]), 1e-30) for i in idx])  # no work: the floor
-                    out[idx] = np.maximum(out[idx] + per_work, self.per_work[op])
-            elif op in self.rate and all(work(features[i]) > 0 for i in idx):  # a rare family: its own rate
-                out[idx] = [self.rate[op] + math.log(work(features[i])) for i in idx]
+                if op in self.per_work:  # a kernel that does no work gets the family's floor
+                    out[idx] = np.maximum(out[idx] + np.log(np.maximum(works, 1e-30)), self.per_work[op])
+            elif op in self.rate and np.all(works > 0):  # a rare family: its own rate
+                out[idx] = self.rate[op] + np.log(works)
             elif op in self.constant:
                 out[idx] = self.constant[op]
             elif self.fallback is not None:

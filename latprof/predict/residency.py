@@ -133,8 +133,10 @@ class Residency:
         return np.maximum(mixed, MIN_WARM_SHARE * np.asarray(warm_ms))
 
     def chain_ms(self, c: ChainSums) -> float | np.ndarray:
-        """A chain's predicted time from its sums (the same as mixing its kernels one by one; ``ChainSums`` of
-        arrays: each chain's). Unfitted (floor and activation_factor 1), every chain reads cold."""
+        """A chain's predicted time from its sums (``ChainSums`` of arrays: each chain's): mixing its kernels one
+        by one, without ``mix``'s per-kernel floor at ``MIN_WARM_SHARE`` of warm (the fit is over sums; the floor
+        binds only where the per-kernel-call term is negative and a kernel tiny). Unfitted (floor and
+        activation_factor 1), every chain reads cold."""
         return (c.warm_ms + self.share(c.weight_bytes) * c.weights_delta_ms
                 + self.activation_factor * c.activations_delta_ms + c.kernel_calls * self.per_kernel_call_ms)
 

@@ -226,7 +226,7 @@ def coverage_cells(rng: random.Random) -> list[dict[str, Any]]:
     for name in BLOCKS:
         for _ in range(20):
             h = rng.choice(RESOLUTIONS[:-1])  # stride 2 needs more than 7x7
-            kw = {**_block_kwargs(name, _channels(rng, h), h, rng), "stride": 2}
+            kw = _block_kwargs(name, _channels(rng, h), h, rng, fixed={"stride": 2})
             spec = {"type": "chain", "input": [1, int(kw.get("in_channels", 8)), h, h],
                     "blocks": [{"name": name, "kwargs": kw}]}
             if valid_cell(spec):
