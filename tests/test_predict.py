@@ -548,6 +548,7 @@ def test_the_weights_move_to_memory_between_the_l2_and_twice_the_last_level_cach
     from latprof.predict.residency import centre_bounds, fit_residency
 
     assert centre_bounds({"L1d": 32, "L2": 1024, "L3": 32768}) == (20.0, 26.0)  # 1 MiB .. 64 MiB
+    assert centre_bounds({"L2": 2048, "L3": 480 * 1024}) == (21.0, 28.0)  # a 480 MiB L3: up to the cold cap
     assert centre_bounds(None) is None and centre_bounds({"L1d": 32}) is None
     inside = _chains(lambda s: 0.1 + 0.9 / (1.0 + math.exp(-(math.log2(s) - 25.0) / 0.7)), 0.3, 0.0)
     assert fit_residency(inside, (20.0, 26.0)).centre_log2 == pytest.approx(25.0, abs=0.1)  # bounds change nothing
@@ -798,6 +799,60 @@ def test_a_round_takes_coverage_cells_then_a_neighbour_of_a_scarce_familys_cell(
     assert cells[:2] == [{"type": "head", "n": 0}, {"type": "head", "n": 1}] and pending == [{"type": "head", "n": 2}]
     assert cells[2]["type"] == "stem" and cells[2]["maxpool"] and len(cells) == 4
     assert cells[3] not in pending  # the last is drawn by kind
+
+
+def test_a_cold_reading_writes_through_twice_the_last_level_cache_at_most_256_mib(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from latprof.predict import cold
+
+    for llc_mib, expected_mib in ((32, 64), (480, 256), (None, 64)):
+        monkeypatch.setattr(cold, "cache_bytes", lambda level, _l=llc_mib: (_l << 20) if level == 3 and _l else 0)
+        assert cold.cold_evict_bytes() == expected_mib << 20  # unknown caches: the 32 MiB fallback
+    monkeypatch.setattr(cold, "cache_bytes", lambda level: 2 << 20 if level == 2 else 0)
+    assert cold.Evictor.warm().nbytes == 4 << 20 and cold.Evictor(1 << 20).nbytes == 1 << 20
+
+
+CHAIN_WITH_SE_SECOND = {"type": "chain", "input": [1, 12, 56, 56], "blocks": [
+    {"name": "conv_bn_relu", "kwargs": {"in_channels": 12, "out_channels": 16, "kernel_size": 1, "stride": 2}},
+    {"name": "mbconv", "kwargs": {"in_channels": 16, "out_channels": 16, "stride": 2, "expansion": 6.0,
+                                  "kernel_size": 3, "se": True, "act": "relu"}},
+    {"name": "mbconv", "kwargs": {"in_channels": 16, "out_channels": 16, "stride": 1, "expansion": 3.0,
+                                  "kernel_size": 3, "se": False, "act": "swish"}}]}
+
+
+def test_a_chains_blocks_stand_alone_at_the_input_they_get_in_the_chain() -> None:
+    from latprof.predict.space import block_cells, producing_blocks, valid_cell
+
+    parts = block_cells(CHAIN_WITH_SE_SECOND)
+    assert [p["input"] for p in parts] == [[1, 12, 56, 56], [1, 16, 28, 28], [1, 16, 14, 14]]
+    assert [p["blocks"] for p in parts] == [[b] for b in CHAIN_WITH_SE_SECOND["blocks"]]
+    assert all(valid_cell(p) for p in parts)
+    assert producing_blocks(CHAIN_WITH_SE_SECOND, "hardsigmoid") == [1]  # the squeeze-excite's gate
+    assert producing_blocks(CHAIN_WITH_SE_SECOND, "silu") == [2]
+    assert producing_blocks(CHAIN_WITH_SE_SECOND, "convolution_dw") == [1, 2]
+    assert producing_blocks(CHAIN_WITH_SE_SECOND, "nchwc.Conv+HardSigmoid") == []  # another backend's family
+    stem = {"type": "stem", "input": [1, 3, 224, 224], "out_channels": 24, "kernel_size": 3, "act": "relu",
+            "maxpool": True, "micro": False}
+    assert block_cells(stem) == [stem]
+
+
+def test_a_scarce_familys_neighbour_is_of_the_block_that_produced_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import random
+
+    from latprof.predict.calibrate import _next_cells
+    from latprof.predict.space import mutate_cell
+
+    rng = random.Random(0)
+    for _ in range(5):
+        n = mutate_cell(CHAIN_WITH_SE_SECOND, rng, [1])
+        (block,) = n["blocks"]
+        assert block["name"] == "mbconv" and block["kwargs"]["se"] and block["kwargs"]["act"] == "relu"
+        assert n["input"][2] == 28 and block["kwargs"]["stride"] == 2
+    monkeypatch.setattr("latprof.predict.calibrate.CELLS_PER_UNIT", 2)
+    for seed in range(4):
+        cells = _next_cells(random.Random(seed), None, [], {"r0c1": {"cell": CHAIN_WITH_SE_SECOND}}, [],
+                            {"hardsigmoid": ["r0c1"]})
+        assert cells[0]["blocks"][0]["name"] == "mbconv" and cells[0]["blocks"][0]["kwargs"]["se"]
 
 
 # ------------------------------------------------------------------ the machine's state (latprof.predict.state)

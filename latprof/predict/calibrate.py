@@ -32,7 +32,8 @@ from latprof.errors import LatprofError
 from latprof.predict.kernels import FEATURES
 from latprof.predict.model import MIN_FAMILY_SAMPLES, cross_validate, select_regressor
 from latprof.predict.residency import centre_bounds
-from latprof.predict.space import CHAIN_FOOTPRINT_LOG2, coverage_cells, draw_cells, mutate_cell, sample_chain
+from latprof.predict.space import (CHAIN_FOOTPRINT_LOG2, coverage_cells, draw_cells, mutate_cell, producing_blocks,
+                                   sample_chain)
 from latprof.predict.state import STATE_DESCRIPTION, StateFactors, reference_state, spread, state_of
 from latprof.predict.store import KIND, SCHEMA_VERSION, save
 from latprof.results import base_row, read_results
@@ -251,7 +252,7 @@ class Readings:
                     "module_calls", "kernels")}, "state": state_of(r)}
             elif kind == "overhead":
                 self.overhead_rows.append({k: r.get(k) for k in ("variant", "latency_median_ms", "module_call_ms",
-                                                                 "session_ms")})
+                                                                 "session_ms", "cold_evict_bytes")})
 
     @property
     def has_warm(self) -> bool:
@@ -353,7 +354,10 @@ def _write(output: Path, readings: Readings, env: dict[str, Any], threads: int, 
         "features": list(FEATURES), "model": {"regressor": regressor, "cross_validation": cv},
         "overhead": overhead, "peaks": peaks, "samples": samples,
         "cells": [{"id": k, **v} for k, v in readings.cells.items()], "state": readings.state_summary(),
-        "calibration": {**meta, "failed_cells": readings.failed, "failed_chains": readings.failed_chains},
+        "calibration": {**meta, "failed_cells": readings.failed, "failed_chains": readings.failed_chains,
+                        # what each cold reading wrote through (latprof.predict.cold); absent from older readings
+                        "cold_evict_bytes": sorted({r["cold_evict_bytes"] for r in readings.overhead_rows
+                                                    if r.get("cold_evict_bytes")})},
     }
     from latprof.predict.predictor import Predictor
 
@@ -395,9 +399,11 @@ def _next_cells(rng: random.Random, weights: dict[str, float] | None, worst: lis
     out = [pending.pop(0) for _ in range(min(len(pending), CELLS_PER_UNIT // 2))] if pending else []
     families = sorted(scarce)
     if families:
-        producers = [cells[c]["cell"] for c in scarce[rng.choice(families)] if c in cells and cells[c].get("cell")]
+        family = rng.choice(families)
+        producers = [cells[c]["cell"] for c in scarce[family] if c in cells and cells[c].get("cell")]
         if producers:
-            out.append(mutate_cell(rng.choice(producers), rng))
+            spec = rng.choice(producers)
+            out.append(mutate_cell(spec, rng, producing_blocks(spec, family)))
     near = [cells[c]["cell"] for c in worst if c in cells and cells[c].get("cell")]
     n_near = min(len(near), CELLS_PER_UNIT // 2, max(CELLS_PER_UNIT - len(out) - 1, 0))  # one cell by kind kept
     out += [mutate_cell(spec, rng) for spec in rng.sample(near, n_near)] if n_near else []

@@ -27,6 +27,14 @@ import torch
 from latprof.measure.protocol import gc_paused
 
 FALLBACK_LLC_BYTES = 32 * 1024 * 1024
+# A cold reading writes through twice the last-level cache, but never more than this: twice the largest footprint
+# the calibration chains are drawn around (128 MiB, ``latprof.predict.space.CHAIN_FOOTPRINT_LOG2``; the zoo's
+# largest networks carry about 100 MiB of weights), so the weights are at least as far away as a forward of any of
+# them leaves them. On a VM that sees a 480 MiB L3, writing through 960 MiB took 72 ms per cold sample, and a
+# 900 s torch-cpu calibration read only 756 kernels (7 samples each, every reading stopped by its time cap); through
+# 256 MiB, 20 ms. There a 1x1 convolution of 1 MiB of weights read 0.66 ms warm, 0.72 after 64 MiB, 0.85 after
+# 256 MiB and 1.01 after 960 MiB: what lies beyond the cap is more than any zoo network's own traffic evicts.
+COLD_EVICT_CAP_BYTES = 256 * 1024 * 1024
 FALLBACK_L2_BYTES = 1024 * 1024
 _SYSFS_CACHE = Path("/sys/devices/system/cpu/cpu0/cache")
 _UNITS = {"K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}
@@ -59,12 +67,18 @@ def l2_cache_bytes() -> int:
     return cache_bytes(2) or FALLBACK_L2_BYTES
 
 
+def cold_evict_bytes() -> int:
+    """What a cold reading writes through: twice the last-level cache, at most ``COLD_EVICT_CAP_BYTES``."""
+    return min(2 * last_level_cache_bytes(), COLD_EVICT_CAP_BYTES)
+
+
 class Evictor:
-    """Writes through ``nbytes`` (default twice the last-level cache, so what the next call reads comes from
-    memory; ``Evictor.warm()``: twice the L2, so it comes from the last-level cache)."""
+    """Writes through ``nbytes`` (default ``cold_evict_bytes()``, so what the next call reads comes from memory, or
+    from as far as a large cache keeps it; ``Evictor.warm()``: twice the L2, so it comes from the last-level
+    cache)."""
 
     def __init__(self, nbytes: int | None = None) -> None:
-        self.nbytes = nbytes or 2 * last_level_cache_bytes()
+        self.nbytes = nbytes or cold_evict_bytes()
         self.buffer = torch.zeros(max(1, self.nbytes // 4))
 
     @classmethod

@@ -89,7 +89,8 @@ def _torch_unit(payload: dict[str, Any], options: BackendOptions, config: Measur
     cold, warm = Evictor(), Evictor.warm()  # weights from memory / from the last-level cache
     with torch_threads(threads, 1), pinning(options.pin, threads):
         states = _state_reader(payload, cold, warm)
-        rows.append(_torch_module_overhead(backend, threads, KERNEL_CONFIG))  # a warm Python cost
+        rows.append({**_torch_module_overhead(backend, threads, KERNEL_CONFIG),  # a warm Python cost
+                     "cold_evict_bytes": cold.nbytes})
         for cell_id, spec in payload["cells"]:
             ident = sample_ident(backend, threads, cell_id, "cell", spec["input"])
             first = len(rows)
@@ -215,7 +216,7 @@ def _ort_unit(payload: dict[str, Any], options: BackendOptions, config: MeasureC
         session_ms = idle_m.stats.median_ms
         rows.append(base_row(**sample_ident(backend_name, threads, "overhead", "session", [1, 1]),
                              **_compact(latency_fields(idle_m)), status="ok", error="", sample="overhead",
-                             session_ms=session_ms))
+                             session_ms=session_ms, cold_evict_bytes=cold.nbytes))
         for cell_id, spec in payload["cells"]:
             ident = sample_ident(backend_name, threads, cell_id, "cell", spec["input"])
             first = len(rows)

@@ -158,15 +158,18 @@ CENTRE_STARTS = 7  # the loss has local minima along the centre
 
 def centre_bounds(caches_kib: dict[str, Any] | None) -> tuple[float, float] | None:
     """Where, in log2 bytes of weights, a forward's weights can move from cache to memory: between one core's L2
-    and twice the last-level cache (None when the machine's caches are unknown: the chains alone bound it). Without
-    this the fit may put the move below the L2, where two fits of equal chain error predict small networks 20%
-    apart (docs/predict.md, "Measured")."""
+    and what a cold reading writes through (twice the last-level cache, at most ``cold.COLD_EVICT_CAP_BYTES``;
+    None when the machine's caches are unknown: the chains alone bound it). Without this the fit may put the move
+    below the L2, where two fits of equal chain error predict small networks 20% apart (docs/predict.md,
+    "Measured")."""
+    from latprof.predict.cold import COLD_EVICT_CAP_BYTES
+
     if not caches_kib:
         return None
     l2, llc = float(caches_kib.get("L2") or 0), float(max(caches_kib.get("L3") or 0, caches_kib.get("L2") or 0))
     if l2 <= 0 or llc <= 0:
         return None
-    return float(np.log2(l2 * 1024)), float(np.log2(2 * llc * 1024))
+    return float(np.log2(l2 * 1024)), float(np.log2(min(2 * llc * 1024, COLD_EVICT_CAP_BYTES)))
 
 
 def _fit(chains: list[ChainSums], call_term: bool, start: np.ndarray | None = None,

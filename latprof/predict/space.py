@@ -182,9 +182,39 @@ def cell_type(spec: dict[str, Any]) -> str:
 STRUCTURAL_KWARGS = ("stride", "groups", "se", "act", "kernel_size")
 
 
+def block_cells(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each block of a chain cell as a one-block cell at the input it gets in the chain (a stem or head: itself).
+    Every zoo block pads to keep the resolution, so a stride of 2 takes h to ceil(h / 2)."""
+    if spec["type"] != "chain":
+        return [spec]
+    out, h = [], int(spec["input"][2])
+    for b in spec["blocks"]:
+        c = int(b["kwargs"].get("in_channels", spec["input"][1]))
+        out.append({"type": "chain", "input": [1, c, h, h], "blocks": [b]})
+        h = -(-h // int(b["kwargs"].get("stride", 1)))
+    return out
+
+
+def producing_blocks(spec: dict[str, Any], family: str) -> list[int]:
+    """The blocks of a chain cell whose PyTorch eager kernels include ``family`` (traced on meta tensors, nothing
+    runs); empty when none does, as for a family of another backend (ONNX Runtime's fused nodes)."""
+    from latprof.predict.torch_kernels import torch_kernels
+
+    found = []
+    for i, cell in enumerate(block_cells(spec)):
+        try:
+            module, shape = build_cell(cell)
+            kernels, _ = torch_kernels(module, (torch.zeros(shape, device="meta"),))
+        except Exception:  # noqa: BLE001  (a block that does not build alone: not a producer we can use)
+            continue
+        if any(k.op == family for k in kernels):
+            found.append(i)
+    return found
+
+
 def _neighbour(spec: dict[str, Any], rng: random.Random) -> dict[str, Any]:
     """``spec`` with the same structure (kind, strides, options) at another width, and for a stem or head another
-    resolution; a chain keeps its first block only."""
+    resolution; a chain of one block (``mutate_cell`` picks it)."""
     if spec["type"] == "stem":
         h = rng.choice(STEM_RESOLUTIONS)
         return {**spec, "input": [1, 3, h, h], "out_channels": rng.choice(STEM_CHANNELS)}
@@ -200,9 +230,14 @@ def _neighbour(spec: dict[str, Any], rng: random.Random) -> dict[str, Any]:
             "blocks": [{"name": first["name"], "kwargs": kw}]}
 
 
-def mutate_cell(spec: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+def mutate_cell(spec: dict[str, Any], rng: random.Random, blocks: list[int] | None = None) -> dict[str, Any]:
     """A neighbour of a cell: the same kind and structure (strides, groups, SE, activation, kernel size; a stem's
-    max-pool) at a nearby width (adaptive sampling near errors, and more samples of a scarce kernel family)."""
+    max-pool) at a nearby width (adaptive sampling near errors, and more samples of a scarce kernel family). Of a
+    chain, a neighbour of one of its blocks at that block's input: one of ``blocks`` (indices) when given, else any.
+    Always the first block, as before, repeated a lone 1x1 convolution in 4 of one calibration's 45 cells while the
+    scarce family it was meant to sample (a squeeze-excite's hard sigmoid) sat in the chain's second block."""
+    parts = block_cells(spec)
+    spec = parts[rng.choice([i for i in blocks or [] if i < len(parts)] or range(len(parts)))]
     for _ in range(10):
         new = _neighbour(spec, rng)
         if valid_cell(new):
