@@ -23,9 +23,9 @@ from latprof.backends.base import DEFAULT_ORT_OPT, DEFAULT_PRECISION, DEFAULT_TF
 from latprof.cost import UnsupportedOpWarning, count_model
 from latprof.errors import LatprofError, one_line
 from latprof.measure.protocol import MeasureConfig
-from latprof.profile import ProfileRequest, RunFiles, measure_on_backend, resolve_batch
+from latprof.profile import ProfileRequest, RunFiles, measure_on_backend, resolve_batch, run_plan
 from latprof.results import base_row, error_row
-from latprof.run.engine import Plan, execute, open_output, record_environment
+from latprof.run.engine import Plan
 from latprof.run.units import Unit
 from latprof.shapes import Shape, format_shape
 from latprof.workloads import Workload, create_workload
@@ -246,22 +246,4 @@ def finish_blocks_unit(unit: Unit, rows: list[dict[str, Any]]) -> list[dict[str,
 def run_per_block(request: ProfileRequest, after_unit: Callable[[int, int], None] | None = None) -> RunFiles:
     """``latprof profile --per-block``: every network x backend as one unit, stored like ``profile``
     (``after_unit(i, n)`` as in ``run_profile``)."""
-    plan = blocks_plan(request)
-    out_dir, store = open_output(request.out, request.resume, request.run.append)
-    env = record_environment(store, request.run)
-    files = RunFiles(out_dir, store.path, out_dir / "results.csv")
-
-    def on_unit(i: int, n: int, unit: Unit, rows: list[dict[str, Any]] | None) -> None:
-        if after_unit:
-            after_unit(i, n)
-        files.skipped += rows is None
-
-    try:
-        result = execute(plan, store, env, request.run, request.resume, on_unit)
-        files.rows, files.wall_s = result.rows, result.wall_s
-        files.notes += result.notes
-    finally:
-        from latprof.experiments.outputs import write_outputs
-
-        files.report_path = write_outputs(out_dir)["report"]
-    return files
+    return run_plan(request, blocks_plan(request), after_unit=after_unit)

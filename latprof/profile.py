@@ -227,14 +227,16 @@ def finish_profile_unit(unit: Unit, rows: list[dict[str, Any]]) -> list[dict[str
     return out
 
 
-def run_profile(
+def run_plan(
     request: ProfileRequest,
-    on_row: Callable[[dict[str, Any]], None] | None = None,
+    plan: Plan,
+    on_rows: Callable[[RunFiles, list[dict[str, Any]]], None] | None = None,
     after_unit: Callable[[int, int], None] | None = None,
+    after_execute: Callable[[Any, dict[str, Any]], list[str]] | None = None,
 ) -> RunFiles:
-    """Measure every model on every backend; each finished row is stored at once (Ctrl-C keeps them).
-    ``after_unit(i, n)`` runs after each unit (``latprof predict --evaluate`` reads the machine state there)."""
-    plan = profile_plan(request)
+    """Execute a plan of profile-shaped units into ``request.out`` (``profile`` and ``profile --per-block``): each
+    finished unit's rows are stored at once and handed to ``on_rows``; ``after_unit(i, n)`` runs after each unit;
+    ``after_execute(store, environment)`` adds notes once all units ran; the outputs are written even on Ctrl-C."""
     out_dir, store = open_output(request.out, request.resume, request.run.append)
     env = record_environment(store, request.run)
     files = RunFiles(out_dir, store.path, out_dir / "results.csv")
@@ -244,27 +246,47 @@ def run_profile(
             after_unit(i, n)
         if rows is None:
             files.skipped += 1
-            return
+        elif on_rows:
+            on_rows(files, rows)
+
+    try:
+        result = execute(plan, store, env, request.run, request.resume, on_unit)
+        files.rows, files.wall_s = result.rows, result.wall_s
+        files.notes += result.notes
+        if after_execute:
+            files.notes += after_execute(store, env)
+    finally:
+        from latprof.experiments.outputs import write_outputs
+
+        files.report_path = write_outputs(out_dir)["report"]
+    return files
+
+
+def run_profile(
+    request: ProfileRequest,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+    after_unit: Callable[[int, int], None] | None = None,
+) -> RunFiles:
+    """Measure every model on every backend; each finished row is stored at once (Ctrl-C keeps them).
+    ``after_unit(i, n)`` runs after each unit (``latprof predict --evaluate`` reads the machine state there)."""
+    plan = profile_plan(request)
+
+    def on_rows(files: RunFiles, rows: list[dict[str, Any]]) -> None:
         for r in rows:
             if r.get("record") == Record.PER_OP:
                 files.per_op.append(r)
             elif on_row:
                 on_row(r)
 
-    try:
-        result = execute(plan, store, env, request.run, request.resume, on_unit)
-        files.rows, files.wall_s = result.rows, result.wall_s
-        files.notes += result.notes
-        if request.roofline:
-            existing = read_results(store.path, quiet=True).other if request.resume else []
-            configs = [(u.payload["backend"], u.payload["threads"]) for u in plan.units]
-            files.notes += record_peaks(store, configs, env["hardware_id"], request.pin, request.ort_opt, existing,
-                                        request.run, request.tf32, plan.units)
-    finally:
-        from latprof.experiments.outputs import write_outputs
+    def peaks(store: Any, env: dict[str, Any]) -> list[str]:
+        if not request.roofline:
+            return []
+        existing = read_results(store.path, quiet=True).other if request.resume else []
+        configs = [(u.payload["backend"], u.payload["threads"]) for u in plan.units]
+        return record_peaks(store, configs, env["hardware_id"], request.pin, request.ort_opt, existing,
+                            request.run, request.tf32, plan.units)
 
-        files.report_path = write_outputs(out_dir)["report"]
-    return files
+    return run_plan(request, plan, on_rows, after_unit, peaks)
 
 
 def _per_op(workload: Workload, backend_name: str, options: BackendOptions, row: dict[str, Any]) -> dict[str, Any]:
