@@ -7,8 +7,9 @@ fastest reading: a forest predicts only within the targets it was fitted on, so 
 of its family read as the largest sample (ResNet-18's residual convolutions on ort-mobile: eight calls at 3.6 ms
 in all, the network -55%; docs/predict.md). A rarer family scales its own readings by work (``work``: its median
 ms per multiply-add, element-wise op and memory access), or takes its median reading when it does no work; only a
-family never sampled falls back to one regressor over all samples with the family as an extra feature. That fallback had predicted ShuffleNet's stem max-pool (one sample in a calibration) at 0.21 ms
-against 2.3 ms measured; scaled from its one reading, 2.1 ms. Candidates are scikit-learn's random forest and
+family never sampled falls back to one regressor over all samples with the family as an extra feature. That
+fallback had predicted ShuffleNet's stem max-pool (one sample in a calibration) at 0.21 ms against 2.3 ms
+measured; scaled from its one reading, 2.1 ms. Candidates are scikit-learn's random forest and
 gradient boosting; calibration picks the one with the lower cross-validated error on its own kernel samples among
 those whose refit (warm and cold models, all samples) takes at most ``LOAD_BUDGET_CPU_S`` of CPU time, since every
 load refits (``select_regressor``), and the file records the choice and the figures.
