@@ -290,7 +290,7 @@ def _run_count(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- calibrate / predict (latency predictor)
 def _add_calibrate(p: argparse.ArgumentParser) -> None:
-    from latprof.predict.calibrate import BACKENDS, DEFAULT_BUDGET_S, QUICK_BUDGET_S
+    from latprof.predict.calibrate import ATTRIBUTIONS, BACKENDS, DEFAULT_BUDGET_S, QUICK_BUDGET_S
     from latprof.run.allocators import ALLOCATORS, DEFAULT_ALLOCATOR
 
     p.add_argument("--backend", help=f"one of {', '.join(BACKENDS)}")
@@ -310,6 +310,10 @@ def _add_calibrate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allocator", choices=ALLOCATORS, default=None,
                    help=f"memory allocator of the worker processes (default {DEFAULT_ALLOCATOR}, as profile)")
     p.add_argument("--in-process", action="store_true", help="measure in this process (debugging)")
+    p.add_argument("--attribution", choices=ATTRIBUTIONS, default="auto",
+                   help="torch-cpu kernel samples: each kernel replayed alone, or its time profiled inside its "
+                        "cell's forward; auto (default) builds both and keeps the one whose calibration chains "
+                        "it predicts better")
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:
@@ -318,11 +322,12 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     from latprof.views.predict import calibration_progress, show_calibration
 
     if args.from_readings is not None:
-        return show_calibration(rebuild(args.from_readings, args.output, args.pin, args.ort_opt))
+        return show_calibration(rebuild(args.from_readings, args.output, args.pin, args.ort_opt,
+                                        attribution=args.attribution))
     if not args.backend:
         raise LatprofError(f"latprof calibrate needs --backend (one of {', '.join(BACKENDS)}) or --from-readings DIR")
     request = CalibrateRequest(args.backend, args.output, args.threads, args.budget, args.quick, args.pin,
-                               args.ort_opt, args.out, args.seed,
+                               args.ort_opt, args.out, args.seed, attribution=args.attribution,
                                run=RunOptions(in_process=args.in_process, allocator=args.allocator))
     return show_calibration(calibrate(request, calibration_progress(args.backend)))
 

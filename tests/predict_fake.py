@@ -6,6 +6,10 @@ plus 2 µs per module call. A chain costs its warm cost, plus ``true_share(its w
 part of the difference to cold, plus ``TRUE_ACTIVATION`` of their activations' part (``latprof.predict.residency``).
 Deterministic, so tests can check what calibration and prediction make of it.
 
+In-forward kernel times (``latprof.predict.torch_profile``): with ``IN_FORWARD`` set, every kernel row also carries
+its time inside the cell's forward (``CONTEXT`` x its reading cold, ``WARM_CONTEXT`` x warm), and the replays miss it
+by a kernel-dependent factor (``replay_distortion``) that no context fit undoes.
+
 A drifting machine: with ``DRIFT`` set, the i-th cell or chain of a unit reads ``DRIFT[i % len(DRIFT)]`` times
 slower, all its readings and the machine-state reading before it alike (``latprof.predict.state``).
 """
@@ -31,6 +35,7 @@ TRUE_CENTRE_LOG2 = 23.0  # the weights' cold share is 1/2 at 8 MiB of weights
 TRUE_WIDTH_LOG2 = 0.8
 TRUE_ACTIVATION = 0.2
 DRIFT: tuple[float, ...] = (1.0,)
+IN_FORWARD = False
 STATE_COLD_MS, STATE_WARM_MS = 1.0, 0.6
 
 
@@ -50,6 +55,13 @@ def kernel_ms(features: dict[str, float]) -> float:
     return 1e-3 + 1e-6 * features.get("mult_adds", 0.0) + 1e-7 * features.get("mem_access", 0.0)
 
 
+def replay_distortion(features: dict[str, float]) -> float:
+    """How far a kernel replayed alone misses its in-forward time when ``IN_FORWARD`` (0.4x to 1.6x; 1 without)."""
+    if not IN_FORWARD:
+        return 1.0
+    return 1.0 + 0.6 * math.sin(features.get("out_numel", 0.0) + 3.0 * features.get("mult_adds", 0.0))
+
+
 def measure(payload: dict[str, Any]) -> list[dict[str, Any]]:
     backend, threads = payload["backend"], payload["threads"]
     rows = [base_row(**sample_ident(backend, threads, "overhead", "module_call", [1]), status="ok", error="",
@@ -58,19 +70,27 @@ def measure(payload: dict[str, Any]) -> list[dict[str, Any]]:
         d, st = state(n, payload)
         module, shape = build_cell(spec)
         kernels, calls = torch_kernels(module, (torch.zeros(shape),))
-        total = 0.0
+        total = replayed = 0.0
         for i, k in enumerate(kernels):
             ms = kernel_ms(k.features)
             total += k.count * ms
+            r = ms * replay_distortion(k.features)
+            replayed += k.count * r
+            in_forward = ({"profiled_ms": d * CONTEXT * ms, "warm_profiled_ms": d * WARM_CONTEXT * WARM * ms,
+                           "replayed": True} if IN_FORWARD else {})
             rows.append(base_row(**sample_ident(backend, threads, cell_id, f"k{i}", spec["input"]), status="ok",
-                                 error="", sample="kernel", kernel=k.as_dict(), latency_median_ms=d * ms,
-                                 samples_ms=[d * ms], cell_type=cell_type(spec), warm_ms=d * WARM * ms, **st))
+                                 error="", sample="kernel", kernel=k.as_dict(), latency_median_ms=d * r,
+                                 samples_ms=[d * r], cell_type=cell_type(spec), warm_ms=d * WARM * r, **st,
+                                 **in_forward))
         cell_ms = CONTEXT * total + calls * PER_CALL_MS
+        cell_in_forward = ({"profiled_ms": d * CONTEXT * total, "warm_profiled_ms": d * WARM_CONTEXT * WARM * total}
+                           if IN_FORWARD else {})
         rows.append(base_row(**sample_ident(backend, threads, cell_id, "cell", spec["input"]), status="ok", error="",
                              sample="cell", cell=spec, cell_type=cell_type(spec), module_calls=calls,
-                             kernel_calls=sum(k.count for k in kernels), kernels_ms=d * total,
-                             latency_median_ms=d * cell_ms, samples_ms=[d * cell_ms], warm_kernels_ms=d * WARM * total,
-                             warm_ms=d * (WARM_CONTEXT * WARM * total + calls * PER_CALL_MS), **st))
+                             kernel_calls=sum(k.count for k in kernels), kernels_ms=d * replayed,
+                             latency_median_ms=d * cell_ms, samples_ms=[d * cell_ms],
+                             warm_kernels_ms=d * WARM * replayed,
+                             warm_ms=d * (WARM_CONTEXT * WARM * total + calls * PER_CALL_MS), **st, **cell_in_forward))
     for n, (chain_id, spec) in enumerate(payload.get("chains", [])):
         d, st = state(n + 1, payload)
         module, shape = build_cell(spec)

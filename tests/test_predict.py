@@ -204,7 +204,7 @@ def test_cli_predict_json_prints_predicted_ms(tmp_path: Path, capsys: pytest.Cap
 @pytest.mark.parametrize("change, needle", [
     ({"hardware_id": "0000000000000000"}, "calibrated on hardware_id 0000000000000000"),
     ({"schema_version": 99}, "schema_version 99"),
-    ({"schema_version": 1}, "schema_version 1, this latprof reads 2, 3, 4, 5"),  # before the measured eager overhead
+    ({"schema_version": 1}, "schema_version 1, this latprof reads 2, 3, 4, 5, 6"),  # before the measured eager overhead
     ({"samples": []}, "no valid kernel samples"),
     ({"kind": "something"}, "not a latprof predictor file"),
 ])
@@ -467,6 +467,10 @@ def test_a_calibrate_unit_measures_one_small_cell_cache_cold(backend: str) -> No
     assert cell_row["kernel_calls"] == measured if backend != "torch-cpu" else cell_row["kernel_calls"] >= measured
     warm_key = "warm_ms" if backend == "torch-cpu" else "warm_profiled_ms"  # every kernel read warm as well
     assert all(r[warm_key] is not None and r[warm_key] >= 0 for r in rows if r["sample"] == "kernel")
+    # and inside the cell's forward, cold, warm and hot (eager: torch.profiler; ORT: its node profile)
+    assert all(r[k] >= 0 for r in rows if r["sample"] == "kernel"
+               for k in ("profiled_ms", "warm_profiled_ms", "hot_profiled_ms"))
+    assert cell_row["hot_ms"] > 0 and cell_row["hot_profiled_ms"] > 0
     assert all(r["state_cold_ms"] > 0 and r["state_warm_ms"] > 0 for r in rows if r["sample"] != "overhead")
     chain_row = next(r for r in rows if r["sample"] == "chain")  # timed in a loop, with its kernels and footprint
     assert chain_row["status"] == "ok" and chain_row["latency_median_ms"] > 0 and chain_row["kernels"]
@@ -1090,3 +1094,211 @@ def test_a_kernel_in_a_forward_is_never_below_a_tenth_of_its_warm_time() -> None
     assert ms[0] == pytest.approx(MIN_WARM_SHARE * 0.004)  # the per-call term alone would make it negative
     p = r.share(1e6)
     assert ms[1] == pytest.approx(1.0 + (p * 0.5 + 0.1 * 0.5) * 0.5 - 0.005)  # a large kernel: as before
+
+
+# ------------------------------------------------------------------ in-forward kernel times (PyTorch eager)
+def test_traced_calls_give_every_call_of_the_forward_its_kernel_in_dispatch_order() -> None:
+    from latprof.predict.torch_kernels import traced_calls
+
+    block = nn.Sequential(nn.ReLU(), nn.Conv2d(8, 8, 1), nn.ReLU(), nn.ReLU()).eval()
+    kernels, calls, order = traced_calls(block, (torch.zeros(1, 8, 6, 6),))
+    same, same_calls = torch_kernels(block, (torch.zeros(1, 8, 6, 6),))
+    assert [(k.op, k.count) for k in kernels] == [(k.op, k.count) for k in same] == [("relu", 3), ("convolution", 1)]
+    assert calls == same_calls == 5
+    assert [kernels[i].op for i in order] == ["relu", "convolution", "relu", "relu"]
+    assert order[0] == order[2] == order[3] and len(order) == sum(k.count for k in kernels)
+
+
+def test_in_forward_times_are_each_kernels_share_of_the_profiled_forward() -> None:
+    from latprof.predict.torch_kernels import traced_calls
+    from latprof.predict.torch_profile import profiled_kernel_ms
+
+    module, x = conv_bn_relu(), torch.randn(1, 8, 10, 10)
+    kernels, _, order = traced_calls(module, (x,))
+    evictions: list[int] = []
+    ms = profiled_kernel_ms(module, x, kernels, order, evict=lambda: evictions.append(1), runs=3, warmup=1)
+    assert len(ms) == len(kernels) and all(m > 0 for m in ms)
+    assert len(evictions) == 3  # before every profiled forward, not the warm-up ones
+
+
+def test_a_forward_that_dispatches_other_ops_than_traced_gets_no_in_forward_times() -> None:
+    from latprof.predict.torch_kernels import traced_calls
+    from latprof.predict.torch_profile import ProfileMismatch, profiled_kernel_ms
+
+    class Flips(nn.Module):  # relu while traced, sigmoid ever after: the profile cannot be the trace's
+        def __init__(self) -> None:
+            super().__init__()
+            self.traced = False
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = torch.sigmoid(x) if self.traced else torch.relu(x)
+            self.traced = True
+            return out
+
+    module, x = Flips(), torch.randn(1, 4)
+    kernels, _, order = traced_calls(module, (x,))
+    with pytest.raises(ProfileMismatch, match="first difference at call 0"):
+        profiled_kernel_ms(module, x, kernels, order, evict=None, runs=2, warmup=0)
+
+
+def _eager_rows() -> list[dict]:
+    """Two cells of eager readings: replayed kernels (one a repeat the worker did not replay again) with their
+    in-forward times."""
+    def kernel(cell: str, replayed: float, profiled: float, again: bool = False) -> dict:
+        return {"status": "ok", "sample": "kernel", "workload": cell, "latency_median_ms": replayed,
+                "warm_ms": replayed / 2, "profiled_ms": profiled, "warm_profiled_ms": profiled / 2,
+                "replayed": not again, "kernel": {"op": "add", "label": "aten.add.Tensor", "features": {}}}
+
+    def cell(name: str, timed: float, replayed: float, profiled: float) -> dict:
+        return {"status": "ok", "sample": "cell", "workload": name, "latency_median_ms": timed, "warm_ms": timed / 2,
+                "kernels_ms": replayed, "warm_kernels_ms": replayed / 2, "profiled_ms": profiled,
+                "warm_profiled_ms": profiled / 2, "kernel_calls": 2, "module_calls": 1}
+
+    return [kernel("a", 0.010, 0.004), kernel("a", 0.020, 0.006), cell("a", 0.0110, 0.030, 0.010),
+            kernel("b", 0.010, 0.005, again=True), kernel("b", 0.040, 0.015), cell("b", 0.0220, 0.050, 0.020),
+            kernel("c", 0.030, 0.012), cell("c", 0.0132, 0.030, 0.012)]
+
+
+def test_eager_samples_are_replayed_or_in_forward_as_the_attribution_says() -> None:
+    from latprof.predict.calibrate import PROFILED, REPLAY, Readings, _overhead
+
+    replay, in_forward, auto = Readings("torch-cpu", False, REPLAY), Readings("torch-cpu", False, PROFILED), \
+        Readings("torch-cpu", False)
+    for r in (replay, in_forward, auto):
+        r.add(_eager_rows())
+    assert [s["latency_ms"] for s in replay.samples()] == [0.010, 0.020, 0.040, 0.030]  # no repeat
+    assert [s["warm_ms"] for s in replay.samples()] == [0.005, 0.010, 0.020, 0.015]
+    assert [s["latency_ms"] for s in in_forward.samples()] == [0.004, 0.006, 0.005, 0.015, 0.012]  # every cell's
+    assert [s["warm_ms"] for s in in_forward.samples()] == [0.002, 0.003, 0.0025, 0.0075, 0.006]
+    assert auto.in_forward and auto.samples() == in_forward.samples()  # readings with profiles: in-forward
+    assert not Readings("ort-mobile", False, PROFILED).in_forward  # ONNX Runtime's nodes are profiled anyway
+    # cells = 1.1 x their kernels (in-forward sums), every cell alike: the context fit finds 1.1 and no call term
+    rows = [{"module_call_ms": 0.0}]
+    o = _overhead("torch-cpu", in_forward.normalised_cells(), rows, warm=True, in_forward=True)
+    assert (o["context_factor"], o["per_kernel_call_ms"]) == (pytest.approx(1.1), pytest.approx(0.0, abs=1e-7))
+    assert o["warm_context_factor"] == pytest.approx(1.1)
+    replayed = _overhead("torch-cpu", replay.normalised_cells(), rows, warm=True)
+    assert replayed["context_factor"] != pytest.approx(1.1)  # the same cells against their replays
+
+
+def test_auto_attribution_keeps_the_samples_that_predict_the_chains_better(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from latprof.predict.calibrate import CalibrateRequest, calibrate
+    from latprof.run.engine import RunOptions
+    from latprof.run.units import MEASURE_FUNCTIONS
+    from tests.predict_fake import CONTEXT, kernel_ms
+
+    monkeypatch.setitem(MEASURE_FUNCTIONS, "calibrate", "tests.predict_fake:measure")
+    monkeypatch.setattr("tests.predict_fake.IN_FORWARD", True)  # replays miss the in-forward times kernel by kernel
+    monkeypatch.setattr("latprof.predict.calibrate.CELLS_PER_UNIT", 12)
+    monkeypatch.setattr("latprof.predict.calibrate.CHAINS_PER_UNIT", 7)
+    result = calibrate(CalibrateRequest("torch-cpu", tmp_path / "p.json", threads=1, budget_s=0.01,
+                                        out=tmp_path / "runs", peaks=False, run=RunOptions(in_process=True)))
+    data = json.loads(result.path.read_text())
+    chosen = data["calibration"]["attribution"]
+    assert chosen["chosen"] == "profiled" and data["calibration"]["kernel_samples"] == "profiled"
+    assert chosen["profiled"]["chain_loo_rmspe"] < chosen["replay"]["chain_loo_rmspe"]
+    assert all(s["latency_ms"] == pytest.approx(CONTEXT * kernel_ms(s["features"])) for s in data["samples"])
+    assert data["overhead"]["context_factor"] == pytest.approx(1.0)  # the cells are their in-forward kernels
+    assert main(["calibrate", "--from-readings", str(tmp_path / "runs"), "--attribution", "replay",
+                 "-o", str(tmp_path / "r.json")]) == 0
+    replayed = json.loads((tmp_path / "r.json").read_text())
+    assert replayed["calibration"]["kernel_samples"] == "replayed" and "attribution" not in replayed["calibration"]
+    assert replayed["residency"]["loo_rmspe"] == pytest.approx(chosen["replay"]["chain_loo_rmspe"])
+
+
+# ------------------------------------------------------------------ hot, warm and cold (residency form "hot")
+def test_a_hot_residency_runs_each_kernel_from_hot_through_warm_to_cold_never_below_hot() -> None:
+    from latprof.predict.residency import HOT, Residency
+
+    r = Residency(centre_log2=26.0, width_log2=1.0, floor=0.0, form=HOT, hot_centre_log2=21.0, hot_width_log2=1.0)
+    hot, warm, cold = np.array([1.0, 1.0]), np.array([2.0, 2.0]), np.array([4.0, 4.0])
+    shares = np.array([1.0, 0.0])  # a kernel of weights only, one without any: cold - warm is the weights' part
+    small = r.mix(warm, cold, footprint=0, weights=2 ** 10, shares=shares, hot_ms=hot)
+    assert small == pytest.approx([1.0, 1.0], abs=1e-3)  # weights in the core's L2: hot
+    at_l2 = r.mix(warm, cold, footprint=0, weights=2 ** 21, shares=shares, hot_ms=hot)
+    assert at_l2 == pytest.approx([1.5 + 2.0 / (1.0 + math.exp(5.0)), 1.5])  # halfway to warm; p(2 MiB) small
+    at_centre = r.mix(warm, cold, footprint=0, weights=2 ** 26, shares=shares, hot_ms=hot)
+    assert at_centre == pytest.approx([2.0 + 0.5 * 2.0, 2.0], abs=1e-2)  # warm, plus half the weights' cold part
+    r.per_kernel_call_ms = -5.0  # a kernel in a forward is never below a tenth of its hot time
+    assert r.mix(warm, cold, footprint=0, weights=2 ** 10, shares=shares, kernel_calls=1, hot_ms=hot) == \
+        pytest.approx([0.1, 0.1])
+    with pytest.raises(ValueError, match="hot time"):
+        r.mix(warm, cold, footprint=0, weights=1.0)
+
+
+def _hot_chains(q: Callable[[float], float], p: Callable[[float], float]) -> list:
+    from latprof.predict.residency import ChainSums
+
+    chains = []
+    for i, log2 in enumerate(np.linspace(17, 27, 30)):
+        hot, warm, dw = 1.0 + 0.5 * i, 2.0 + i, 2.0 + 1.5 * (i % 5)
+        ms = hot + q(2 ** log2) * (warm - hot) + p(2 ** log2) * dw
+        chains.append(ChainSums(2 ** log2, ms, warm, dw, 9.9, 50.0, hot))  # an activations' part the form ignores
+    return chains
+
+
+def test_chains_with_hot_sums_fit_the_hot_form_when_it_predicts_left_out_chains_better() -> None:
+    from latprof.predict.residency import HOT, SPLIT, fit_residency
+
+    def logistic(centre: float, width: float) -> Callable[[float], float]:
+        return lambda s: 1.0 / (1.0 + math.exp(-(math.log2(s) - centre) / width))
+
+    chains = _hot_chains(logistic(21.0, 0.8), logistic(25.0, 0.7))
+    r = fit_residency(chains, (21.0, 28.0))
+    assert r.form == HOT and r.floor == 0.0 and r.activation_factor == 0.0
+    assert r.hot_centre_log2 == pytest.approx(21.0, abs=0.1) and r.hot_width_log2 == pytest.approx(0.8, abs=0.1)
+    assert r.centre_log2 == pytest.approx(25.0, abs=0.1) and r.width_log2 == pytest.approx(0.7, abs=0.1)
+    assert r.loo_rmspe == r.loo_rmspe_hot < r.loo_rmspe_split and r.fit_rmspe == pytest.approx(0.0, abs=1e-3)
+    without_hot = fit_residency([c._replace(hot_ms=0.0) for c in chains], (21.0, 28.0))
+    assert without_hot.form == SPLIT and without_hot.loo_rmspe_hot is None  # no hot readings: the split form
+
+
+def test_hot_samples_take_the_hot_per_node_overhead_or_the_in_forward_hot_time() -> None:
+    from latprof.predict.calibrate import PROFILED, Readings
+
+    def kernel(cell: str, ms: float) -> dict:
+        return {"status": "ok", "sample": "kernel", "workload": cell, "latency_median_ms": ms, "profiled_ms": ms,
+                "warm_profiled_ms": ms / 2, "hot_profiled_ms": ms / 4, "warm_ms": ms, "replayed": True,
+                "kernel": {"op": "Add", "label": "aten.add.Tensor", "features": {}}}
+
+    def cell(name: str, hot: float) -> dict:
+        return {"status": "ok", "sample": "cell", "workload": name, "latency_median_ms": 1.0, "warm_ms": 0.5,
+                "hot_ms": hot, "session_ms": 0.002, "profiled_ms": 0.008, "warm_profiled_ms": 0.004,
+                "hot_profiled_ms": 0.002, "kernel_calls": 2, "module_calls": 1, "kernels_ms": 0.008}
+
+    rows = [kernel("a", 0.004), kernel("a", 0.004), cell("a", 0.010), kernel("b", 0.004), kernel("b", 0.004),
+            cell("b", 0.012), kernel("c", 0.004), kernel("c", 0.004), cell("c", 0.014)]
+    ort = Readings("ort-mobile", False)
+    ort.add(rows)
+    # hot per-node excess: (0.010 - 0.002 - 0.002) / 2 = 0.003, 0.004, 0.005: median 0.004
+    assert ort.has_hot and ort.node_overhead_ms(hot=True) == pytest.approx(0.004)
+    assert all(s["hot_ms"] == pytest.approx(0.001 + 0.004) for s in ort.samples())
+    eager = Readings("torch-cpu", False, PROFILED)
+    eager.add(rows)
+    assert eager.has_hot and all(s["hot_ms"] == pytest.approx(0.001) for s in eager.samples())  # no executor
+    replayed = Readings("torch-cpu", False, "replay")
+    replayed.add(rows)
+    assert not replayed.has_hot and all("hot_ms" not in s for s in replayed.samples())
+
+
+def test_an_in_forward_calibration_unit_profiles_every_kernel_and_replays_none() -> None:
+    from latprof.predict.calibrate import PROFILED, REPLAY, Readings
+    from latprof.predict.measure_cells import measure_calibrate_unit
+
+    cell = {"type": "chain", "input": [1, 8, 7, 7],
+            "blocks": [{"name": "conv_bn_relu", "kwargs": {"in_channels": 8, "out_channels": 8, "kernel_size": 1,
+                                                            "stride": 1}}] * 2}
+    config = {"target_ci": 0.5, "max_time_s": 0.05, "min_samples": 2, "max_samples": 3, "min_time_s": 0.0,
+              "min_sample_time_s": 1e-9, "warmup_min_s": 0.0, "warmup_max_s": 0.01, "warmup_max_batches": 1}
+    rows = measure_calibrate_unit({"backend": "torch-cpu", "threads": 1, "cells": [["c0", cell]], "config": config,
+                                   "replay": False, "state": False})
+    kernels = [r for r in rows if r.get("sample") == "kernel"]
+    cell_row = next(r for r in rows if r.get("sample") == "cell")
+    assert kernels and not any(r["replayed"] for r in kernels) and "kernels_ms" not in cell_row
+    assert all(r["latency_median_ms"] == r["profiled_ms"] and r["warm_ms"] == r["warm_profiled_ms"] for r in kernels)
+    assert cell_row["kernel_calls"] > len(kernels)  # the two blocks' identical kernels: one row each, counted twice
+    readings = Readings("torch-cpu", False)
+    readings.add(rows)
+    assert not readings.has_replays and readings.in_forward and len(readings.samples()) == len(kernels)
+    assert not Readings("torch-cpu", False, REPLAY).has_replays and Readings("torch-cpu", False, PROFILED).in_forward

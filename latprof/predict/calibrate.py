@@ -45,6 +45,11 @@ QUICK_BUDGET_S = 180.0  # --quick: three minutes
 CELLS_PER_UNIT = 3  # with one chain: a 900 s calibration reads about 40 chains (four cells read 29)
 CHAINS_PER_UNIT = 1
 BACKENDS = ("torch-cpu", "ort-cpu", "ort-mobile")
+# Where PyTorch eager kernel samples come from (``Readings.attribution``): each kernel replayed alone after an
+# eviction (``torch_kernels.replay_timer``), or its time inside the cell's profiled forward
+# (``latprof.predict.torch_profile``); "auto" builds both and keeps the one whose chains' leave-one-out error is lower.
+AUTO, REPLAY, PROFILED = "auto", "replay", "profiled"
+ATTRIBUTIONS = (AUTO, REPLAY, PROFILED)
 
 
 @dataclass
@@ -62,6 +67,7 @@ class CalibrateRequest:
     seed: int = 0
     peaks: bool = True  # also measure the backend's peaks (the evaluation's roofline estimate)
     state: bool = True  # read the machine state before every cell and chain, and scale readings to its median
+    attribution: str = AUTO  # torch-cpu kernel samples (``ATTRIBUTIONS``, ``Readings``)
     run: RunOptions = field(default_factory=RunOptions)
 
 
@@ -116,7 +122,7 @@ def calibrate(request: CalibrateRequest, on_round: Callable[[int, int, float], N
                      run=request.run)
         peaks = next((r for r in read_results(store.path, quiet=True).other if r.get("record") == "peaks"), None)
     rng = random.Random(request.seed)
-    readings = Readings(request.backend, request.state)
+    readings = Readings(request.backend, request.state, request.attribution)
     units = 0
     weights: dict[str, float] | None = None
     worst: list[str] = []
@@ -154,7 +160,7 @@ def calibrate(request: CalibrateRequest, on_round: Callable[[int, int, float], N
 
 
 def rebuild(readings_paths: Path | list[Path], output: Path, pin: bool = False,
-            ort_opt: str = DEFAULT_ORT_OPT, correct_state: bool = True) -> CalibrationResult:
+            ort_opt: str = DEFAULT_ORT_OPT, correct_state: bool = True, attribution: str = AUTO) -> CalibrationResult:
     """A predictor from stored calibration readings (each a ``results.jsonl`` or its folder), measuring nothing:
     re-analyse old readings with this latprof's attribution and regressors.
 
@@ -177,7 +183,7 @@ def rebuild(readings_paths: Path | list[Path], output: Path, pin: bool = False,
         backend, n_threads = rows[0]["backend"], int(rows[0]["threads"])
         here = next(iter(f.environments.values()))
         if readings is None:
-            readings, env, threads = Readings(backend, correct_state), here, n_threads
+            readings, env, threads = Readings(backend, correct_state, attribution), here, n_threads
         elif (backend, n_threads) != (readings.backend, threads):
             raise LatprofError(f"{f.path} holds {backend} readings with {n_threads} thread(s), not {readings.backend} "
                                f"with {threads} like {sources[0]}; merge calibrations of one backend and thread count")
@@ -205,6 +211,10 @@ MIN_NODE_MS = 0.0005
 class Readings:
     """The kernel samples, cells, chains and overhead readings of a calibration, from its result rows.
 
+    On PyTorch eager a kernel sample is its replay alone or its time inside the cell's profiled forward
+    (``attribution``; ``AUTO``: in-forward where the readings have it, and ``_write`` builds both). In-forward samples
+    and ONNX Runtime's also carry a hot reading (``hot_ms``) where the calibration took one.
+
     On ONNX Runtime a kernel's latency is its node's median profiled time plus the executor's per-node overhead:
     the median over cells of what a cell's timed latency exceeds its session overhead and profiled node times, per
     node (warm and cold apart). Spreading each cell's own excess over its nodes instead let one cell timed during a
@@ -212,9 +222,12 @@ class Readings:
     9.0, 9% of kernels within ±10%; from the same readings with the median overhead: RMSPE 0.52, 54%).
     """
 
-    def __init__(self, backend: str, correct_state: bool = True) -> None:
+    def __init__(self, backend: str, correct_state: bool = True, attribution: str = AUTO) -> None:
+        if attribution not in ATTRIBUTIONS:
+            raise LatprofError(f"unknown kernel attribution {attribution!r}; valid: {', '.join(ATTRIBUTIONS)}")
         self.backend = backend
         self.correct_state = correct_state  # scale each reading by the machine state read beside it (state.py)
+        self.attribution = attribution  # PyTorch eager only: replayed or in-forward kernel samples
         self.kernels: list[dict[str, Any]] = []
         self.cells: dict[str, dict[str, Any]] = {}
         self.chains: dict[str, dict[str, Any]] = {}
@@ -238,13 +251,16 @@ class Readings:
                 self.kernels.append({"op": k["op"], "label": k["label"], "features": k["features"],
                                      "measured_ms": float(r.get("latency_median_ms") or 0.0),
                                      "warm_measured_ms": r.get("warm_ms"), "profiled_ms": r.get("profiled_ms"),
-                                     "warm_profiled_ms": r.get("warm_profiled_ms"), "cell": r["workload"],
+                                     "warm_profiled_ms": r.get("warm_profiled_ms"),
+                                     "hot_profiled_ms": r.get("hot_profiled_ms"), "cell": r["workload"],
                                      "cell_type": r.get("cell_type"), "ci_low_ms": r.get("latency_ci_low_ms"),
-                                     "ci_high_ms": r.get("latency_ci_high_ms"), "state": state_of(r)})
+                                     "ci_high_ms": r.get("latency_ci_high_ms"), "state": state_of(r),
+                                     "replayed": r.get("replayed", True)})
             elif kind == "cell":
                 self.cells[r["workload"]] = {**{k: r.get(k) for k in (
                     "cell", "cell_type", "latency_median_ms", "kernels_ms", "module_calls", "kernel_calls",
-                    "profiled_ms", "session_ms", "warm_ms", "warm_kernels_ms", "warm_profiled_ms")},
+                    "profiled_ms", "session_ms", "warm_ms", "warm_kernels_ms", "warm_profiled_ms", "hot_ms",
+                    "hot_profiled_ms")},
                     "state": state_of(r)}
             elif kind == "chain":
                 self.chains[r["workload"]] = {**{k: r.get(k) for k in (
@@ -253,6 +269,28 @@ class Readings:
             elif kind == "overhead":
                 self.overhead_rows.append({k: r.get(k) for k in ("variant", "latency_median_ms", "module_call_ms",
                                                                  "session_ms", "cold_evict_bytes")})
+
+    @property
+    def has_profiles(self) -> bool:
+        """PyTorch eager readings that carry in-forward kernel times (calibrations since 2026-12-01)."""
+        return not self.ort and any(c.get("profiled_ms") is not None for c in self.cells.values())
+
+    @property
+    def has_replays(self) -> bool:
+        """Whether the readings hold replayed kernels (always on ONNX Runtime's rows, which are never replays)."""
+        return self.ort or any(k.get("replayed", True) for k in self.kernels)
+
+    @property
+    def in_forward(self) -> bool:
+        """Whether eager kernel samples are the in-forward profiled times (``PROFILED``, or ``AUTO`` with them)."""
+        return not self.ort and (self.attribution == PROFILED or (self.attribution == AUTO and self.has_profiles))
+
+    @property
+    def has_hot(self) -> bool:
+        """Whether every kernel sample has a hot reading (its cell's forward profiled back to back): ONNX Runtime,
+        or in-forward eager samples, of calibrations since 2026-12-01."""
+        return (self.ort or self.in_forward) and bool(self.kernels) and all(
+            k.get("hot_profiled_ms") is not None for k in self.kernels if k.get("profiled_ms") is not None)
 
     @property
     def has_warm(self) -> bool:
@@ -284,14 +322,16 @@ class Readings:
             f = self.factors(c.get("state"), ref)
             scaled = {k: c[k] / f.cold for k in ("latency_median_ms", "kernels_ms", "profiled_ms")
                       if c.get(k) is not None}
-            scaled.update({k: c[k] / f.warm for k in ("warm_ms", "warm_kernels_ms", "warm_profiled_ms")
-                           if c.get(k) is not None})
+            scaled.update({k: c[k] / f.warm for k in ("warm_ms", "warm_kernels_ms", "warm_profiled_ms", "hot_ms",
+                                                      "hot_profiled_ms") if c.get(k) is not None})
             out[cell_id] = {**c, **scaled}
         return out
 
-    def node_overhead_ms(self, warm: bool = False) -> float:
-        """ONNX Runtime: the executor's per-node overhead, median over cells (0 on eager)."""
-        timed, profiled = ("warm_ms", "warm_profiled_ms") if warm else ("latency_median_ms", "profiled_ms")
+    def node_overhead_ms(self, warm: bool = False, hot: bool = False) -> float:
+        """ONNX Runtime: the executor's per-node overhead, median over cells (0 on eager); of the cold readings, the
+        warm ones or (``hot``) the cells run back to back."""
+        timed, profiled = (("hot_ms", "hot_profiled_ms") if hot else ("warm_ms", "warm_profiled_ms") if warm
+                           else ("latency_median_ms", "profiled_ms"))
         per = [(c[timed] - (c.get("session_ms") or 0.0) - c[profiled]) / c["kernel_calls"]
                for c in self.normalised_cells().values()
                if self.ort and c.get("kernel_calls") and c.get(profiled) is not None and c.get(timed)]
@@ -302,8 +342,12 @@ class Readings:
         each reading divided by the state factor of its cell (``state_factors``: warm, cold)."""
         out = []
         node, node_warm = self.node_overhead_ms(), self.node_overhead_ms(warm=True)
+        hot = self.has_hot
+        node_hot = self.node_overhead_ms(hot=True) if hot else 0.0
         warm = self.has_warm
-        drop = ("measured_ms", "warm_measured_ms", "profiled_ms", "warm_profiled_ms", "state")
+        in_forward = self.in_forward
+        drop = ("replayed", "measured_ms", "warm_measured_ms", "profiled_ms", "warm_profiled_ms", "hot_profiled_ms",
+                "state")
         ref = self.reference_state
         for k in self.kernels:
             extra: dict[str, Any] = {}
@@ -314,6 +358,20 @@ class Readings:
                 if warm:
                     extra.update(warm_ms=max(float(k["warm_profiled_ms"]) / f.warm, MIN_NODE_MS) + node_warm,
                                  warm_framework_overhead_ms=node_warm, warm_profiled_ms=k["warm_profiled_ms"])
+                if warm and hot:
+                    extra.update(hot_ms=max(float(k["hot_profiled_ms"]) / f.warm, MIN_NODE_MS) + node_hot,
+                                 hot_framework_overhead_ms=node_hot, hot_profiled_ms=k["hot_profiled_ms"])
+            elif in_forward:  # the kernel's time inside its cell's forward (its context terms: _overhead)
+                if k.get("profiled_ms") is None or k.get("warm_profiled_ms") is None:
+                    continue
+                ms = max(float(k["profiled_ms"]) / f.cold, MIN_NODE_MS)
+                extra = {"warm_ms": max(float(k["warm_profiled_ms"]) / f.warm, MIN_NODE_MS),
+                         "profiled_ms": k["profiled_ms"], "warm_profiled_ms": k["warm_profiled_ms"]}
+                if hot:
+                    extra.update(hot_ms=max(float(k["hot_profiled_ms"]) / f.warm, MIN_NODE_MS),
+                                 hot_profiled_ms=k["hot_profiled_ms"])
+            elif not k.get("replayed", True):  # a repeat in the worker, there only for its in-forward time
+                continue
             else:
                 ms = k["measured_ms"] / f.cold
                 if warm:
@@ -334,17 +392,53 @@ class Readings:
 
 def _write(output: Path, readings: Readings, env: dict[str, Any], threads: int, options: dict[str, Any],
            peaks: dict[str, Any] | None, meta: dict[str, Any], out_dir: Path, t0: float) -> CalibrationResult:
-    """Fit, choose the regressor, fit the residency curve on the chains, write the predictor file."""
+    """Fit, choose the regressor, fit the residency curve on the chains, write the predictor file. PyTorch eager
+    readings with in-forward kernel times and attribution ``AUTO``: both predictors are built (replayed and
+    in-forward samples) and the one whose chains' leave-one-out RMSPE is lower is written, both figures in it."""
+    if readings.attribution != AUTO or not readings.has_profiles or not readings.has_replays:
+        data, fitted = _build(readings, env, threads, options, peaks, meta)
+    else:
+        built = {}
+        for attribution in (REPLAY, PROFILED):
+            readings.attribution = attribution
+            built[attribution] = _build(readings, env, threads, options, peaks, meta)
+        readings.attribution = AUTO
+        scores = {a: (d.get("residency") or {}).get("loo_rmspe") for a, (d, _) in built.items()}
+        chosen = min(scores, key=lambda a: float("inf") if scores[a] is None else scores[a])
+        data, fitted = built[chosen]
+        data["calibration"]["attribution"] = {
+            "chosen": chosen, "by": "chains' leave-one-out RMSPE",
+            **{a: {"chain_loo_rmspe": scores[a], "chain_fit_rmspe": (d.get("residency") or {}).get("fit_rmspe"),
+                   "samples": len(d["samples"]), "kernel_cv_rmspe": d["model"]["cross_validation"][
+                       d["model"]["regressor"]]["rmspe"]} for a, (d, _) in built.items()}}
+    path = save(data, output)
+    return CalibrationResult(path, out_dir, len(data["samples"]), len(readings.cells), readings.failed,
+                             int(meta["units"] or 0),
+                             time.monotonic() - t0 if meta.get("wall_s") is None else meta["wall_s"],
+                             data["model"]["regressor"], data["model"]["cross_validation"], data["overhead"],
+                             fitted.fit_s, fitted.fit_cpu_s, len(readings.chains), data.get("residency"),
+                             data["state"])
+
+
+def _build(readings: Readings, env: dict[str, Any], threads: int, options: dict[str, Any],
+           peaks: dict[str, Any] | None, meta: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """The predictor file's data from the readings (as their attribution says), and the predictor fitted on it."""
     backend = readings.backend
     samples = readings.samples()
+    if not samples and not readings.has_replays and readings.attribution == REPLAY:
+        raise LatprofError(f"{meta['results']} holds no replayed kernels (calibrated with --attribution profiled); "
+                           "rebuild with --attribution profiled or auto")
     if not samples:
         raise LatprofError(f"calibration on {backend} produced no kernel samples ({readings.failed} cell(s) failed); "
                            f"see {meta['results']}")
     regressor, cv = select_regressor(samples)
-    overhead = _overhead(backend, readings.normalised_cells(), readings.overhead_rows, readings.has_warm)
+    overhead = _overhead(backend, readings.normalised_cells(), readings.overhead_rows, readings.has_warm,
+                         readings.in_forward, readings.has_hot)
     overhead["per_node_ms"] = readings.node_overhead_ms()
     if readings.has_warm:
         overhead["warm_per_node_ms"] = readings.node_overhead_ms(warm=True)
+    if readings.has_hot:
+        overhead["hot_per_node_ms"] = readings.node_overhead_ms(hot=True)
     data = {
         "schema_version": SCHEMA_VERSION, "kind": KIND, "backend": backend, "threads": threads,
         "hardware_id": env["hardware_id"],
@@ -357,7 +451,9 @@ def _write(output: Path, readings: Readings, env: dict[str, Any], threads: int, 
         "calibration": {**meta, "failed_cells": readings.failed, "failed_chains": readings.failed_chains,
                         # what each cold reading wrote through (latprof.predict.cold); absent from older readings
                         "cold_evict_bytes": sorted({r["cold_evict_bytes"] for r in readings.overhead_rows
-                                                    if r.get("cold_evict_bytes")})},
+                                                    if r.get("cold_evict_bytes")}),
+                        "kernel_samples": (PROFILED if readings.in_forward else "replayed" if not readings.ort
+                                           else "profiled nodes")},
     }
     from latprof.predict.predictor import Predictor
 
@@ -369,17 +465,14 @@ def _write(output: Path, readings: Readings, env: dict[str, Any], threads: int, 
             centre_bounds((env.get("hardware") or {}).get("cpu_caches_kib")))
         data["residency"] = residency.as_dict()
         data["chains"] = chains
-    path = save(data, output)
-    return CalibrationResult(path, out_dir, len(samples), len(readings.cells), readings.failed, int(meta["units"] or 0),
-                             time.monotonic() - t0 if meta.get("wall_s") is None else meta["wall_s"], regressor, cv,
-                             overhead, fitted.fit_s, fitted.fit_cpu_s, len(readings.chains),
-                             data.get("residency"), data["state"])
+    return data, fitted
 
 
 def _unit(request: CalibrateRequest, threads: int, cells: list[tuple[str, dict[str, Any]]],
           chains: list[tuple[str, dict[str, Any]]] = ()) -> Unit:  # type: ignore[assignment]
     payload = {"backend": request.backend, "threads": threads, "pin": request.pin, "ort_opt": request.ort_opt,
-               "cells": [[i, c] for i, c in cells], "chains": [[i, c] for i, c in chains], "state": request.state}
+               "cells": [[i, c] for i, c in cells], "chains": [[i, c] for i, c in chains], "state": request.state,
+               "replay": request.attribution != PROFILED}  # eager: replay each kernel alone too
     templates = [base_row(experiment=f"calibrate:{request.backend}", workload=i, variant=variant,
                           backend=request.backend, threads=threads, batch=1,
                           input_shape="x".join(str(d) for d in c["input"]))
@@ -434,7 +527,7 @@ def _adapt(samples: list[dict[str, Any]]) -> tuple[dict[str, float] | None, list
 
 
 def _overhead(backend: str, cells: dict[str, dict[str, Any]], rows: list[dict[str, Any]],
-              warm: bool = False) -> dict[str, float]:
+              warm: bool = False, in_forward: bool = False, hot: bool = False) -> dict[str, float]:
     """Framework and context terms, measured or fitted on calibration cells, never on a network.
 
     Eager: a module call costs what an idle module call costs (measured in every worker). Kernels and cells are
@@ -444,8 +537,14 @@ def _overhead(backend: str, cells: dict[str, dict[str, Any]], rows: list[dict[st
     both terms fitted over the cells on relative error (``context_fit``), for the cold readings and (``warm_``
     terms) for the warm ones. A free per-module-call term fitted instead read 0.166 ms per call under load (200x
     the idle call) and inflated networks with many modules.
+    With ``in_forward`` (eager kernel samples profiled inside the cells' forwards) the same fit relates each cell to
+    its profiled kernels' sum: what a forward costs beyond its aten ops (composite wrappers, Python between modules)
+    less what the profiler adds to each op.
     ONNX Runtime: the session's own overhead once per run (a one-node graph's latency); its kernel samples are
     profiled inside the timed cells, so factor 1 and no per-call term."""
+    if backend.startswith("torch") and in_forward:
+        cells = {i: {**c, "kernels_ms": c.get("profiled_ms"), "warm_kernels_ms": c.get("warm_profiled_ms")}
+                 for i, c in cells.items() if c.get("profiled_ms") is not None}
     if backend.startswith("torch"):
         idle = [r["module_call_ms"] for r in rows if r.get("module_call_ms")]
         idle_ms = statistics.median(idle) if idle else 0.0
@@ -458,6 +557,10 @@ def _overhead(backend: str, cells: dict[str, dict[str, Any]], rows: list[dict[st
             warm_cells = [{**c, "kernels_ms": c["warm_kernels_ms"], "latency_median_ms": c["warm_ms"]} for c in use
                           if c.get("warm_kernels_ms") and c.get("warm_ms")]
             out["warm_context_factor"], out["warm_per_kernel_call_ms"] = context_fit(warm_cells, idle_ms)
+        if hot:  # the cells run back to back against their hot profiled kernels
+            hot_cells = [{**c, "kernels_ms": c["hot_profiled_ms"], "latency_median_ms": c["hot_ms"]} for c in use
+                         if c.get("hot_profiled_ms") and c.get("hot_ms")]
+            out["hot_context_factor"], out["hot_per_kernel_call_ms"] = context_fit(hot_cells, idle_ms)
         return out
     sessions = [r["session_ms"] for r in rows if r.get("session_ms")]
     return {"per_run_ms": statistics.median(sessions) if sessions else 0.0, "per_module_call_ms": 0.0,

@@ -11,7 +11,10 @@ the timed cells exceed their session overhead and node times by, per node (the e
 estimated over all cells by the parent (``latprof.predict.calibrate.Readings``).
 
 Every cell and kernel reading is taken twice: cold, and warm (weights from the last-level cache:
-``latprof.predict.cold``). A unit's *chains* (``space.sample_chain``: longer sequences of blocks spanning footprints
+``latprof.predict.cold``). Each cell is also timed hot (in a loop, nothing evicted), and its forward profiled
+cold, warm and hot: ONNX Runtime's node profile, and on PyTorch eager ``torch.profiler``
+(``latprof.predict.torch_profile``), so every eager kernel also has its time inside the forward beside its replay
+(which of the two the predictor learns from: ``calibrate.Readings``). A unit's *chains* (``space.sample_chain``: longer sequences of blocks spanning footprints
 from inside to beyond the last-level cache) are timed in a loop, as a network is, and carry their kernels and
 footprint: the parent fits where a forward sits between warm and cold on them (``latprof.predict.residency``).
 Before every cell and chain the machine's state is read (``latprof.predict.state``) and carried on each of its rows,
@@ -81,11 +84,12 @@ def _torch_unit(payload: dict[str, Any], options: BackendOptions, config: Measur
     from latprof.backends.base import pinning
     from latprof.backends.torch_backends import torch_threads
     from latprof.predict.cold import Evictor, cold_timer, reader
-    from latprof.predict.torch_kernels import replay_timer, torch_kernels
+    from latprof.predict.torch_kernels import replay_timer, traced_calls
 
     backend, threads = payload["backend"], payload["threads"]
+    replay = payload.get("replay", True)  # False: in-forward profiles only (calibrate --attribution profiled)
     rows: list[dict[str, Any]] = []
-    seen: dict[str, Any] = {}  # a kernel already measured in this worker is not measured again
+    seen: dict[str, Any] = {}  # a kernel already replayed in this worker is not replayed again
     cold, warm = Evictor(), Evictor.warm()  # weights from memory / from the last-level cache
     with torch_threads(threads, 1), pinning(options.pin, threads):
         states = _state_reader(payload, cold, warm)
@@ -98,7 +102,7 @@ def _torch_unit(payload: dict[str, Any], options: BackendOptions, config: Measur
             try:
                 module, shape = build_cell(spec)
                 x = torch.randn(shape)
-                kernels, module_calls = torch_kernels(module, (x,))
+                kernels, module_calls, order = traced_calls(module, (x,))
 
                 def call(module: nn.Module = module, x: torch.Tensor = x) -> Any:
                     with torch.inference_mode():
@@ -106,25 +110,39 @@ def _torch_unit(payload: dict[str, Any], options: BackendOptions, config: Measur
 
                 cell_m = measure(cold_timer(call, cold, reader(x)), config)
                 cell_w = measure(cold_timer(call, warm, reader(x)), config)
+                cell_h = measure(wall_clock_timer(call), KERNEL_CONFIG)  # hot: in a loop, nothing evicted
+                profiled, warm_profiled, hot_profiled, profile_error = _in_forward(module, x, kernels, order, cold,
+                                                                                   warm)
                 kernel_rows = []
-                for k in kernels:
+                for i, k in enumerate(kernels):
                     key = json.dumps(k.spec, sort_keys=True)
+                    replayed = replay and key not in seen  # replayed once per worker; profiled in every cell
+                    if replayed:
+                        seen[key] = (measure(replay_timer(k.spec, evict=cold), config),
+                                     measure(replay_timer(k.spec, evict=warm), config))
+                    in_forward = ({"profiled_ms": profiled[i], "warm_profiled_ms": warm_profiled[i],
+                                   "hot_profiled_ms": hot_profiled[i]} if profiled else {})
                     if key in seen:
-                        kernel_rows.append((k, *seen[key]))
+                        m, w = seen[key]
+                        kernel_rows.append((k, m, w))
+                        fields = {**_compact(latency_fields(m)), **_warm_fields(w)}
+                    elif in_forward:  # not replayed: the row's latency is its in-forward time
+                        fields = {"latency_median_ms": profiled[i], "warm_ms": warm_profiled[i]}
+                    if not replayed and not in_forward:
                         continue
-                    m = measure(replay_timer(k.spec, evict=cold), config)
-                    w = measure(replay_timer(k.spec, evict=warm), config)
-                    seen[key] = (m, w)
-                    kernel_rows.append((k, m, w))
                     rows.append(base_row(**sample_ident(backend, threads, cell_id, f"k{len(rows)}", spec["input"]),
-                                         **_compact(latency_fields(m)), status="ok", error="", sample="kernel",
-                                         kernel=k.as_dict(), cell_type=cell_type(spec), **_warm_fields(w)))
+                                         **fields, status="ok", error="", sample="kernel", kernel=k.as_dict(),
+                                         cell_type=cell_type(spec), replayed=replayed, **in_forward))
+                sums = ({key: sum(k.count * p for k, p in zip(kernels, values)) for key, values in (
+                    ("profiled_ms", profiled), ("warm_profiled_ms", warm_profiled),
+                    ("hot_profiled_ms", hot_profiled))} if profiled else {"profile_error": profile_error})
+                replays = ({"kernels_ms": sum(k.count * m.stats.median_ms for k, m, _ in kernel_rows),
+                            "warm_kernels_ms": sum(k.count * w.stats.median_ms for k, _, w in kernel_rows)}
+                           if replay else {})
                 rows.append(base_row(**ident, **_compact(latency_fields(cell_m)), status="ok", error="", sample="cell",
                                      cell=spec, cell_type=cell_type(spec), module_calls=module_calls,
-                                     kernel_calls=sum(k.count for k, _, _ in kernel_rows),
-                                     kernels_ms=sum(k.count * m.stats.median_ms for k, m, _ in kernel_rows),
-                                     warm_kernels_ms=sum(k.count * w.stats.median_ms for k, _, w in kernel_rows),
-                                     **_warm_fields(cell_w)))
+                                     kernel_calls=sum(k.count for k in kernels), hot_ms=cell_h.stats.median_ms,
+                                     **replays, **sums, **_warm_fields(cell_w)))
             except (RuntimeError, ValueError, TypeError, NotImplementedError, LatprofError) as exc:
                 rows.append(error_row(one_line(exc), **ident, sample="cell", cell=spec))
             _with_state(rows[first:], state)
@@ -132,6 +150,22 @@ def _torch_unit(payload: dict[str, Any], options: BackendOptions, config: Measur
             state = states.read() if states else {}
             rows.append({**_torch_chain(backend, threads, chain_id, spec), **state})
     return rows
+
+
+def _in_forward(module: nn.Module, x: torch.Tensor, kernels: list[Any], order: list[int], cold: Any,
+                warm: Any) -> tuple[list[float], list[float], list[float], str]:
+    """Each kernel's time inside the cell's forward (``latprof.predict.torch_profile``): cold, warm and hot (the
+    forward run back to back, nothing evicted); empty lists and the reason when the profiled forward did not
+    dispatch the traced calls."""
+    from latprof.predict.cold import reader
+    from latprof.predict.torch_profile import ProfileMismatch, profiled_kernel_ms
+
+    try:
+        return (profiled_kernel_ms(module, x, kernels, order, cold, reader(x)),
+                profiled_kernel_ms(module, x, kernels, order, warm, reader(x)),
+                profiled_kernel_ms(module, x, kernels, order, None), "")
+    except ProfileMismatch as exc:
+        return [], [], [], one_line(exc)
 
 
 def _state_reader(payload: dict[str, Any], cold: Any, warm: Any) -> Any:
@@ -227,23 +261,27 @@ def _ort_unit(payload: dict[str, Any], options: BackendOptions, config: MeasureC
                 with backend.prepare(workload) as run:
                     cell_m = measure(cold_timer(lambda run=run: run.timer(1), cold), COLD_CONFIG)
                     cell_w = measure(cold_timer(lambda run=run: run.timer(1), warm), COLD_CONFIG)
+                    cell_h = measure(run.timer, config)  # hot: in a loop, nothing evicted
                 exported = backend.export(workload)
                 kernels = graph_kernels(optimized_model(backend, exported.path))
                 by_node = node_medians(backend, exported.path, workload, evict=cold)
                 by_node_warm = node_medians(backend, exported.path, workload, evict=warm)
+                by_node_hot = node_medians(backend, exported.path, workload)
             except (BackendError, RuntimeError, ValueError, TypeError, NotImplementedError, LatprofError,
                     OSError) as exc:
                 rows.append(error_row(one_line(exc), **ident, sample="cell", cell=spec, **state))
                 continue
             node_ms = [by_node.get(k.spec["node"], 0.0) for k in kernels]
             node_warm = [by_node_warm.get(k.spec["node"], 0.0) for k in kernels]
-            for k, p, w in zip(kernels, node_ms, node_warm):  # the parent adds the executor's per-node overhead
+            node_hot = [by_node_hot.get(k.spec["node"], 0.0) for k in kernels]
+            for k, p, w, h in zip(kernels, node_ms, node_warm, node_hot):  # the parent adds the per-node overhead
                 rows.append(base_row(**sample_ident(backend_name, threads, cell_id, f"k{len(rows)}", spec["input"]),
                                      status="ok", error="", sample="kernel", kernel=k.as_dict(), latency_median_ms=p,
-                                     profiled_ms=p, warm_profiled_ms=w, cell_type=cell_type(spec)))
+                                     profiled_ms=p, warm_profiled_ms=w, hot_profiled_ms=h, cell_type=cell_type(spec)))
             rows.append(base_row(**ident, **_compact(latency_fields(cell_m)), status="ok", error="", sample="cell",
                                  cell=spec, cell_type=cell_type(spec), kernel_calls=len(kernels),
-                                 profiled_ms=sum(node_ms), warm_profiled_ms=sum(node_warm), session_ms=session_ms,
+                                 profiled_ms=sum(node_ms), warm_profiled_ms=sum(node_warm),
+                                 hot_profiled_ms=sum(node_hot), hot_ms=cell_h.stats.median_ms, session_ms=session_ms,
                                  export=exported.settings(), **_warm_fields(cell_w)))
             _with_state(rows[first:], state)
         for chain_id, spec in payload.get("chains", []):

@@ -4,9 +4,10 @@ predicted = sum over the kernels the backend would run of how often it runs x it
 framework overhead measured on this machine: per module call on PyTorch eager (an idle ``nn.Module`` call), per
 session run on ONNX Runtime (a one-node graph's latency). A kernel's time in a forward mixes its warm and cold
 regressor predictions (``latprof.predict.residency``: the weights' part of cold - warm by the size of the forward's
-weights, the activations' part by a constant share), each taken in context first (``context_factor`` x the isolated
-reading + ``per_kernel_call_ms``, fitted on the calibration cells on PyTorch eager, warm and cold apart; 1 and 0 on
-ONNX Runtime).
+weights, the activations' part by a constant share), or with hot readings (residency form "hot") runs from its hot
+prediction through warm to cold by the forward's weight bytes; each taken in context first (``context_factor`` x the
+reading + ``per_kernel_call_ms``, fitted on the calibration cells on PyTorch eager, cold, warm and hot apart; 1 and
+0 on ONNX Runtime).
 """
 
 from __future__ import annotations
@@ -89,6 +90,9 @@ class Predictor:
         # Warm readings (weights from the last-level cache); a calibration without them predicts every kernel cold.
         self.warm_model = (KernelModel(regressor, "warm_ms").fit(data["samples"])
                            if all("warm_ms" in s for s in data["samples"]) else None)
+        # Hot readings (the cell's forward run back to back; residency form "hot") where the calibration took them.
+        self.hot_model = (KernelModel(regressor, "hot_ms").fit(data["samples"])
+                          if self.warm_model is not None and all("hot_ms" in s for s in data["samples"]) else None)
         self.fit_s = time.perf_counter() - t0  # wall: on a busy machine far above the CPU time
         self.fit_cpu_s = time.process_time() - c0
         self.residency = Residency.from_dict(data.get("residency"))
@@ -147,9 +151,9 @@ class Predictor:
         overhead = self.overhead_ms(module_calls)
         out = []
         for state in states:
-            warm, cold, shares = self.kernel_terms(ops, features, state)
+            hot, warm, cold, shares = self.kernel_terms(ops, features, state)
             ms = self.residency.mix(warm, cold, footprint=footprint, weights=weights, shares=shares,
-                                    kernel_calls=1)  # per kernel call
+                                    kernel_calls=1, hot_ms=hot)  # per kernel call
             preds = [KernelPrediction(k.op, k.label, k.count, float(m)) for k, m in zip(kernels, ms)]
             kernels_ms = float(sum(p.ms for p in preds))
             out.append(Prediction(name, self.backend, self.threads, list(shape), kernels_ms + overhead, kernels_ms,
@@ -165,14 +169,22 @@ class Predictor:
             return cold, cold
         return self.in_context(self.warm_model.predict(ops, features), "warm_"), cold
 
+    def hot(self, ops: list[str], features: list[dict[str, float]]) -> np.ndarray | None:
+        """Each kernel's predicted time in a forward run back to back (None without hot readings)."""
+        if self.hot_model is None:
+            return None
+        return self.in_context(self.hot_model.predict(ops, features), "hot_")
+
     def kernel_terms(self, ops: list[str], features: list[dict[str, float]],
-                     state: StateFactors | None = None) -> tuple[np.ndarray, ...]:
-        """What the residency mixes, per kernel: its warm and cold time in a forward (at the reference state, or
-        scaled to ``state``) and its weight share."""
+                     state: StateFactors | None = None) -> tuple[Any, ...]:
+        """What the residency mixes, per kernel: its hot (None without hot readings), warm and cold time in a
+        forward (at the reference state, or scaled to ``state``: hot as warm) and its weight share."""
         warm, cold = self.warm_and_cold(ops, features)
+        hot = self.hot(ops, features)
         if state is not None:
             warm, cold = warm * state.warm, cold * state.cold
-        return warm, cold, np.array([weight_share(op, f) for op, f in zip(ops, features)])
+            hot = None if hot is None else hot * state.warm
+        return hot, warm, cold, np.array([weight_share(op, f) for op, f in zip(ops, features)])
 
     def fit_residency(self, chains: list[tuple[str, dict[str, Any]]],
                       centre: tuple[float, float] | None = None) -> tuple[Residency, list[dict[str, Any]]]:
@@ -187,13 +199,16 @@ class Predictor:
             ops, features = [k["op"] for k in ks], [k["features"] for k in ks]
             counts = np.array([k.get("count", 1) for k in ks], dtype=float)
             state = c.get("state_factors")
-            warm, cold, shares = self.kernel_terms(ops, features, state)
-            w = float(counts @ warm) + self.overhead_ms(int(c.get("module_calls") or 0))
+            hot, warm, cold, shares = self.kernel_terms(ops, features, state)
+            overhead = self.overhead_ms(int(c.get("module_calls") or 0))
+            w = float(counts @ warm) + overhead
             weights = float(c["footprint_bytes"]) - activation_bytes(features)
             sums.append(ChainSums(weights, float(c["latency_median_ms"]), w, float(counts @ (shares * (cold - warm))),
-                                  float(counts @ ((1.0 - shares) * (cold - warm))), float(counts.sum())))
+                                  float(counts @ ((1.0 - shares) * (cold - warm))), float(counts.sum()),
+                                  0.0 if hot is None else float(counts @ hot) + overhead))
             out.append({"id": chain_id, "footprint_bytes": c["footprint_bytes"], "weight_bytes": weights,
                         "measured_ms": c["latency_median_ms"], "predicted_warm_ms": w,
+                        "predicted_hot_ms": sums[-1].hot_ms or None,
                         "predicted_cold_ms": w + sums[-1].weights_delta_ms + sums[-1].activations_delta_ms,
                         "kernel_calls": sums[-1].kernel_calls,
                         "blocks": len(c["chain"]["blocks"]) if c.get("chain") else None,

@@ -21,6 +21,21 @@ inside to well beyond the last-level cache, each timed in a loop as a network is
 (what a kernel call costs in a loop beyond its evicted reading) is kept only when it lowers the chains'
 leave-one-out error.
 
+**Hot, warm and cold** (form ``"hot"``, calibrations since 2026-12-01 that profile each cell's forward three ways):
+warm is not where a forward in a loop starts. Its L2 eviction also clears the code and whatever of the weights the
+core's L2 would keep, and the calibration chains timed in a loop ran at 0.4-0.9x their warm kernel sums on the
+480 MiB-L3 VM (median 0.7 on ort-mobile), which the split form could only express with a negative floor and a
+negative activation share: ``(p(W) x s + a x (1 - s)) x (cold - warm)`` below zero, and most so for the kernels with
+the largest cold-minus-warm, so a fully connected layer (s about 1) read 0.2x its time in a forward and grouped 1x1
+convolutions 0.45x. So each cell's forward is also profiled *hot* (run back to back, nothing evicted) and a kernel's
+time in a forward is
+
+    hot + q(W) x (warm - hot) + p(W) x s x (cold - warm) + per_kernel_call_ms,
+    q(W) = logistic((log2 W - hot_centre) / hot_width),  p(W) = logistic((log2 W - centre) / width)
+
+both curves from 0 to 1: nothing below the hot reading, nothing above cold. The activations need no term of their
+own there: every in-forward reading finds a kernel's input where the op before it left it.
+
 The first residency model (predictor schema 3) blended each whole kernel by the forward's whole footprint (weights
 plus the largest activation twice, ``footprint_bytes``). On the zoo it over-predicted small networks by 10-40%:
 their activations stay cached however large the footprint (docs/predict.md, "Measured"). Such files still read
@@ -43,7 +58,7 @@ BYTES_PER_VALUE = 4  # float32 everywhere the predictor works
 KERNEL_FLOOR = True
 MIN_WARM_SHARE = 0.1
 MIN_CHAINS = 4  # fewer chains than this: no fit, every forward read cold (p = 1)
-WHOLE, SPLIT = "whole", "split"
+WHOLE, SPLIT, HOT = "whole", "split", "hot"
 WEIGHTED_OPS = ("conv", "gemm", "addmm", "matmul")  # kernels that read weights (lower-cased substrings of op names)
 
 
@@ -87,6 +102,7 @@ class ChainSums(NamedTuple):
     weights_delta_ms: float  # the weights' part of cold - warm
     activations_delta_ms: float  # the activations' part
     kernel_calls: float
+    hot_ms: float = 0.0  # the hot sum, overhead included (0: no hot readings)
 
 
 @dataclass
@@ -106,6 +122,16 @@ class Residency:
     loo_rmspe_without_call_term: float | None = None
     loo_rmspe_with_call_term: float | None = None
     centre_bounds_log2: list[float] | None = None  # where the centre was allowed (centre_bounds), None: unbounded
+    hot_centre_log2: float = 0.0  # form HOT: q(W), from hot (0) to warm (1)
+    hot_width_log2: float = 1.0
+    loo_rmspe_split: float | None = None  # chains with hot sums: each form's leave-one-out RMSPE, the lower kept
+    loo_rmspe_hot: float | None = None
+
+    def hot_share(self, weights: float | np.ndarray) -> float | np.ndarray:
+        """q: how far from hot towards warm a forward of ``weights`` bytes runs (form ``HOT``)."""
+        z = (np.log2(np.maximum(weights, 1.0)) - self.hot_centre_log2) / max(self.hot_width_log2, 1e-3)
+        q = 1.0 / (1.0 + np.exp(-np.clip(z, -60.0, 60.0)))
+        return float(q) if np.ndim(q) == 0 else q
 
     def share(self, size: float | np.ndarray) -> float | np.ndarray:
         """p: the share of the weights' cold cost a forward of weight bytes (``form`` whole: footprint) pays; of one
@@ -116,13 +142,20 @@ class Residency:
 
     def size(self, footprint: float, weights: float) -> float:
         """The size p is read at: the weight bytes, or the whole footprint for a schema-3 fit."""
-        return weights if self.form == SPLIT else footprint
+        return weights if self.form in (SPLIT, HOT) else footprint
 
     def mix(self, warm_ms: float | np.ndarray, cold_ms: float | np.ndarray, *, footprint: float, weights: float,
-            shares: float | np.ndarray = 1.0, kernel_calls: float = 0.0) -> float | np.ndarray:
+            shares: float | np.ndarray = 1.0, kernel_calls: float = 0.0,
+            hot_ms: float | np.ndarray | None = None) -> float | np.ndarray:
         """Each kernel's time in the forward (arrays of kernels, ``kernel_calls`` 1), given each kernel's weight
-        share; a schema-3 fit blends whole kernels (every share 1)."""
+        share (and, form ``HOT``, its hot time); a schema-3 fit blends whole kernels (every share 1)."""
         p = self.share(self.size(footprint, weights))
+        if self.form == HOT:
+            if hot_ms is None:
+                raise ValueError("a hot residency needs each kernel's hot time")
+            mixed = (hot_ms + self.hot_share(weights) * (np.asarray(warm_ms) - hot_ms)
+                     + p * np.asarray(shares) * (np.asarray(cold_ms) - warm_ms) + kernel_calls * self.per_kernel_call_ms)
+            return np.maximum(mixed, MIN_WARM_SHARE * np.asarray(hot_ms)) if KERNEL_FLOOR else mixed
         if self.form == SPLIT:
             factor = p * np.asarray(shares) + self.activation_factor * (1.0 - np.asarray(shares))
         else:
@@ -137,6 +170,9 @@ class Residency:
         by one, without ``mix``'s per-kernel floor at ``MIN_WARM_SHARE`` of warm (the fit is over sums; the floor
         binds only where the per-kernel-call term is negative and a kernel tiny). Unfitted (floor and
         activation_factor 1), every chain reads cold."""
+        if self.form == HOT:
+            return (c.hot_ms + self.hot_share(c.weight_bytes) * (c.warm_ms - c.hot_ms)
+                    + self.share(c.weight_bytes) * c.weights_delta_ms + c.kernel_calls * self.per_kernel_call_ms)
         return (c.warm_ms + self.share(c.weight_bytes) * c.weights_delta_ms
                 + self.activation_factor * c.activations_delta_ms + c.kernel_calls * self.per_kernel_call_ms)
 
@@ -154,6 +190,7 @@ MAX_PER_CALL_MS = 0.05  # bounds of the loop's per-kernel-call term (a dispatche
 FLOOR_BOUNDS = (-1.5, 1.0)
 ACTIVATION_BOUNDS = (-1.5, 1.5)
 CENTRE_STARTS = 7  # the loss has local minima along the centre
+HOT_STARTS = 4  # form HOT: a 4 x 4 grid of (centre, hot centre) starts
 
 
 def centre_bounds(caches_kib: dict[str, Any] | None) -> tuple[float, float] | None:
@@ -173,26 +210,34 @@ def centre_bounds(caches_kib: dict[str, Any] | None) -> tuple[float, float] | No
 
 
 def _fit(chains: list[ChainSums], call_term: bool, start: np.ndarray | None = None,
-         centre: tuple[float, float] | None = None) -> np.ndarray:
+         centre: tuple[float, float] | None = None, form: str = SPLIT) -> np.ndarray:
     """Least squares on the chains' relative errors, soft-L1 (one chain read during a busy spell moves it little):
-    [centre, width, floor, activation_factor, per_kernel_call_ms]; the centre within ``centre`` when given."""
+    [centre, width, floor, activation_factor, per_kernel_call_ms] (form ``HOT``: [centre, width, hot_centre,
+    hot_width, per_kernel_call_ms]); the centre within ``centre`` when given."""
     from scipy.optimize import least_squares
 
     arrays = ChainSums(*(np.array(column, dtype=float) for column in zip(*chains)))  # every chain at once
 
     def residuals(x: np.ndarray) -> np.ndarray:
-        return _residency(x, [], True).chain_ms(arrays) / arrays.measured_ms - 1.0
+        return _residency(x, [], True, form).chain_ms(arrays) / arrays.measured_ms - 1.0
 
     s = np.log2(arrays.weight_bytes)
     q = MAX_PER_CALL_MS if call_term else 1e-12
-    c_lo, c_hi = float(s.min()) - 2.0, float(s.max()) + 2.0
+    near = float(s.min()) - 2.0, float(s.max()) + 2.0
+    c_lo, c_hi = near
     if centre is not None:  # within the bounds and near the chains; within the bounds alone if those miss them
         both = max(c_lo, centre[0]), min(c_hi, centre[1])
         c_lo, c_hi = both if both[0] < both[1] else centre
-    lo = [c_lo, 0.25, FLOOR_BOUNDS[0], ACTIVATION_BOUNDS[0], -q]
-    hi = [c_hi, 4.0, FLOOR_BOUNDS[1], ACTIVATION_BOUNDS[1], q]
-    starts = [start] if start is not None else [
-        [c, 1.0, 0.0, 0.0, 0.0] for c in np.linspace(lo[0] + 1.0, hi[0] - 1.0, CENTRE_STARTS)]
+    if form == HOT:  # q(W) anywhere near the chains
+        lo, hi = [c_lo, 0.25, near[0], 0.25, -q], [c_hi, 4.0, near[1], 4.0, q]
+        grid = np.linspace(0.2, 0.8, HOT_STARTS)
+        starts = [start] if start is not None else [
+            [lo[0] + a * (hi[0] - lo[0]), 1.0, lo[2] + b * (hi[2] - lo[2]), 1.0, 0.0] for a in grid for b in grid]
+    else:
+        lo = [c_lo, 0.25, FLOOR_BOUNDS[0], ACTIVATION_BOUNDS[0], -q]
+        hi = [c_hi, 4.0, FLOOR_BOUNDS[1], ACTIVATION_BOUNDS[1], q]
+        starts = [start] if start is not None else [
+            [c, 1.0, 0.0, 0.0, 0.0] for c in np.linspace(lo[0] + 1.0, hi[0] - 1.0, CENTRE_STARTS)]
     best = None
     for x0 in starts:
         r = least_squares(residuals, np.clip(x0, lo, hi), bounds=(lo, hi), loss="soft_l1", f_scale=0.05,
@@ -203,10 +248,16 @@ def _fit(chains: list[ChainSums], call_term: bool, start: np.ndarray | None = No
     return best.x
 
 
-def _residency(x: np.ndarray, chains: list[ChainSums], call_term: bool) -> Residency:
-    """The residency of parameters ``x`` (``_fit``'s order), with its fit figures over ``chains`` when given."""
-    r = Residency(float(x[0]), float(x[1]), float(x[2]), float(x[4]) if call_term else 0.0, len(chains), form=SPLIT,
-                  activation_factor=float(x[3]))
+def _residency(x: np.ndarray, chains: list[ChainSums], call_term: bool, form: str = SPLIT) -> Residency:
+    """The residency of parameters ``x`` (``_fit``'s order for ``form``), with its fit figures over ``chains``
+    when given."""
+    per_call = float(x[4]) if call_term else 0.0
+    if form == HOT:
+        r = Residency(float(x[0]), float(x[1]), 0.0, per_call, len(chains), form=HOT, activation_factor=0.0,
+                      hot_centre_log2=float(x[2]), hot_width_log2=float(x[3]))
+    else:
+        r = Residency(float(x[0]), float(x[1]), float(x[2]), per_call, len(chains), form=SPLIT,
+                      activation_factor=float(x[3]))
     if chains:
         rel = np.array([r.chain_ms(c) / c.measured_ms - 1.0 for c in chains])
         r.fit_rmspe, r.fit_within_10 = float(np.sqrt(np.mean(rel ** 2))), float(np.mean(np.abs(rel) <= 0.10))
@@ -214,25 +265,38 @@ def _residency(x: np.ndarray, chains: list[ChainSums], call_term: bool) -> Resid
 
 
 def _loo_rmspe(chains: list[ChainSums], call_term: bool, full: np.ndarray,
-               centre: tuple[float, float] | None = None) -> float:
+               centre: tuple[float, float] | None = None, form: str = SPLIT) -> float:
     """Each chain predicted by the fit on all the others (started from the fit on all)."""
     rel = []
     for i, c in enumerate(chains):
-        x = _fit(chains[:i] + chains[i + 1:], call_term, start=full, centre=centre)
-        rel.append(_residency(x, [c], call_term).chain_ms(c) / c.measured_ms - 1.0)
+        x = _fit(chains[:i] + chains[i + 1:], call_term, start=full, centre=centre, form=form)
+        rel.append(_residency(x, [c], call_term, form).chain_ms(c) / c.measured_ms - 1.0)
     return float(np.sqrt(np.mean(np.square(rel))))
 
 
-def fit_residency(chains: list[ChainSums], centre: tuple[float, float] | None = None) -> Residency:
-    """Fit the split residency on chains, with and without the per-kernel-call term; keep the one whose
-    leave-one-out error over the chains is lower. ``centre``: bounds of the centre (``centre_bounds``)."""
-    chains = [c for c in chains if c.weight_bytes > 0 and c.measured_ms > 0 and c.warm_ms > 0]
-    if len(chains) < MIN_CHAINS:
-        return Residency(chains=len(chains))
-    fits = {term: _fit(chains, term, centre=centre) for term in (False, True)}
-    loo = {term: _loo_rmspe(chains, term, x, centre) for term, x in fits.items()}
+def _fit_form(chains: list[ChainSums], centre: tuple[float, float] | None, form: str) -> Residency:
+    """One form fitted with and without the per-kernel-call term, the one of lower leave-one-out error kept."""
+    fits = {term: _fit(chains, term, centre=centre, form=form) for term in (False, True)}
+    loo = {term: _loo_rmspe(chains, term, x, centre, form) for term, x in fits.items()}
     keep = loo[True] < loo[False]
-    r = _residency(fits[keep], chains, keep)
+    r = _residency(fits[keep], chains, keep, form)
     r.loo_rmspe, r.loo_rmspe_without_call_term, r.loo_rmspe_with_call_term = loo[keep], loo[False], loo[True]
     r.centre_bounds_log2 = list(centre) if centre else None
     return r
+
+
+def fit_residency(chains: list[ChainSums], centre: tuple[float, float] | None = None) -> Residency:
+    """Fit the residency on chains, with and without the per-kernel-call term; keep the one whose leave-one-out
+    error over the chains is lower. Chains with hot sums are also fitted in form ``HOT``, kept when its
+    leave-one-out error is the lower (the split form's is recorded beside it). ``centre``: bounds of the centre
+    (``centre_bounds``)."""
+    chains = [c for c in chains if c.weight_bytes > 0 and c.measured_ms > 0 and c.warm_ms > 0]
+    if len(chains) < MIN_CHAINS:
+        return Residency(chains=len(chains))
+    split = _fit_form(chains, centre, SPLIT)
+    if not all(c.hot_ms > 0 for c in chains):
+        return split
+    hot = _fit_form(chains, centre, HOT)
+    kept = hot if (hot.loo_rmspe or 0.0) <= (split.loo_rmspe or 0.0) else split
+    kept.loo_rmspe_split, kept.loo_rmspe_hot = split.loo_rmspe, hot.loo_rmspe
+    return kept

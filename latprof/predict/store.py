@@ -26,8 +26,12 @@ from latprof.predict.kernels import FEATURES
 # 5: every kernel, cell and chain reading scaled to the calibration's median machine state (``state``: the reference
 # state, whether readings were scaled, how far the state moved; samples' ``state_factors``). A version-4 file still
 # reads and predicts as it did.
-SCHEMA_VERSION = 5
-READABLE_VERSIONS = (2, 3, 4, 5)
+# 6: eager kernel samples may be each kernel's time inside its cell's profiled forward (``calibration.kernel_samples``
+# "profiled", ``calibration.attribution``), samples may carry a third reading, ``hot_ms`` (the cell's forward run
+# back to back), and the residency may be form "hot" (hot, then warm, then cold by the forward's weight bytes). A
+# version-5 file still reads and predicts as it did.
+SCHEMA_VERSION = 6
+READABLE_VERSIONS = (2, 3, 4, 5, 6)
 KIND = "latprof-predictor"
 REQUIRED = ("schema_version", "kind", "backend", "threads", "hardware_id", "backend_settings", "features", "model",
             "samples", "overhead")

@@ -134,6 +134,12 @@ def _conv_params(op: str, spec: dict[str, Any]) -> dict[str, float]:
 
 def torch_kernels(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[list[Kernel], int]:
     """The kernels of one forward of ``module`` (deduplicated with counts) and the number of module calls."""
+    kernels, module_calls, _ = traced_calls(module, inputs)
+    return kernels, module_calls
+
+
+def traced_calls(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[list[Kernel], int, list[int]]:
+    """``torch_kernels`` and, for every op call of the forward in dispatch order, the index of its kernel."""
     weights = [(p, True) for p in module.parameters()] + [(b, False) for b in module.buffers()]
     stack = ModuleStack(module)
     calls = [0]
@@ -152,11 +158,16 @@ def torch_kernels(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[
         for m, flag in training:
             m.training = flag
     found: dict[str, Kernel] = {}
+    order: list[int] = []
+    position: dict[str, int] = {}
     for op, spec, row, out_shape in mode.calls:
         key = json.dumps([op, spec], sort_keys=True)
         if key in found:
             found[key].count += 1
+            order.append(position[key])
             continue
+        position[key] = len(found)
+        order.append(len(found))
         shapes = _tensor_shapes(spec)
         x = shape4(shapes[0] if shapes else [])
         y = shape4(out_shape)
@@ -172,7 +183,7 @@ def torch_kernels(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[
             **_conv_params(op, spec),
         }
         found[key] = Kernel(op=_family(op, spec), label=op, features=features, spec={"op": op, **spec})
-    return list(found.values()), calls[0]
+    return list(found.values()), calls[0], order
 
 
 def _family(op: str, spec: dict[str, Any]) -> str:
