@@ -49,13 +49,14 @@ def residency_table(data: dict) -> None:
         print(f"  residency: {res.get('chains', 0)} chain(s), too few to fit (every kernel predicted cold)")
         return
     print(f"  {residency_line(res)}")
-    print(f"  {'chain':8} {'blocks':>6} {'footprint MiB':>13} {'weights MiB':>11} {'measured ms':>11} {'warm ms':>9} "
-          f"{'cold ms':>9} {'mixed ms':>9} {'error':>7}")
+    print(f"  {'chain':8} {'blocks':>6} {'footprint MiB':>13} {'weights MiB':>11} {'measured ms':>11} {'hot ms':>9} "
+          f"{'warm ms':>9} {'cold ms':>9} {'mixed ms':>9} {'error':>7}")
     for c in sorted(data.get("chains", []), key=lambda c: c["footprint_bytes"]):
         err = (c["predicted_ms"] - c["measured_ms"]) / c["measured_ms"]
-        weights = c.get("weight_bytes")
+        weights, hot = c.get("weight_bytes"), c.get("predicted_hot_ms")  # hot: residency form "hot" only
         print(f"  {c['id']:8} {c['blocks'] or 0:6} {c['footprint_bytes'] / 2 ** 20:13.1f} "
               f"{'—' if weights is None else f'{weights / 2 ** 20:.1f}':>11} {c['measured_ms']:11.3f} "
+              f"{'—' if not hot else f'{hot:.3f}':>9} "
               f"{c['predicted_warm_ms']:9.3f} {c['predicted_cold_ms']:9.3f} {c['predicted_ms']:9.3f} {100 * err:+6.0f}%")
 
 

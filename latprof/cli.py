@@ -310,10 +310,10 @@ def _add_calibrate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allocator", choices=ALLOCATORS, default=None,
                    help=f"memory allocator of the worker processes (default {DEFAULT_ALLOCATOR}, as profile)")
     p.add_argument("--in-process", action="store_true", help="measure in this process (debugging)")
-    p.add_argument("--attribution", choices=ATTRIBUTIONS, default="auto",
-                   help="torch-cpu kernel samples: each kernel replayed alone, or its time profiled inside its "
-                        "cell's forward; auto (default) builds both and keeps the one whose calibration chains "
-                        "it predicts better")
+    p.add_argument("--attribution", choices=ATTRIBUTIONS, default=None,
+                   help="torch-cpu kernel samples: profiled (default when measuring) times each kernel inside its "
+                        "cell's forward; replay replays each kernel alone; auto (default with --from-readings) "
+                        "does both and keeps the one whose calibration chains it predicts better")
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:
@@ -323,11 +323,11 @@ def _run_calibrate(args: argparse.Namespace) -> int:
 
     if args.from_readings is not None:
         return show_calibration(rebuild(args.from_readings, args.output, args.pin, args.ort_opt,
-                                        attribution=args.attribution))
+                                        attribution=args.attribution or "auto"))
     if not args.backend:
         raise LatprofError(f"latprof calibrate needs --backend (one of {', '.join(BACKENDS)}) or --from-readings DIR")
     request = CalibrateRequest(args.backend, args.output, args.threads, args.budget, args.quick, args.pin,
-                               args.ort_opt, args.out, args.seed, attribution=args.attribution,
+                               args.ort_opt, args.out, args.seed, attribution=args.attribution or "profiled",
                                run=RunOptions(in_process=args.in_process, allocator=args.allocator))
     return show_calibration(calibrate(request, calibration_progress(args.backend)))
 

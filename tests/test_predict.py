@@ -624,6 +624,8 @@ def test_calibration_fits_the_residency_curve_on_its_chains(tmp_path: Path, monk
     monkeypatch.setitem(MEASURE_FUNCTIONS, "calibrate", "tests.predict_fake:measure")
     monkeypatch.setattr("latprof.predict.calibrate.CELLS_PER_UNIT", 12)
     monkeypatch.setattr("latprof.predict.calibrate.CHAINS_PER_UNIT", 7)  # one chain per footprint, 2-128 MiB
+    # the regressor chosen by accuracy alone: refits timed near the load budget must not choose differently twice
+    monkeypatch.setattr("latprof.predict.model.LOAD_BUDGET_CPU_S", 1e9)
     result = calibrate(CalibrateRequest("torch-cpu", tmp_path / "p.json", threads=1, budget_s=0.01,
                                         out=tmp_path / "runs", peaks=False, run=RunOptions(in_process=True)))
     data = json.loads(result.path.read_text())
@@ -1193,7 +1195,8 @@ def test_auto_attribution_keeps_the_samples_that_predict_the_chains_better(
     monkeypatch.setattr("latprof.predict.calibrate.CELLS_PER_UNIT", 12)
     monkeypatch.setattr("latprof.predict.calibrate.CHAINS_PER_UNIT", 7)
     result = calibrate(CalibrateRequest("torch-cpu", tmp_path / "p.json", threads=1, budget_s=0.01,
-                                        out=tmp_path / "runs", peaks=False, run=RunOptions(in_process=True)))
+                                        out=tmp_path / "runs", peaks=False, run=RunOptions(in_process=True),
+                                        attribution="auto"))
     data = json.loads(result.path.read_text())
     chosen = data["calibration"]["attribution"]
     assert chosen["chosen"] == "profiled" and data["calibration"]["kernel_samples"] == "profiled"
@@ -1301,4 +1304,19 @@ def test_an_in_forward_calibration_unit_profiles_every_kernel_and_replays_none()
     readings = Readings("torch-cpu", False)
     readings.add(rows)
     assert not readings.has_replays and readings.in_forward and len(readings.samples()) == len(kernels)
-    assert not Readings("torch-cpu", False, REPLAY).has_replays and Readings("torch-cpu", False, PROFILED).in_forward
+    replays = Readings("torch-cpu", False, REPLAY)
+    replays.add(rows)
+    assert not replays.in_forward and replays.samples() == []  # nothing replayed to learn from
+    assert Readings("torch-cpu", False, PROFILED).attribution == PROFILED
+
+
+def test_a_calibration_profiles_kernels_in_the_forward_and_replays_them_only_when_asked(tmp_path: Path) -> None:
+    from latprof.predict.calibrate import CalibrateRequest, Readings, _unit
+
+    cell = ("c0", {"type": "chain", "input": [1, 8, 7, 7], "blocks": []})
+    assert _unit(CalibrateRequest("torch-cpu", tmp_path / "p.json"), 1, [cell]).payload["replay"] is False
+    assert _unit(CalibrateRequest("torch-cpu", tmp_path / "p.json", attribution="auto"), 1, [cell]).payload["replay"]
+    old = Readings("torch-cpu", False, "profiled")  # readings from before in-forward profiles: their replays
+    old.add([{"status": "ok", "sample": "kernel", "workload": "a", "latency_median_ms": 0.01, "warm_ms": 0.005,
+              "kernel": {"op": "add", "label": "aten.add.Tensor", "features": {}}}])
+    assert not old.in_forward and [s["latency_ms"] for s in old.samples()] == [0.01]

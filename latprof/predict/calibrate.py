@@ -48,6 +48,8 @@ BACKENDS = ("torch-cpu", "ort-cpu", "ort-mobile")
 # Where PyTorch eager kernel samples come from (``Readings.attribution``): each kernel replayed alone after an
 # eviction (``torch_kernels.replay_timer``), or its time inside the cell's profiled forward
 # (``latprof.predict.torch_profile``); "auto" builds both and keeps the one whose chains' leave-one-out error is lower.
+# A calibration measures in-forward profiles only by default: the replays took 534 s of p17's 909 s, and without
+# them a 900 s torch-cpu calibration read 195 cells instead of 66 (p18; docs/predict.md).
 AUTO, REPLAY, PROFILED = "auto", "replay", "profiled"
 ATTRIBUTIONS = (AUTO, REPLAY, PROFILED)
 
@@ -67,7 +69,7 @@ class CalibrateRequest:
     seed: int = 0
     peaks: bool = True  # also measure the backend's peaks (the evaluation's roofline estimate)
     state: bool = True  # read the machine state before every cell and chain, and scale readings to its median
-    attribution: str = AUTO  # torch-cpu kernel samples (``ATTRIBUTIONS``, ``Readings``)
+    attribution: str = PROFILED  # torch-cpu kernel samples (``ATTRIBUTIONS``, ``Readings``); AUTO replays too
     run: RunOptions = field(default_factory=RunOptions)
 
 
@@ -282,8 +284,9 @@ class Readings:
 
     @property
     def in_forward(self) -> bool:
-        """Whether eager kernel samples are the in-forward profiled times (``PROFILED``, or ``AUTO`` with them)."""
-        return not self.ort and (self.attribution == PROFILED or (self.attribution == AUTO and self.has_profiles))
+        """Whether eager kernel samples are the in-forward profiled times (``PROFILED`` or ``AUTO``, where the
+        readings have them; readings from before 2026-12-01 hold replays only)."""
+        return not self.ort and self.attribution != REPLAY and self.has_profiles
 
     @property
     def has_hot(self) -> bool:
