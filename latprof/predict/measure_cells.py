@@ -13,10 +13,11 @@ estimated over all cells by the parent (``latprof.predict.calibrate.Readings``).
 Every cell and kernel reading is taken twice: cold, and warm (weights from the last-level cache:
 ``latprof.predict.cold``). Each cell is also timed hot (in a loop, nothing evicted), and its forward profiled
 cold, warm and hot: ONNX Runtime's node profile, and on PyTorch eager ``torch.profiler``
-(``latprof.predict.torch_profile``), so every eager kernel also has its time inside the forward beside its replay
-(which of the two the predictor learns from: ``calibrate.Readings``). A unit's *chains* (``space.sample_chain``: longer sequences of blocks spanning footprints
-from inside to beyond the last-level cache) are timed in a loop, as a network is, and carry their kernels and
-footprint: the parent fits where a forward sits between warm and cold on them (``latprof.predict.residency``).
+(``latprof.predict.torch_profile``), so every eager kernel has its time inside the forward; the replays alone are
+taken only when the payload asks (``replay``: ``calibrate --attribution replay`` or ``auto``). A unit's *chains*
+(``space.sample_chain``: longer sequences of blocks spanning footprints from inside to beyond the last-level
+cache) are timed in a loop, as a network is, and carry their kernels and footprint: the parent fits where a forward
+sits between hot, warm and cold on them (``latprof.predict.residency``).
 Before every cell and chain the machine's state is read (``latprof.predict.state``) and carried on each of its rows,
 so the parent can scale the readings to one reference state.
 """

@@ -90,9 +90,12 @@ class Predictor:
         # Warm readings (weights from the last-level cache); a calibration without them predicts every kernel cold.
         self.warm_model = (KernelModel(regressor, "warm_ms").fit(data["samples"])
                            if all("warm_ms" in s for s in data["samples"]) else None)
-        # Hot readings (the cell's forward run back to back; residency form "hot") where the calibration took them.
+        # Hot readings (the cell's forward run back to back) where the calibration took them and the residency uses
+        # them (form "hot"; before the residency is fitted, to fit it).
+        uses_hot = (data.get("residency") or {}).get("form", "hot") == "hot"
         self.hot_model = (KernelModel(regressor, "hot_ms").fit(data["samples"])
-                          if self.warm_model is not None and all("hot_ms" in s for s in data["samples"]) else None)
+                          if uses_hot and self.warm_model is not None and all("hot_ms" in s for s in data["samples"])
+                          else None)
         self.fit_s = time.perf_counter() - t0  # wall: on a busy machine far above the CPU time
         self.fit_cpu_s = time.process_time() - c0
         self.residency = Residency.from_dict(data.get("residency"))

@@ -154,7 +154,8 @@ class Residency:
             if hot_ms is None:
                 raise ValueError("a hot residency needs each kernel's hot time")
             mixed = (hot_ms + self.hot_share(weights) * (np.asarray(warm_ms) - hot_ms)
-                     + p * np.asarray(shares) * (np.asarray(cold_ms) - warm_ms) + kernel_calls * self.per_kernel_call_ms)
+                     + p * np.asarray(shares) * (np.asarray(cold_ms) - warm_ms)
+                     + kernel_calls * self.per_kernel_call_ms)
             return np.maximum(mixed, MIN_WARM_SHARE * np.asarray(hot_ms)) if KERNEL_FLOOR else mixed
         if self.form == SPLIT:
             factor = p * np.asarray(shares) + self.activation_factor * (1.0 - np.asarray(shares))

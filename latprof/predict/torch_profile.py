@@ -6,8 +6,8 @@ op before it just wrote, its code path is hot, and what it allocates comes from 
 the 480 MiB-L3 VM the replays of one torch-cpu calibration (p15), set against the same networks' profiled
 operators, read batch norm at 0.56x its in-forward time, small element-wise ops (add, mul, mean) at 0.4-0.5x, the
 ``empty`` of every batch norm at 12x and the squeeze-excite gate's sigmoid at 16x (docs/predict.md, "In-forward
-kernel times"). So a calibration cell is also run under the profiler, cold and warm like its other readings, and
-each of its kernels gets its median time per call in that forward.
+kernel times"). So a calibration cell is also run under the profiler, cold, warm and hot like its timed readings,
+and each of its kernels gets its median time per call in that forward.
 
 Events are matched to the traced kernels by order: the outermost profiler events whose op is one the tracer
 recorded (``aten::convolution`` and not the ``aten::_convolution`` inside it; ``aten::conv2d`` above it is not
