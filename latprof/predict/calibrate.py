@@ -355,7 +355,9 @@ class Readings:
         for k in self.kernels:
             extra: dict[str, Any] = {}
             f = self.factors(k.get("state"), ref)
-            if self.ort and k.get("profiled_ms") is not None:
+            if (self.ort or in_forward) and k.get("profiled_ms") is not None:
+                # its time inside its cell's forward, plus the executor's per-node overhead (ORT; 0 on eager,
+                # whose context terms come from _overhead)
                 ms = max(float(k["profiled_ms"]) / f.cold, MIN_NODE_MS) + node
                 extra = {"framework_overhead_ms": node, "profiled_ms": k["profiled_ms"]}
                 if warm:
@@ -364,15 +366,8 @@ class Readings:
                 if warm and hot:
                     extra.update(hot_ms=max(float(k["hot_profiled_ms"]) / f.warm, MIN_NODE_MS) + node_hot,
                                  hot_framework_overhead_ms=node_hot, hot_profiled_ms=k["hot_profiled_ms"])
-            elif in_forward:  # the kernel's time inside its cell's forward (its context terms: _overhead)
-                if k.get("profiled_ms") is None or k.get("warm_profiled_ms") is None:
-                    continue
-                ms = max(float(k["profiled_ms"]) / f.cold, MIN_NODE_MS)
-                extra = {"warm_ms": max(float(k["warm_profiled_ms"]) / f.warm, MIN_NODE_MS),
-                         "profiled_ms": k["profiled_ms"], "warm_profiled_ms": k["warm_profiled_ms"]}
-                if hot:
-                    extra.update(hot_ms=max(float(k["hot_profiled_ms"]) / f.warm, MIN_NODE_MS),
-                                 hot_profiled_ms=k["hot_profiled_ms"])
+            elif in_forward:  # a kernel of a cell whose profile failed: no in-forward time
+                continue
             elif not k.get("replayed", True):  # a repeat in the worker, there only for its in-forward time
                 continue
             else:

@@ -83,6 +83,8 @@ def profiled_kernel_ms(module: nn.Module, x: torch.Tensor, kernels: list[Kernel]
                 with record_function(SCOPE):
                     module(x)
     forwards = _forward_events(prof, names)
+    if not forwards:
+        raise ProfileMismatch("the profiler recorded no forward")
     per_run = np.zeros((len(forwards), len(kernels)))
     for r, events in enumerate(forwards):
         got = [n for n, _ in events]
@@ -93,7 +95,5 @@ def profiled_kernel_ms(module: nn.Module, x: torch.Tensor, kernels: list[Kernel]
                                   f"{expected[first] if first < len(expected) else '-'}")
         for i, (_, ms) in zip(order, events):
             per_run[r, i] += ms
-    if not len(forwards):
-        raise ProfileMismatch("the profiler recorded no forward")
     counts = np.array([k.count for k in kernels], dtype=float)
     return list(np.median(per_run, axis=0) / counts)

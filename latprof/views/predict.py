@@ -51,13 +51,13 @@ def state_line(state: dict[str, Any]) -> str:
 
 def residency_line(res: dict) -> str:
     """The fitted residency in one line (``latprof.predict.residency``)."""
-    size = "weights" if res.get("form") in ("split", "hot") else "footprint"
     if res.get("form") == "hot":
         parts = [f"residency: fitted on {res['chains']} chains (hot to warm halfway at "
                  f"{2 ** res['hot_centre_log2'] / 2 ** 20:.2f} MiB of weights, width x{2 ** res['hot_width_log2']:.2f};"
                  f" the weights' cold share halfway at {2 ** res['centre_log2'] / 2 ** 20:.1f} MiB, width "
                  f"x{2 ** res['width_log2']:.2f}"]
     else:
+        size = "weights" if res.get("form") == "split" else "footprint"
         parts = [f"residency: fitted on {res['chains']} chains (cold share from {res['floor']:+.2f} to 1, halfway "
                  f"at {2 ** res['centre_log2'] / 2 ** 20:.1f} MiB of {size}, width x{2 ** res['width_log2']:.2f}"]
     if res.get("loo_rmspe_hot") is not None:
