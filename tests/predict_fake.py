@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from latprof.predict.measure_cells import sample_ident
+from latprof.predict.measure_cells import overhead_ident, sample_ident
 from latprof.predict.residency import footprint_bytes, weight_bytes, weight_share
 from latprof.predict.space import build_cell, cell_type
 from latprof.predict.torch_kernels import torch_kernels
@@ -64,7 +64,7 @@ def replay_distortion(features: dict[str, float]) -> float:
 
 def measure(payload: dict[str, Any]) -> list[dict[str, Any]]:
     backend, threads = payload["backend"], payload["threads"]
-    rows = [base_row(**sample_ident(backend, threads, "overhead", "module_call", [1]), status="ok", error="",
+    rows = [base_row(**overhead_ident(payload, "module_call", [1]), status="ok", error="",
                      sample="overhead", latency_median_ms=0.13, module_call_ms=PER_CALL_MS, samples_ms=[0.13])]
     for n, (cell_id, spec) in enumerate(payload["cells"]):
         d, st = state(n, payload)

@@ -1320,3 +1320,16 @@ def test_a_calibration_profiles_kernels_in_the_forward_and_replays_them_only_whe
     old.add([{"status": "ok", "sample": "kernel", "workload": "a", "latency_median_ms": 0.01, "warm_ms": 0.005,
               "kernel": {"op": "add", "label": "aten.add.Tensor", "features": {}}}])
     assert not old.in_forward and [s["latency_ms"] for s in old.samples()] == [0.01]
+
+
+def test_every_units_overhead_reading_survives_in_the_results_file(tmp_path: Path) -> None:
+    from latprof.predict.measure_cells import overhead_ident
+    from latprof.results import ResultStore, base_row, read_results
+
+    store = ResultStore(tmp_path / "results.jsonl")
+    for unit, idle in (("r0", 0.0007), ("r1", 0.0009), ("r2", 0.0008)):
+        payload = {"backend": "torch-cpu", "threads": 1, "cells": [[f"{unit}c0", {}]], "chains": [[f"{unit}h0", {}]]}
+        store.append(base_row(**overhead_ident(payload, "module_call", [1]), status="ok", error="", kind="calibrate",
+                              sample="overhead", latency_median_ms=0.05, module_call_ms=idle))
+    kept = [r["module_call_ms"] for r in read_results(store.path, quiet=True).results]
+    assert kept == [0.0007, 0.0009, 0.0008]  # one identity per unit: none superseded, the median is over all three

@@ -58,6 +58,14 @@ def sample_ident(backend: str, threads: int, cell_id: str, variant: str, shape: 
             "threads": threads, "batch": 1, "input_shape": "x".join(str(d) for d in shape)}
 
 
+def overhead_ident(payload: dict[str, Any], variant: str, shape: list[int]) -> dict[str, Any]:
+    """The identity of a unit's overhead reading: one per unit (its first cell or chain named in the variant), so
+    the results file keeps every unit's reading instead of the last one (``read_results`` keeps one row per
+    identity, and ``calibrate --from-readings`` took the median over that one)."""
+    first = next((i for i, _ in [*payload.get("cells", []), *payload.get("chains", [])]), "")
+    return sample_ident(payload["backend"], payload["threads"], "overhead", f"{variant}:{first}", shape)
+
+
 def _compact(fields: dict[str, Any]) -> dict[str, Any]:
     """Latency fields without the raw counter dump (the samples stay: the pool and any re-analysis need them)."""
     return {k: v for k, v in fields.items() if k != "counters_raw"}
@@ -94,7 +102,7 @@ def _torch_unit(payload: dict[str, Any], options: BackendOptions, config: Measur
     cold, warm = Evictor(), Evictor.warm()  # weights from memory / from the last-level cache
     with torch_threads(threads, 1), pinning(options.pin, threads):
         states = _state_reader(payload, cold, warm)
-        rows.append({**_torch_module_overhead(backend, threads, KERNEL_CONFIG),  # a warm Python cost
+        rows.append({**_torch_module_overhead(payload, KERNEL_CONFIG),  # a warm Python cost
                      "cold_evict_bytes": cold.nbytes})
         for cell_id, spec in payload["cells"]:
             ident = sample_ident(backend, threads, cell_id, "cell", spec["input"])
@@ -217,7 +225,7 @@ def _torch_chain(backend: str, threads: int, chain_id: str, spec: dict[str, Any]
         return error_row(one_line(exc), **ident, sample="chain", chain=spec)
 
 
-def _torch_module_overhead(backend: str, threads: int, config: MeasureConfig) -> dict[str, Any]:
+def _torch_module_overhead(payload: dict[str, Any], config: MeasureConfig) -> dict[str, Any]:
     """Cost of one module call that does nothing (``nn.Module.__call__`` and its hooks check), per call."""
     chain = nn.Sequential(*[_Idle() for _ in range(64)])
     x = torch.zeros(1)
@@ -227,7 +235,7 @@ def _torch_module_overhead(backend: str, threads: int, config: MeasureConfig) ->
             return chain(x)
 
     m = measure(wall_clock_timer(call), config)
-    return base_row(**sample_ident(backend, threads, "overhead", "module_call", [1]), **_compact(latency_fields(m)),
+    return base_row(**overhead_ident(payload, "module_call", [1]), **_compact(latency_fields(m)),
                     status="ok", error="", sample="overhead", module_calls=65,
                     module_call_ms=m.stats.median_ms / 65)
 
@@ -249,7 +257,7 @@ def _ort_unit(payload: dict[str, Any], options: BackendOptions, config: MeasureC
         with backend.prepare(idle) as run:
             idle_m = measure(run.timer, config)
         session_ms = idle_m.stats.median_ms
-        rows.append(base_row(**sample_ident(backend_name, threads, "overhead", "session", [1, 1]),
+        rows.append(base_row(**overhead_ident(payload, "session", [1, 1]),
                              **_compact(latency_fields(idle_m)), status="ok", error="", sample="overhead",
                              session_ms=session_ms, cold_evict_bytes=cold.nbytes))
         for cell_id, spec in payload["cells"]:
