@@ -153,8 +153,9 @@ class Predictor:
         share = self.residency.share(self.residency.size(footprint, weights))
         overhead = self.overhead_ms(module_calls)
         out = []
+        terms = self.kernel_terms(ops, features)  # the regressors once; each state only scales them
         for state in states:
-            hot, warm, cold, shares = self.kernel_terms(ops, features, state)
+            hot, warm, cold, shares = at_state(terms, state)
             ms = self.residency.mix(warm, cold, footprint=footprint, weights=weights, shares=shares,
                                     kernel_calls=1, hot_ms=hot)  # per kernel call
             preds = [KernelPrediction(k.op, k.label, k.count, float(m)) for k, m in zip(kernels, ms)]
@@ -183,11 +184,8 @@ class Predictor:
         """What the residency mixes, per kernel: its hot (None without hot readings), warm and cold time in a
         forward (at the reference state, or scaled to ``state``: hot as warm) and its weight share."""
         warm, cold = self.warm_and_cold(ops, features)
-        hot = self.hot(ops, features)
-        if state is not None:
-            warm, cold = warm * state.warm, cold * state.cold
-            hot = None if hot is None else hot * state.warm
-        return hot, warm, cold, np.array([weight_share(op, f) for op, f in zip(ops, features)])
+        shares = np.array([weight_share(op, f) for op, f in zip(ops, features)])
+        return at_state((self.hot(ops, features), warm, cold, shares), state)
 
     def fit_residency(self, chains: list[tuple[str, dict[str, Any]]],
                       centre: tuple[float, float] | None = None) -> tuple[Residency, list[dict[str, Any]]]:
@@ -262,6 +260,15 @@ class Predictor:
         pred = self.model.predict([x["op"] for x in s], [x["features"] for x in s])
         truth = np.array([x["latency_ms"] for x in s])
         return (pred - truth) / truth
+
+
+def at_state(terms: tuple[Any, ...], state: StateFactors | None) -> tuple[Any, ...]:
+    """``Predictor.kernel_terms`` (hot, warm, cold, shares) at ``state``: warm and hot times scaled by its warm
+    factor, cold by its cold one (None: as they are)."""
+    hot, warm, cold, shares = terms
+    if state is None:
+        return terms
+    return None if hot is None else hot * state.warm, warm * state.warm, cold * state.cold, shares
 
 
 def load(path: str | Path, *, backend: str | None = None, threads: int | None = None,
