@@ -649,7 +649,7 @@ def test_calibration_fits_the_residency_curve_on_its_chains(tmp_path: Path, monk
 def test_a_schema_2_predictor_still_reads_and_predicts_every_kernel_cold(tmp_path: Path) -> None:
     p = load(save(predictor_data(schema_version=2), tmp_path / "p.json"))
     pred = p.predict(conv_bn_relu(), (1, 8, 10, 10))
-    assert p.warm_model is None and pred.cold_share == 1.0 and pred.predicted_ms > 0
+    assert not p.has_warm and pred.cold_share == 1.0 and pred.predicted_ms > 0
 
 
 def test_ort_warm_samples_take_the_warm_per_node_overhead() -> None:
@@ -1333,3 +1333,26 @@ def test_every_units_overhead_reading_survives_in_the_results_file(tmp_path: Pat
                               sample="overhead", latency_median_ms=0.05, module_call_ms=idle))
     kept = [r["module_call_ms"] for r in read_results(store.path, quiet=True).results]
     assert kept == [0.0007, 0.0009, 0.0008]  # one identity per unit: none superseded, the median is over all three
+
+
+@pytest.mark.parametrize("regressor", ["random_forest", "gradient_boosting"])
+def test_one_fit_serves_the_cold_warm_and_hot_readings_and_the_fallback_waits_for_a_family_never_sampled(
+        regressor: str) -> None:
+    from latprof.predict.model import KernelModel, sample_targets
+
+    samples = [{**s, "warm_ms": s["latency_ms"] / 2, "hot_ms": s["latency_ms"] / 4} for s in _samples()]
+    targets = sample_targets(samples)
+    assert targets == ("latency_ms", "warm_ms", "hot_ms")
+    assert sample_targets(samples, hot=False) == ("latency_ms", "warm_ms")
+    assert sample_targets(_samples()) == ("latency_ms",)
+    model = KernelModel(regressor, targets).fit(samples)
+    if regressor == "random_forest":  # one multi-output forest per family
+        assert model.families["convolution"].n_outputs_ == 3
+    f = samples[10]["features"]
+    ms = model.predict_all(["convolution"], [f])[0]
+    assert ms[0] == pytest.approx(samples[10]["latency_ms"], rel=0.2)
+    assert ms[1] / ms[0] == pytest.approx(0.5, rel=0.05) and ms[2] / ms[0] == pytest.approx(0.25, rel=0.05)
+    assert model.predict(["convolution"], [f], "warm_ms")[0] == pytest.approx(ms[1])
+    assert model._fallback is None  # not fitted at load
+    never = model.predict_all(["sigmoid"], [{"elementwise_ops": 1e5, "mem_access": 2e5}])[0]
+    assert model._fallback is not None and np.all(never > 0)

@@ -11,13 +11,15 @@ family never sampled falls back to one regressor over all samples with the famil
 fallback had predicted ShuffleNet's stem max-pool (one sample in a calibration) at 0.21 ms against 2.3 ms
 measured; scaled from its one reading, 2.1 ms. Candidates are scikit-learn's random forest and
 gradient boosting; calibration picks the one with the lower cross-validated error on its own kernel samples among
-those whose refit (warm and cold models, all samples) takes at most ``LOAD_BUDGET_CPU_S`` of CPU time, since every
-load refits (``select_regressor``), and the file records the choice and the figures.
+those whose refit (every reading the samples carry, all samples) takes at most ``LOAD_BUDGET_CPU_S`` of CPU time,
+since every load refits (``select_regressor``), and the file records the choice and the figures. The cold, warm and
+hot readings are fitted together, one multi-output forest per family: three single-output forests and an eager
+fallback refitted p18's 5206 torch-cpu samples in 1.21 s CPU, the joint fit with the fallback left to first use in
+0.30 s (docs/predict.md, "One fit for three readings").
 """
 
 from __future__ import annotations
 
-import math
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -75,47 +77,87 @@ def _family_code(op: str) -> float:
     return float(zlib.crc32(op.encode()) % 10007)
 
 
+class _PerTarget:
+    """One single-output regressor per target, for a regressor without a multi-output form (gradient boosting)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.models: list[Any] = []
+
+    def fit(self, X: np.ndarray, Y: np.ndarray) -> _PerTarget:
+        self.models = [_make(self.name).fit(X, Y[:, j]) for j in range(Y.shape[1])]
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return np.column_stack([m.predict(X) for m in self.models])
+
+
+def _fit(name: str, X: np.ndarray, Y: np.ndarray) -> Any:
+    """A fitted regressor of every column of ``Y`` at once: one multi-output forest (one fit, splits shared by the
+    cold, warm and hot readings, which move together; a third of the CPU time of three forests), or one model per
+    column where the regressor has no multi-output form."""
+    if Y.shape[1] == 1:
+        return _make(name).fit(X, Y[:, 0])
+    if name == "random_forest":
+        return _make(name).fit(X, Y)
+    return _PerTarget(name).fit(X, Y)
+
+
+def _predict(model: Any, X: np.ndarray, n_targets: int) -> np.ndarray:
+    return np.asarray(model.predict(X)).reshape(len(X), n_targets)
+
+
 @dataclass
 class KernelModel:
-    """Per-family regressors of log latency (ms): of each sample's ``target`` (``latency_ms``, the cold reading, or
-    ``warm_ms``)."""
+    """Per-family regressors of log latency (ms) of each sample's ``targets`` (``latency_ms``, the cold reading;
+    ``warm_ms``; ``hot_ms``), fitted together: every load refits them, so one fit serves all three."""
 
     regressor: str = DEFAULT_REGRESSOR
-    target: str = "latency_ms"
+    targets: tuple[str, ...] = ("latency_ms",)
     families: dict[str, Any] = field(default_factory=dict)
-    fallback: Any = None
-    constant: dict[str, float] = field(default_factory=dict)  # families with too few samples for any regressor
-    rate: dict[str, float] = field(default_factory=dict)  # log ms per unit of work, per family (``work``)
+    # per family, one entry per target: families with too few samples for any regressor take their median (log ms)
+    constant: dict[str, np.ndarray] = field(default_factory=dict)
+    rate: dict[str, np.ndarray] = field(default_factory=dict)  # log ms per unit of work, per family (``work``)
     # families predicted per unit of work (``RATE_TARGET``) -> log ms of their fastest reading, the prediction's floor
-    per_work: dict[str, float] = field(default_factory=dict)
+    per_work: dict[str, np.ndarray] = field(default_factory=dict)
+    _samples: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    _fallback: Any = field(default=None, repr=False)
 
     def fit(self, samples: list[dict[str, Any]]) -> KernelModel:
         by: dict[str, list[dict[str, Any]]] = {}
         for s in samples:
             by.setdefault(s["op"], []).append(s)
         self.families, self.constant, self.rate, self.per_work = {}, {}, {}, {}
+        self._samples, self._fallback = samples, None
         for op, group in by.items():
-            log_ms = np.log([s[self.target] for s in group])
+            log_ms = np.log([[s[t] for t in self.targets] for s in group])
             works = np.array([work(s["features"]) for s in group])
-            self.constant[op] = float(np.median(log_ms))
+            self.constant[op] = np.median(log_ms, axis=0)
             if np.all(works > 0):
-                self.rate[op] = float(np.median(log_ms - np.log(works)))
+                self.rate[op] = np.median(log_ms - np.log(works)[:, None], axis=0)
             if len(group) >= MIN_FAMILY_SAMPLES:
                 X = np.array([feature_vector(s["features"]) for s in group])
-                y = log_ms
+                Y = log_ms
                 if RATE_TARGET and op in self.rate:
-                    self.per_work[op] = float(log_ms.min())
-                    y = log_ms - np.log(works)
-                self.families[op] = _make(self.regressor).fit(X, y)
-        if len(samples) >= MIN_FAMILY_SAMPLES:
-            X = np.array([[*feature_vector(s["features"]), _family_code(s["op"])] for s in samples])
-            y = np.array([math.log(s[self.target]) for s in samples])
-            self.fallback = _make(self.regressor).fit(X, y)
+                    self.per_work[op] = log_ms.min(axis=0)
+                    Y = log_ms - np.log(works)[:, None]
+                self.families[op] = _fit(self.regressor, X, Y)
         return self
 
-    def predict(self, ops: list[str], features: list[dict[str, float]]) -> np.ndarray:
-        """Predicted latency (ms) of each kernel."""
-        out = np.zeros(len(ops))
+    @property
+    def fallback(self) -> Any:
+        """One regressor over all samples with the family as an extra feature, for a family never sampled; fitted
+        on first use (most networks never need it, and it is the largest fit)."""
+        if self._fallback is None and len(self._samples) >= MIN_FAMILY_SAMPLES:
+            X = np.array([[*feature_vector(s["features"]), _family_code(s["op"])] for s in self._samples])
+            Y = np.log([[s[t] for t in self.targets] for s in self._samples])
+            self._fallback = _fit(self.regressor, X, Y)
+        return self._fallback
+
+    def predict_all(self, ops: list[str], features: list[dict[str, float]]) -> np.ndarray:
+        """Predicted latency (ms) of each kernel (rows) for each target (columns)."""
+        n_t = len(self.targets)
+        out = np.zeros((len(ops), n_t))
         groups: dict[str, list[int]] = {}
         for i, op in enumerate(ops):
             groups.setdefault(op, []).append(i)
@@ -123,49 +165,67 @@ class KernelModel:
             X = np.array([feature_vector(features[i]) for i in idx])
             works = np.array([work(features[i]) for i in idx])
             if op in self.families:
-                out[idx] = self.families[op].predict(X)
+                out[idx] = _predict(self.families[op], X, n_t)
                 if op in self.per_work:  # a kernel that does no work gets the family's floor
-                    out[idx] = np.maximum(out[idx] + np.log(np.maximum(works, 1e-30)), self.per_work[op])
+                    out[idx] = np.maximum(out[idx] + np.log(np.maximum(works, 1e-30))[:, None], self.per_work[op])
             elif op in self.rate and np.all(works > 0):  # a rare family: its own rate
-                out[idx] = self.rate[op] + np.log(works)
+                out[idx] = self.rate[op] + np.log(works)[:, None]
             elif op in self.constant:
                 out[idx] = self.constant[op]
             elif self.fallback is not None:
-                out[idx] = self.fallback.predict(np.column_stack([X, np.full(len(idx), _family_code(op))]))
+                out[idx] = _predict(self.fallback, np.column_stack([X, np.full(len(idx), _family_code(op))]), n_t)
             else:  # never sampled, and too few samples for any regressor: 1 ms
                 out[idx] = 0.0
         return np.exp(out)
 
+    def predict(self, ops: list[str], features: list[dict[str, float]], target: str | None = None) -> np.ndarray:
+        """Predicted latency (ms) of each kernel for one target (the first by default)."""
+        return self.predict_all(ops, features)[:, self.targets.index(target) if target else 0]
+
+
+def sample_targets(samples: list[dict[str, Any]], hot: bool = True) -> tuple[str, ...]:
+    """The readings every sample carries, cold first: what a load fits (hot only where the residency uses it)."""
+    extra = ("warm_ms", "hot_ms") if hot else ("warm_ms",)
+    targets = ["latency_ms"]
+    for t in extra:
+        if not samples or not all(t in s for s in samples):
+            break
+        targets.append(t)
+    return tuple(targets)
+
 
 def cross_validate(samples: list[dict[str, Any]], regressor: str, folds: int = 4, seed: int = 0) -> dict[str, Any]:
-    """K-fold error of the kernel model on its own samples: relative errors, RMSPE, share within ±10%, per family."""
+    """K-fold error of the kernel model on its own samples, fitted on every reading the samples carry as a load
+    fits them: relative errors of the cold reading, RMSPE, share within ±10%, per family; RMSPE per reading."""
     if len(samples) < 2 * folds:
         return {"regressor": regressor, "n": len(samples), "rmspe": None, "within_10": None, "families": {}}
+    targets = sample_targets(samples)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(samples))
-    rel = np.zeros(len(samples))
+    rel = np.zeros((len(samples), len(targets)))
     for f in range(folds):
         test = order[f::folds]
         train = np.setdiff1d(order, test)
-        model = KernelModel(regressor).fit([samples[i] for i in train])
-        pred = model.predict([samples[i]["op"] for i in test], [samples[i]["features"] for i in test])
-        truth = np.array([samples[i]["latency_ms"] for i in test])
+        model = KernelModel(regressor, targets).fit([samples[i] for i in train])
+        pred = model.predict_all([samples[i]["op"] for i in test], [samples[i]["features"] for i in test])
+        truth = np.array([[samples[i][t] for t in targets] for i in test])
         rel[test] = (pred - truth) / truth
+    by_target = {t: float(np.sqrt(np.mean(rel[:, j] ** 2))) for j, t in enumerate(targets)}
+    rel = rel[:, 0]
     families: dict[str, dict[str, float]] = {}
     for op in sorted({s["op"] for s in samples}):
         idx = [i for i, s in enumerate(samples) if s["op"] == op]
         families[op] = {"n": len(idx), "rmspe": float(np.sqrt(np.mean(rel[idx] ** 2))),
                         "mean_abs": float(np.mean(np.abs(rel[idx])))}
     return {"regressor": regressor, "n": len(samples), "rmspe": float(np.sqrt(np.mean(rel ** 2))),
-            "within_10": float(np.mean(np.abs(rel) <= 0.10)), "relative_errors": rel.tolist(), "families": families}
+            "within_10": float(np.mean(np.abs(rel) <= 0.10)), "rmspe_by_reading": by_target,
+            "relative_errors": rel.tolist(), "families": families}
 
 
 def refit_cpu_s(samples: list[dict[str, Any]], regressor: str) -> float:
-    """CPU time of what every load does: fit the cold and (when the samples carry warm readings) the warm model."""
+    """CPU time of what every load does: fit the models of every reading the samples carry."""
     c0 = time.process_time()
-    KernelModel(regressor).fit(samples)
-    if samples and all("warm_ms" in s for s in samples):
-        KernelModel(regressor, "warm_ms").fit(samples)
+    KernelModel(regressor, sample_targets(samples)).fit(samples)
     return time.process_time() - c0
 
 

@@ -24,7 +24,7 @@ from torch import nn
 
 from latprof.errors import LatprofError
 from latprof.predict.kernels import Kernel
-from latprof.predict.model import KernelModel
+from latprof.predict.model import KernelModel, sample_targets
 from latprof.predict.residency import ChainSums, Residency, activation_bytes, fit_residency, weight_bytes, weight_share
 from latprof.predict.state import StateFactors
 from latprof.predict.store import check_compatible, read
@@ -86,16 +86,13 @@ class Predictor:
         self.threads: int = int(data["threads"])
         t0, c0 = time.perf_counter(), time.process_time()
         regressor = data["model"]["regressor"]
-        self.model = KernelModel(regressor).fit(data["samples"])
-        # Warm readings (weights from the last-level cache); a calibration without them predicts every kernel cold.
-        self.warm_model = (KernelModel(regressor, "warm_ms").fit(data["samples"])
-                           if all("warm_ms" in s for s in data["samples"]) else None)
-        # Hot readings (the cell's forward run back to back) where the calibration took them and the residency uses
-        # them (form "hot"; before the residency is fitted, to fit it).
+        # Warm readings (weights from the last-level cache; a calibration without them predicts every kernel cold),
+        # and hot ones (the cell's forward run back to back) where the calibration took them and the residency uses
+        # them (form "hot"; before the residency is fitted, to fit it): one fit for all of them.
         uses_hot = (data.get("residency") or {}).get("form", "hot") == "hot"
-        self.hot_model = (KernelModel(regressor, "hot_ms").fit(data["samples"])
-                          if uses_hot and self.warm_model is not None and all("hot_ms" in s for s in data["samples"])
-                          else None)
+        self.model = KernelModel(regressor, sample_targets(data["samples"], hot=uses_hot)).fit(data["samples"])
+        self.has_warm = "warm_ms" in self.model.targets
+        self.has_hot = "hot_ms" in self.model.targets
         self.fit_s = time.perf_counter() - t0  # wall: on a busy machine far above the CPU time
         self.fit_cpu_s = time.process_time() - c0
         self.residency = Residency.from_dict(data.get("residency"))
@@ -166,26 +163,25 @@ class Predictor:
                                   state_factors=(state or StateFactors()).as_dict()))
         return out
 
+    def _readings(self, ops: list[str], features: list[dict[str, float]]) -> dict[str, np.ndarray]:
+        """Each kernel's predicted time per reading the predictor has (cold ``latency_ms``, ``warm_ms``,
+        ``hot_ms``), in context."""
+        ms = self.model.predict_all(ops, features)
+        prefix = {"latency_ms": "", "warm_ms": "warm_", "hot_ms": "hot_"}
+        return {t: self.in_context(ms[:, j], prefix[t]) for j, t in enumerate(self.model.targets)}
+
     def warm_and_cold(self, ops: list[str], features: list[dict[str, float]]) -> tuple[np.ndarray, np.ndarray]:
         """Each kernel's predicted time in a forward with its weights in the last-level cache, and from memory."""
-        cold = self.in_context(self.model.predict(ops, features))
-        if self.warm_model is None:
-            return cold, cold
-        return self.in_context(self.warm_model.predict(ops, features), "warm_"), cold
-
-    def hot(self, ops: list[str], features: list[dict[str, float]]) -> np.ndarray | None:
-        """Each kernel's predicted time in a forward run back to back (None without hot readings)."""
-        if self.hot_model is None:
-            return None
-        return self.in_context(self.hot_model.predict(ops, features), "hot_")
+        r = self._readings(ops, features)
+        return r.get("warm_ms", r["latency_ms"]), r["latency_ms"]
 
     def kernel_terms(self, ops: list[str], features: list[dict[str, float]],
                      state: StateFactors | None = None) -> tuple[Any, ...]:
         """What the residency mixes, per kernel: its hot (None without hot readings), warm and cold time in a
         forward (at the reference state, or scaled to ``state``: hot as warm) and its weight share."""
-        warm, cold = self.warm_and_cold(ops, features)
+        r = self._readings(ops, features)
         shares = np.array([weight_share(op, f) for op, f in zip(ops, features)])
-        return at_state((self.hot(ops, features), warm, cold, shares), state)
+        return at_state((r.get("hot_ms"), r.get("warm_ms", r["latency_ms"]), r["latency_ms"], shares), state)
 
     def fit_residency(self, chains: list[tuple[str, dict[str, Any]]],
                       centre: tuple[float, float] | None = None) -> tuple[Residency, list[dict[str, Any]]]:
