@@ -1356,3 +1356,23 @@ def test_one_fit_serves_the_cold_warm_and_hot_readings_and_the_fallback_waits_fo
     assert model._fallback is None  # not fitted at load
     never = model.predict_all(["sigmoid"], [{"elementwise_ops": 1e5, "mem_access": 2e5}])[0]
     assert model._fallback is not None and np.all(never > 0)
+
+
+def test_a_rare_fused_family_is_predicted_from_its_base_family_times_its_own_ratio() -> None:
+    from latprof.predict.model import KernelModel, borrowed
+
+    base = [s for s in _samples() if s["op"] == "convolution"]
+    # two readings of the convolution with a residual add fused in, both 1.3x the convolution alone, both small
+    fused = [{**s, "op": "nchwc.Conv+Add", "latency_ms": 1.3 * s["latency_ms"]} for s in base[:2]]
+    model = KernelModel().fit([{**s, "op": "nchwc.Conv"} for s in base] + fused)
+    big = max((s["features"] for s in base), key=lambda f: f["mult_adds"])
+    conv = model.predict(["nchwc.Conv"], [big])[0]
+    assert model.borrow["nchwc.Conv+Add"][0] == "nchwc.Conv"
+    ratio = 1.3 * np.array([s["latency_ms"] for s in base[:2]]) / model.predict(["nchwc.Conv"] * 2,
+                                                                              [s["features"] for s in base[:2]])
+    assert model.predict(["nchwc.Conv+Add"], [big])[0] == pytest.approx(conv * np.median(ratio))
+    assert model.predict(["nchwc.Conv+Relu"], [big])[0] == pytest.approx(conv)  # never sampled: its base, x 1
+    # the base keeps as many fused parts as a fitted family has
+    assert borrowed("nchwc.Conv+Add+Relu", {"nchwc.Conv": 1, "nchwc.Conv+Relu": 1}) == "nchwc.Conv+Relu"
+    assert borrowed("nchwc.Conv+Add+Relu", {"nchwc.Conv": 1}) == "nchwc.Conv"
+    assert borrowed("nchwc.Conv", {"nchwc.Conv": 1}) is None and borrowed("Relu", {}) is None

@@ -7,7 +7,11 @@ fastest reading: a forest predicts only within the targets it was fitted on, so 
 of its family read as the largest sample (ResNet-18's residual convolutions on ort-mobile: eight calls at 3.6 ms
 in all, the network -55%; docs/predict.md). A rarer family scales its own readings by work (``work``: its median
 ms per multiply-add, element-wise op and memory access), or takes its median reading when it does no work; only a
-family never sampled falls back to one regressor over all samples with the family as an extra feature. That
+family never sampled falls back to one regressor over all samples with the family as an extra feature. A rare or
+never-sampled *fused* family (ONNX Runtime's ``nchwc.Conv+Add``: a residual add fused into the convolution before
+it) is predicted from its base family's regressor instead (``borrowed``), times the median ratio of its own
+readings to that prediction: p17's one ``nchwc.Conv+Add`` reading, a 150k multiply-add convolution, scaled by work
+to MobileNet V2's projections predicted them at 2.6x their profiled time. That
 fallback had predicted ShuffleNet's stem max-pool (one sample in a calibration) at 0.21 ms against 2.3 ms
 measured; scaled from its one reading, 2.1 ms. Candidates are scikit-learn's random forest and
 gradient boosting; calibration picks the one with the lower cross-validated error on its own kernel samples among
@@ -20,6 +24,7 @@ fallback refitted p18's 5206 torch-cpu samples in 1.21 s CPU, the joint fit with
 
 from __future__ import annotations
 
+import itertools
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -73,6 +78,19 @@ def work(features: dict[str, float]) -> float:
                  + features.get("mem_access", 0.0))
 
 
+def borrowed(op: str, fitted: dict[str, Any]) -> str | None:
+    """The family a rare fused family is predicted from (``KernelModel.fit``): of the families left by dropping some
+    of its fused parts (ONNX Runtime's ``nchwc.Conv+Add+Relu`` -> ``nchwc.Conv+Relu``, ``nchwc.Conv+Add``,
+    ``nchwc.Conv``), the one with a regressor that keeps the most parts; None for an unfused family or none fitted."""
+    head, *parts = op.split("+")
+    for keep in range(len(parts) - 1, -1, -1):
+        for kept in itertools.combinations(parts, keep):
+            base = "+".join((head, *kept))
+            if base in fitted:
+                return base
+    return None
+
+
 def _family_code(op: str) -> float:
     return float(zlib.crc32(op.encode()) % 10007)
 
@@ -120,6 +138,9 @@ class KernelModel:
     rate: dict[str, np.ndarray] = field(default_factory=dict)  # log ms per unit of work, per family (``work``)
     # families predicted per unit of work (``RATE_TARGET``) -> log ms of their fastest reading, the prediction's floor
     per_work: dict[str, np.ndarray] = field(default_factory=dict)
+    # rare fused families (``base+Add``, ``base+Relu``, ...) -> (their base family, log of their readings over the
+    # base's prediction for the same shapes, per target): ``borrowed``
+    borrow: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)
     _samples: list[dict[str, Any]] = field(default_factory=list, repr=False)
     _fallback: Any = field(default=None, repr=False)
 
@@ -127,7 +148,7 @@ class KernelModel:
         by: dict[str, list[dict[str, Any]]] = {}
         for s in samples:
             by.setdefault(s["op"], []).append(s)
-        self.families, self.constant, self.rate, self.per_work = {}, {}, {}, {}
+        self.families, self.constant, self.rate, self.per_work, self.borrow = {}, {}, {}, {}, {}
         self._samples, self._fallback = samples, None
         for op, group in by.items():
             log_ms = np.log([[s[t] for t in self.targets] for s in group])
@@ -142,6 +163,12 @@ class KernelModel:
                     self.per_work[op] = log_ms.min(axis=0)
                     Y = log_ms - np.log(works)[:, None]
                 self.families[op] = _fit(self.regressor, X, Y)
+        for op, group in by.items():
+            base = borrowed(op, self.families) if op not in self.families else None
+            if base is not None:
+                log_ms = np.log([[s[t] for t in self.targets] for s in group])
+                base_ms = self.predict_all([base] * len(group), [s["features"] for s in group])
+                self.borrow[op] = (base, np.median(log_ms - np.log(base_ms), axis=0))
         return self
 
     @property
@@ -168,6 +195,10 @@ class KernelModel:
                 out[idx] = _predict(self.families[op], X, n_t)
                 if op in self.per_work:  # a kernel that does no work gets the family's floor
                     out[idx] = np.maximum(out[idx] + np.log(np.maximum(works, 1e-30))[:, None], self.per_work[op])
+            elif op in self.borrow or (op not in self.constant and borrowed(op, self.families)):
+                # a rare fused family: its base family's prediction x its own ratio to it (never sampled: x 1)
+                base, log_ratio = self.borrow.get(op) or (borrowed(op, self.families), np.zeros(n_t))
+                out[idx] = np.log(self.predict_all([base] * len(idx), [features[i] for i in idx])) + log_ratio
             elif op in self.rate and np.all(works > 0):  # a rare family: its own rate
                 out[idx] = self.rate[op] + np.log(works)[:, None]
             elif op in self.constant:
