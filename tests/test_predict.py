@@ -120,6 +120,37 @@ def test_ort_kernels_come_from_the_sessions_optimised_graph(tmp_path: Path, monk
     assert convs[0].features["mult_adds"] == 32 * 12 * 12 * 16 * 9
 
 
+@pytest.mark.slow
+def test_node_times_are_read_from_the_kernels_own_optimised_graph(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """ONNX Runtime names the nodes it inserts (NCHWc reorders) anew in every session: a profile of a fresh session
+    matched to another session's graph gave reorders each other's times. The calibration profiles the saved graph."""
+    from latprof.backends import BackendOptions, create_backend
+    from latprof.predict.measure_cells import NodeTimes, misattributed, node_medians
+    from latprof.predict.ort_kernels import optimized_model
+    from latprof.workloads import create_workload
+
+    monkeypatch.setenv("LATPROF_CACHE", str(tmp_path))
+    backend = create_backend("ort-mobile", BackendOptions(threads=1))
+    w = create_workload("mbconv", in_channels=32, out_channels=32, stride=1, expansion=4.0, kernel_size=3, se=True,
+                        act="swish", input_shape=(1, 32, 14, 14))
+    graph = tmp_path / "optimized.onnx"
+    kernels = graph_kernels(optimized_model(backend, backend.export(w).path, save_to=graph))
+    assert any(k.op == "nchwc.ReorderOutput" for k in kernels)  # the graph has nodes ONNX Runtime named itself
+    times = node_medians(backend, graph, w, runs=2, optimized=True)
+    named = [k for k in kernels if k.spec["node"]]
+    assert named and all(k.spec["node"] in times and times[k.spec["node"]] >= 0 for k in named)
+    assert misattributed(kernels, times) == []
+    # the guard: a profile whose node of that name ran another op or size is named
+    reorder = next(k for k in kernels if k.op == "nchwc.ReorderOutput")
+    wrong = NodeTimes()
+    wrong.ran = {**times.ran, reorder.spec["node"]: ("ReorderOutput", [1, 96, 56, 56])}
+    assert misattributed(kernels, wrong) == [f"{reorder.spec['node']} ran as ReorderOutput [1, 96, 56, 56], the graph "
+                                             f"has nchwc.ReorderOutput [1, 14, 14]"]
+    wrong.ran = {**times.ran, reorder.spec["node"]: ("ReorderInput", times.ran[reorder.spec["node"]][1])}
+    assert len(misattributed(kernels, wrong)) == 1
+
+
 # ------------------------------------------------------------------ the predictor file
 def _samples(n: int = 40) -> list[dict]:
     rng = np.random.default_rng(0)

@@ -28,6 +28,7 @@ import contextlib
 import json
 import os
 import tempfile
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -272,10 +273,16 @@ def _ort_unit(payload: dict[str, Any], options: BackendOptions, config: MeasureC
                     cell_w = measure(cold_timer(lambda run=run: run.timer(1), warm), COLD_CONFIG)
                     cell_h = measure(run.timer, config)  # hot: in a loop, nothing evicted
                 exported = backend.export(workload)
-                kernels = graph_kernels(optimized_model(backend, exported.path))
-                by_node = node_medians(backend, exported.path, workload, evict=cold)
-                by_node_warm = node_medians(backend, exported.path, workload, evict=warm)
-                by_node_hot = node_medians(backend, exported.path, workload)
+                with tempfile.TemporaryDirectory(prefix="latprof-ortopt-") as tmp:
+                    # the kernels' own graph is profiled, so each node's time is its own (``node_medians``)
+                    graph = Path(tmp) / "optimized.onnx"
+                    kernels = graph_kernels(optimized_model(backend, exported.path, save_to=graph))
+                    by_node = node_medians(backend, graph, workload, evict=cold, optimized=True)
+                    by_node_warm = node_medians(backend, graph, workload, evict=warm, optimized=True)
+                    by_node_hot = node_medians(backend, graph, workload, optimized=True)
+                wrong = misattributed(kernels, by_node_hot)
+                if wrong:
+                    raise ValueError(f"{len(wrong)} profiled node(s) are not the graph's: {wrong[0]}")
             except (BackendError, RuntimeError, ValueError, TypeError, NotImplementedError, LatprofError,
                     OSError) as exc:
                 rows.append(error_row(one_line(exc), **ident, sample="cell", cell=spec, **state))
@@ -321,13 +328,17 @@ PROFILE_RUNS = 30
 
 
 def node_medians(backend: Any, onnx_path: Any, workload: Workload, runs: int = PROFILE_RUNS,
-                 warmup: int = 3, evict: Any = None) -> dict[str, float]:
+                 warmup: int = 3, evict: Any = None, optimized: bool = False) -> NodeTimes:
     """Median kernel time (ms) of every node over ``runs`` profiled runs: on a shared machine one run preempted
     mid-node would dominate a mean (``latprof.backends.op_profiling`` reports means, for breakdowns). With
-    ``evict``, the caches are evicted before every run (``latprof.predict.cold``)."""
+    ``evict``, the caches are evicted before every run (``latprof.predict.cold``). ``optimized``: ``onnx_path`` is
+    the graph a session of ``backend`` already optimised (``optimized_model(save_to=...)``), run as saved, so the
+    profile names its nodes as that file does: ONNX Runtime names the nodes it inserts anew in every session, and
+    a calibration that matched a fresh session's profile to another session's graph gave each NCHWc reorder the
+    time of another reorder (p19 ort-mobile: ReorderOutput's kernel CV RMSPE 5.2; a 1872-element reorder read
+    515 us hot and 27 us cold; docs/predict.md)."""
     import json as _json
     from collections import defaultdict
-    from pathlib import Path
 
     import numpy as np
 
@@ -335,6 +346,10 @@ def node_medians(backend: Any, onnx_path: Any, workload: Workload, runs: int = P
 
     with tempfile.TemporaryDirectory(prefix="latprof-nodeprof-") as tmp:
         so = backend.session_options()
+        if optimized:
+            from latprof.backends.onnxruntime_backends import opt_level
+
+            so.graph_optimization_level = opt_level("none")
         so.enable_profiling = True
         so.profile_file_prefix = str(Path(tmp) / "prof")
         with native_output_silenced():
@@ -351,11 +366,40 @@ def node_medians(backend: Any, onnx_path: Any, workload: Workload, runs: int = P
         raise ValueError(f"ONNX Runtime trace has {len(starts)} runs, need more than {warmup}")
     first = starts[warmup]
     per_node: dict[str, list[float]] = defaultdict(list)
+    out = NodeTimes()
     for e in events:
         name = e.get("name", "")
         if e.get("cat") == "Node" and name.endswith("_kernel_time") and e["ts"] >= first:
-            per_node[name[: -len("_kernel_time")]].append(float(e["dur"]) / 1e3)
-    return {n: float(np.median(v)) for n, v in per_node.items()}
+            node = name[: -len("_kernel_time")]
+            per_node[node].append(float(e["dur"]) / 1e3)
+            args = e.get("args") or {}
+            shapes = [list(next(iter(t.values()))) for t in args.get("output_type_shape") or [] if t]
+            out.ran.setdefault(node, (str(args.get("op_name", "?")), shapes[0] if shapes else []))
+    out.update({n: float(np.median(v)) for n, v in per_node.items()})
+    return out
+
+
+class NodeTimes(dict):  # type: ignore[type-arg]
+    """Node name -> median ms, and ``ran``: node name -> (the op it ran, its first output's shape), as the profile
+    reports them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ran: dict[str, tuple[str, list[int]]] = {}
+
+
+def misattributed(kernels: list[Any], times: NodeTimes) -> list[str]:
+    """The kernels whose profiled node is not the graph's: another op, or an output of another batch or spatial
+    size (channels may differ: NCHWc pads them to its block). Empty when the profile ran the kernels' own graph."""
+    bad = []
+    for k in kernels:
+        op, shape = times.ran.get(k.spec["node"], ("", []))
+        f = k.features
+        graph_op = k.op.split("+")[0].removeprefix("nchwc.")
+        spatial = [int(f.get("out_n", 0)), int(f.get("out_h", 0)), int(f.get("out_w", 0))]
+        if op and op != graph_op or len(shape) == 4 and [shape[0], *shape[2:]] != spatial:
+            bad.append(f"{k.spec['node']} ran as {op} {shape}, the graph has {k.op} {spatial}")
+    return bad
 
 
 @contextlib.contextmanager

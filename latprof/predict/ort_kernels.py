@@ -21,14 +21,17 @@ Dims = list[int]
 _SHAPELESS = {"Shape", "Constant", "Size"}
 
 
-def optimized_model(backend: Any, onnx_path: Path) -> Any:
+def optimized_model(backend: Any, onnx_path: Path, save_to: Path | None = None) -> Any:
     """The graph ``backend``'s session runs for ``onnx_path`` (its own session options, optimisation level
-    included), as an ``onnx.ModelProto``. Builds a session; runs nothing."""
+    included), as an ``onnx.ModelProto``. Builds a session; runs nothing. ``save_to`` keeps the optimised file: a
+    profile that must name the same nodes runs that file (``latprof.predict.measure_cells.node_medians``), since
+    ONNX Runtime numbers the nodes it inserts (``ReorderOutput_token_295``) anew in every session (EfficientNet-B0:
+    37 of its 69 such nodes named differently by two sessions)."""
     import onnx
 
     with tempfile.TemporaryDirectory(prefix="latprof-ortopt-") as tmp:
         so = backend.session_options()
-        so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        so.optimized_model_filepath = str(save_to or Path(tmp) / "optimized.onnx")
         backend.create_session(onnx_path, so)
         return onnx.load(so.optimized_model_filepath, load_external_data=False)
 
