@@ -763,8 +763,10 @@ def test_coverage_cells_realise_every_structural_option_of_the_space() -> None:
     assert any(h["hidden"] and not h["micro"] for h in heads) and any(h["micro"] for h in heads)
     assert any(h["conv_channels"] and not h["micro"] for h in heads)
     blocks = [c for c in cells if c["type"] == "chain"]
-    assert sorted(cell_type(c) for c in blocks) == sorted(BLOCKS)
-    assert all(c["blocks"][0]["kwargs"]["stride"] == 2 for c in blocks)
+    for stride in (2, 1):  # every block at both strides
+        assert sorted(cell_type(c) for c in blocks if c["blocks"][0]["kwargs"]["stride"] == stride) == sorted(BLOCKS)
+    v2 = next(c for c in blocks if cell_type(c) == "shufflenet_v2_unit" and c["blocks"][0]["kwargs"]["stride"] == 1)
+    assert "split" in {k.op for k in torch_kernels(*_cell_and_input(v2))[0]}  # its channel split
     v1 = next(c for c in blocks if cell_type(c) == "shufflenet_v1_unit")  # its stride-2 shortcut: an average pool
     assert any(isinstance(m, nn.AvgPool2d) for m in build_cell(v1)[0].modules())
     stem = next(s for s in stems if s["maxpool"] and not s["micro"])
@@ -1407,3 +1409,25 @@ def test_a_rare_fused_family_is_predicted_from_its_base_family_times_its_own_rat
     assert borrowed("nchwc.Conv+Add+Relu", {"nchwc.Conv": 1, "nchwc.Conv+Relu": 1}) == "nchwc.Conv+Relu"
     assert borrowed("nchwc.Conv+Add+Relu", {"nchwc.Conv": 1}) == "nchwc.Conv"
     assert borrowed("nchwc.Conv", {"nchwc.Conv": 1}) is None and borrowed("Relu", {}) is None
+
+
+def test_beyond_its_largest_sample_a_family_is_predicted_no_higher_than_its_marginal_line(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import latprof.predict.model as model_module
+    from latprof.predict.model import KernelModel, marginal_line, work
+
+    rng = np.random.default_rng(2)
+    samples = []
+    for _ in range(40):  # a split read only on small vectors: 7 us a call whatever its size, 1 ns per element
+        n = float(rng.integers(16, 1024))
+        samples.append({"op": "Split", "label": "s", "features": {"elementwise_ops": n, "mem_access": 2 * n},
+                        "latency_ms": 0.007 + 1e-6 * n * rng.uniform(0.9, 1.1)})
+    a, b = marginal_line(np.array([work(s["features"]) for s in samples]),
+                         np.array([[s["latency_ms"]] for s in samples]))
+    assert a[0] == pytest.approx(0.007, rel=0.05) and b[0] == pytest.approx(1e-6 / 3, rel=0.2)
+    big = {"elementwise_ops": 1e5, "mem_access": 2e5}  # a network's channel split, 100x the largest sample
+    ms = KernelModel().fit(samples).predict(["Split"], [big])[0]
+    assert ms == pytest.approx(0.007 + 0.1, rel=0.2)  # the line: 7 us + 100k x 1 ns
+    monkeypatch.setattr(model_module, "marginal_line", lambda w, t, top=64: (t.max(axis=0) * 1e9, t[0] * 0))
+    unguarded = KernelModel().fit(samples).predict(["Split"], [big])[0]
+    assert unguarded > 5 * ms  # scaled by work alone: the small splits' fixed cost grows with the size

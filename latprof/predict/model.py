@@ -91,6 +91,23 @@ def borrowed(op: str, fitted: dict[str, Any]) -> str | None:
     return None
 
 
+def marginal_line(works: np.ndarray, ms: np.ndarray, top: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Per column of ``ms``: a line ms = a + b * work through the family's ``top`` largest samples (Theil-Sen: the
+    median of pairwise slopes, never below 0; the intercept the median residual), what a kernel beyond every sample
+    costs at the margin. Scaling the largest samples' ms per unit of work instead assumes no fixed cost: p20's
+    ort-mobile Splits were all under 1024 elements at about 7 us each, and ShuffleNet V2's 100k-element splits
+    read 800 us each scaled by work (profiled: 6.5 us)."""
+    order = np.argsort(works)[-top:]
+    w, t = works[order], ms[order]
+    i, j = np.triu_indices(len(w), 1)
+    ok = w[j] > w[i]
+    if not ok.any():
+        return np.median(t, axis=0), np.zeros(t.shape[1])
+    b = np.maximum(np.median((t[j[ok]] - t[i[ok]]) / (w[j[ok]] - w[i[ok]])[:, None], axis=0), 0.0)
+    a = np.median(t - w[:, None] * b, axis=0)
+    return a, b
+
+
 def _family_code(op: str) -> float:
     return float(zlib.crc32(op.encode()) % 10007)
 
@@ -141,6 +158,9 @@ class KernelModel:
     # rare fused families (``base+Add``, ``base+Relu``, ...) -> (their base family, log of their readings over the
     # base's prediction for the same shapes, per target): ``borrowed``
     borrow: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)
+    # families predicted per unit of work -> (their largest sampled work, a robust line ms = a + b * work per target):
+    # beyond that work a kernel is predicted no higher than the line (``marginal_line``)
+    beyond: dict[str, tuple[float, np.ndarray, np.ndarray]] = field(default_factory=dict)
     _samples: list[dict[str, Any]] = field(default_factory=list, repr=False)
     _fallback: Any = field(default=None, repr=False)
 
@@ -149,6 +169,7 @@ class KernelModel:
         for s in samples:
             by.setdefault(s["op"], []).append(s)
         self.families, self.constant, self.rate, self.per_work, self.borrow = {}, {}, {}, {}, {}
+        self.beyond = {}
         self._samples, self._fallback = samples, None
         for op, group in by.items():
             log_ms = np.log([[s[t] for t in self.targets] for s in group])
@@ -161,6 +182,7 @@ class KernelModel:
                 Y = log_ms
                 if RATE_TARGET and op in self.rate:
                     self.per_work[op] = log_ms.min(axis=0)
+                    self.beyond[op] = (float(works.max()), *marginal_line(works, np.exp(log_ms)))
                     Y = log_ms - np.log(works)[:, None]
                 self.families[op] = _fit(self.regressor, X, Y)
         for op, group in by.items():
@@ -195,6 +217,11 @@ class KernelModel:
                 out[idx] = _predict(self.families[op], X, n_t)
                 if op in self.per_work:  # a kernel that does no work gets the family's floor
                     out[idx] = np.maximum(out[idx] + np.log(np.maximum(works, 1e-30))[:, None], self.per_work[op])
+                    top, a, b = self.beyond[op]
+                    far = works > top  # beyond every sample: never above the family's marginal line
+                    if far.any():
+                        line = np.log(np.maximum(a + b * works[far, None], 1e-30))
+                        out[np.asarray(idx)[far]] = np.minimum(out[np.asarray(idx)[far]], line)
             elif op in self.borrow or (op not in self.constant and borrowed(op, self.families)):
                 # a rare fused family: its base family's prediction x its own ratio to it (never sampled: x 1)
                 base, log_ratio = self.borrow.get(op) or (borrowed(op, self.families), np.zeros(n_t))
