@@ -291,6 +291,8 @@ def _ort_unit(payload: dict[str, Any], options: BackendOptions, config: MeasureC
             node_warm = [by_node_warm.get(k.spec["node"], 0.0) for k in kernels]
             node_hot = [by_node_hot.get(k.spec["node"], 0.0) for k in kernels]
             for k, p, w, h in zip(kernels, node_ms, node_warm, node_hot):  # the parent adds the per-node overhead
+                if not k.spec["node"]:  # an unnamed node runs, but its profile event cannot be told apart: no reading
+                    continue
                 rows.append(base_row(**sample_ident(backend_name, threads, cell_id, f"k{len(rows)}", spec["input"]),
                                      status="ok", error="", sample="kernel", kernel=k.as_dict(), latency_median_ms=p,
                                      profiled_ms=p, warm_profiled_ms=w, hot_profiled_ms=h, cell_type=cell_type(spec)))
@@ -393,6 +395,8 @@ def misattributed(kernels: list[Any], times: NodeTimes) -> list[str]:
     size (channels may differ: NCHWc pads them to its block). Empty when the profile ran the kernels' own graph."""
     bad = []
     for k in kernels:
+        if not k.spec["node"]:  # an unnamed node: the profile cannot name it either
+            continue
         op, shape = times.ran.get(k.spec["node"], ("", []))
         f = k.features
         graph_op = k.op.split("+")[0].removeprefix("nchwc.")
