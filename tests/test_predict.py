@@ -794,7 +794,7 @@ def test_a_stride_2_shufflenet_v1_unit_doubles_its_channels_as_the_zoo_does() ->
                            "blocks": [{"name": "shufflenet_v1_unit", "kwargs": kw}]})
 
 
-def test_a_neighbour_keeps_the_cells_structure_and_varies_its_width() -> None:
+def test_a_neighbour_keeps_the_cells_structure_and_varies_its_width_and_resolution() -> None:
     import random
 
     from latprof.predict.space import mutate_cell
@@ -813,6 +813,10 @@ def test_a_neighbour_keeps_the_cells_structure_and_varies_its_width() -> None:
             assert n["blocks"][0]["name"] == spec["blocks"][0]["name"]
             assert {k: kw[k] for k in kept} == {k: spec["blocks"][0]["kwargs"][k] for k in kept}
         assert {n["input"][1] for n in neighbours} != {spec["input"][1]}  # the width moves
+    v2 = {"type": "chain", "input": [1, 48, 112, 112], "blocks": [{"name": "shufflenet_v2_unit", "kwargs": dict(
+        in_channels=48, out_channels=48, stride=1)}]}
+    resolutions = {mutate_cell(v2, rng)["input"][2] for _ in range(12)}
+    assert resolutions == {112, 56}  # its own resolution or the next one: a family is read at more than one
     stems = [mutate_cell(stem, rng) for _ in range(6)]
     assert all(s["maxpool"] and not s["micro"] and s["kernel_size"] == 3 and s["act"] == "relu" for s in stems)
     assert len({(s["input"][2], s["out_channels"]) for s in stems}) > 1
@@ -886,7 +890,7 @@ def test_a_scarce_familys_neighbour_is_of_the_block_that_produced_it(monkeypatch
         n = mutate_cell(CHAIN_WITH_SE_SECOND, rng, [1])
         (block,) = n["blocks"]
         assert block["name"] == "mbconv" and block["kwargs"]["se"] and block["kwargs"]["act"] == "relu"
-        assert n["input"][2] == 28 and block["kwargs"]["stride"] == 2
+        assert n["input"][2] in (14, 28, 56) and block["kwargs"]["stride"] == 2  # at the block's input or next to it
     monkeypatch.setattr("latprof.predict.calibrate.CELLS_PER_UNIT", 2)
     for seed in range(4):
         cells = _next_cells(random.Random(seed), None, [], {"r0c1": {"cell": CHAIN_WITH_SE_SECOND}}, [],
