@@ -171,8 +171,9 @@ class KernelModel:
         self.families, self.constant, self.rate, self.per_work, self.borrow = {}, {}, {}, {}, {}
         self.beyond = {}
         self._samples, self._fallback = samples, None
+        logs = {op: np.log([[s[t] for t in self.targets] for s in group]) for op, group in by.items()}
         for op, group in by.items():
-            log_ms = np.log([[s[t] for t in self.targets] for s in group])
+            log_ms = logs[op]
             works = np.array([work(s["features"]) for s in group])
             self.constant[op] = np.median(log_ms, axis=0)
             if np.all(works > 0):
@@ -188,9 +189,8 @@ class KernelModel:
         for op, group in by.items():
             base = borrowed(op, self.families) if op not in self.families else None
             if base is not None:
-                log_ms = np.log([[s[t] for t in self.targets] for s in group])
                 base_ms = self.predict_all([base] * len(group), [s["features"] for s in group])
-                self.borrow[op] = (base, np.median(log_ms - np.log(base_ms), axis=0))
+                self.borrow[op] = (base, np.median(logs[op] - np.log(base_ms), axis=0))
         return self
 
     @property

@@ -91,12 +91,15 @@ class Predictor:
         # them (form "hot"; before the residency is fitted, to fit it): one fit for all of them.
         uses_hot = (data.get("residency") or {}).get("form", "hot") == "hot"
         self.model = KernelModel(regressor, sample_targets(data["samples"], hot=uses_hot)).fit(data["samples"])
-        self.has_warm = "warm_ms" in self.model.targets
-        self.has_hot = "hot_ms" in self.model.targets
         self.fit_s = time.perf_counter() - t0  # wall: on a busy machine far above the CPU time
         self.fit_cpu_s = time.process_time() - c0
         self.residency = Residency.from_dict(data.get("residency"))
         self._ort_backend: Any = None
+
+    @property
+    def has_warm(self) -> bool:
+        """Whether the predictor has warm readings (files before them predict every kernel cold)."""
+        return "warm_ms" in self.model.targets
 
     @property
     def reference_state(self) -> dict[str, float] | None:
