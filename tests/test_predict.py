@@ -331,7 +331,7 @@ def test_calibrations_of_one_machine_merge_and_others_are_refused_in_one_line(
     assert "holds ort-mobile readings" in err and len(err.splitlines()) == 1 and not (tmp_path / "x.json").exists()
 
 
-def test_ort_samples_add_the_median_per_node_overhead_to_each_profiled_node() -> None:
+def test_ort_samples_add_the_signed_median_per_node_overhead_to_each_profiled_node() -> None:
     from latprof.predict.calibrate import MIN_NODE_MS, Readings
 
     def kernel(cell: str, ms: float) -> dict:
@@ -350,7 +350,17 @@ def test_ort_samples_add_the_median_per_node_overhead_to_each_profiled_node() ->
            kernel("c", 0.004), kernel("c", 0.0), cell("c", 1.0, 0.004)])
     assert r.node_overhead_ms() == pytest.approx(0.0021)
     ms = [s["latency_ms"] for s in r.samples()]
-    assert ms == pytest.approx([0.0061, 0.0041, 0.0101, MIN_NODE_MS + 0.0021, 0.0061, MIN_NODE_MS + 0.0021])
+    assert ms == pytest.approx([0.0061, 0.0041, 0.0101, 0.0021, 0.0061, 0.0021])
+
+    # run back to back, the profiler costs a node more than the executor does: the overhead is negative and
+    # lowers every sample, down to the floor (half the profiler's resolution), not below
+    r = Readings("ort-mobile")  # per-node excess -0.001, -0.001 and a busy cell's +0.497: the median is -0.001
+    r.add([kernel("a", 0.004), kernel("a", 0.0008), cell("a", 0.0048, 0.0048),
+           kernel("b", 0.006), kernel("b", 0.002), cell("b", 0.0080, 0.008),
+           kernel("c", 0.003), kernel("c", 0.001), cell("c", 1.0, 0.004)])
+    assert r.node_overhead_ms() == pytest.approx(-0.001)
+    ms = [s["latency_ms"] for s in r.samples()]
+    assert ms == pytest.approx([0.003, MIN_NODE_MS, 0.005, 0.001, 0.002, MIN_NODE_MS])
 
 
 def test_evaluate_on_earlier_readings_measures_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -332,13 +332,15 @@ class Readings:
 
     def node_overhead_ms(self, warm: bool = False, hot: bool = False) -> float:
         """ONNX Runtime: the executor's per-node overhead, median over cells (0 on eager); of the cold readings, the
-        warm ones or (``hot``) the cells run back to back."""
+        warm ones or (``hot``) the cells run back to back. Signed: where the profiler costs a node more than the
+        executor does (run back to back, about -1 us per node measured), the samples are lowered by it rather
+        than left inflated by the profiler."""
         timed, profiled = (("hot_ms", "hot_profiled_ms") if hot else ("warm_ms", "warm_profiled_ms") if warm
                            else ("latency_median_ms", "profiled_ms"))
         per = [(c[timed] - (c.get("session_ms") or 0.0) - c[profiled]) / c["kernel_calls"]
                for c in self.normalised_cells().values()
                if self.ort and c.get("kernel_calls") and c.get(profiled) is not None and c.get(timed)]
-        return max(statistics.median(per), 0.0) if per else 0.0
+        return statistics.median(per) if per else 0.0
 
     def samples(self) -> list[dict[str, Any]]:
         """Kernel samples for the regressors: ``latency_ms`` (cold) > 0 and, with warm readings, ``warm_ms`` > 0;
@@ -358,13 +360,13 @@ class Readings:
             if (self.ort or in_forward) and k.get("profiled_ms") is not None:
                 # its time inside its cell's forward, plus the executor's per-node overhead (ORT; 0 on eager,
                 # whose context terms come from _overhead)
-                ms = max(float(k["profiled_ms"]) / f.cold, MIN_NODE_MS) + node
+                ms = max(float(k["profiled_ms"]) / f.cold + node, MIN_NODE_MS)
                 extra = {"framework_overhead_ms": node, "profiled_ms": k["profiled_ms"]}
                 if warm:
-                    extra.update(warm_ms=max(float(k["warm_profiled_ms"]) / f.warm, MIN_NODE_MS) + node_warm,
+                    extra.update(warm_ms=max(float(k["warm_profiled_ms"]) / f.warm + node_warm, MIN_NODE_MS),
                                  warm_framework_overhead_ms=node_warm, warm_profiled_ms=k["warm_profiled_ms"])
                 if warm and hot:
-                    extra.update(hot_ms=max(float(k["hot_profiled_ms"]) / f.warm, MIN_NODE_MS) + node_hot,
+                    extra.update(hot_ms=max(float(k["hot_profiled_ms"]) / f.warm + node_hot, MIN_NODE_MS),
                                  hot_framework_overhead_ms=node_hot, hot_profiled_ms=k["hot_profiled_ms"])
             elif in_forward:  # a kernel of a cell whose profile failed: no in-forward time
                 continue
