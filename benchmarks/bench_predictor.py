@@ -9,9 +9,10 @@ For each predictor file given (from ``latprof calibrate``):
    boosting (scikit-learn) and, when installed, LightGBM, measured side by side here; and the refit time on load.
 3. predict() wall time per zoo network (first call in the process, then warm), without running the networks.
 4. With ``--evaluate``: every zoo network measured with the run engine and the accuracy table per predictor
-   (kernel, FLOPs-only, MAC-only, FLOPs+MAC leave-one-out fits, roofline): within ±10% / ±5%, RMSPE, Spearman.
+   (kernel, FLOPs-only, MAC-only, FLOPs+MAC leave-one-out fits, roofline): within ±10% / ±5%, RMSPE, Spearman;
+   with ``--remeasure`` also every network measured a second time, one pass later (the machine's own ceiling).
 
-Run: python benchmarks/bench_predictor.py p_torch.json p_ort.json [--evaluate] [--models a,b]
+Run: python benchmarks/bench_predictor.py p_torch.json p_ort.json [--evaluate [--remeasure]] [--models a,b]
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ def main() -> int:
     ap.add_argument("--evaluate", action="store_true", help="measure every zoo network (minutes per backend)")
     ap.add_argument("--models", help="comma-separated networks (default: every zoo network)")
     ap.add_argument("--per-block", action="store_true", help="with --evaluate: also every block")
+    ap.add_argument("--remeasure", action="store_true", help="with --evaluate: measure every network twice")
     args = ap.parse_args()
 
     from latprof.catalog import list_topic
@@ -112,7 +114,7 @@ def main() -> int:
             from latprof.predict.evaluate import EvaluateRequest, evaluate
             from latprof.views.predict import show_evaluation
 
-            show_evaluation(evaluate(EvaluateRequest(p, models, per_block=args.per_block)))
+            show_evaluation(evaluate(EvaluateRequest(p, models, per_block=args.per_block, remeasure=args.remeasure)))
         sys.stdout.flush()
     return 0
 

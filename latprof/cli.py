@@ -351,6 +351,10 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--readings", type=Path, metavar="DIR",
                    help="--evaluate without measuring: use the network rows of an earlier --evaluate (or profile) "
                         "run's folder or results.jsonl, so predictors are compared on the same readings")
+    p.add_argument("--remeasure", action="store_true",
+                   help="--evaluate: measure every network a second time, one pass later, and score that second "
+                        "reading against the first beside the predictors (the ceiling any predictor can reach on "
+                        "this machine)")
 
 
 def _run_predict(args: argparse.Namespace) -> int:
@@ -365,8 +369,11 @@ def _run_predict(args: argparse.Namespace) -> int:
     if args.evaluate:
         from latprof.predict.evaluate import EvaluateRequest, evaluate
 
+        if args.remeasure and args.readings is not None:
+            raise LatprofError("--remeasure measures the networks again; with --readings the earlier evaluation's "
+                               "own second pass (its remeasure/ folder), if it had one, is used")
         outcome = evaluate(EvaluateRequest(predictor, args.model, shape, kwargs, args.per_block, args.out,
-                                           readings=args.readings))
+                                           readings=args.readings, remeasure=args.remeasure))
         return show_evaluation(outcome, args.json)
     now = None
     if args.state_now:

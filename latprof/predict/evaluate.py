@@ -14,6 +14,10 @@ whole network, then each block alone). Side by side on the same measurements:
   the fixed block read cold and warm every ``STATE_EVERY`` networks in a worker, a network taking the mean of the readings
   before and after it), when the predictor and the readings both carry state readings. The gap between ``kernel``
   and ``kernel@state`` is what the machine's drift since calibration costs.
+- ``remeasured`` (``--remeasure``): not a predictor but the ceiling of every predictor here: each network measured
+  again, the same way, one pass later (``REMEASURE_DIR`` inside the output folder). On a shared machine whose
+  speed drifts between minutes, a network's second reading is itself not always within ±10% of its first, and
+  no prediction can be held to more than the measurement gives.
 
 Metrics per predictor: share of networks within ±10% and ±5% of the measured median, RMSPE (root mean square of
 the relative errors) and Spearman's rank correlation (what a NAS loop needs: the right order).
@@ -21,7 +25,8 @@ the relative errors) and Spearman's rank correlation (what a NAS loop needs: the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import shutil
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +41,8 @@ from latprof.run.engine import RunOptions, default_out_dir
 from latprof.shapes import Shape
 from latprof.workloads import create_workload
 
-PREDICTOR_NAMES = ("kernel", "kernel@state", "flops", "mac", "flops+mac", "roofline")
+PREDICTOR_NAMES = ("kernel", "kernel@state", "flops", "mac", "flops+mac", "roofline", "remeasured")
+REMEASURE_DIR = "remeasure"  # the second pass of ``--remeasure``, inside the evaluation's output folder
 
 
 @dataclass
@@ -51,6 +57,7 @@ class EvaluateRequest:
     run: RunOptions = field(default_factory=RunOptions)
     readings: Path | None = None  # an earlier run's results: its rows are the measurements, nothing is measured
     state: bool = True  # read the machine state between networks (when the predictor has a reference state)
+    remeasure: bool = False  # measure every network a second time, one pass later (the ``remeasured`` row)
 
 
 @dataclass
@@ -114,7 +121,10 @@ def evaluate(request: EvaluateRequest) -> Evaluation:
             if log:
                 log.store(profile_request.out)
         states = log.records if log else []
+        if request.remeasure:
+            run_profile(replace(profile_request, out=files.out_dir / REMEASURE_DIR))
     rows = [r for r in files.rows if r.get("block_index", -1) == -1]
+    again = _remeasured(files.out_dir / REMEASURE_DIR)
     networks: list[dict[str, Any]] = []
     blocks: list[dict[str, Any]] = []
     for j, r in enumerate(rows):
@@ -128,6 +138,8 @@ def evaluate(request: EvaluateRequest) -> Evaluation:
                "predict_s": pred.predict_s, "error": r.get("error") or ""}
         if factors is not None:
             net["state_factors"], net["kernel@state_ms"] = pred.state_now, pred.predicted_now_ms
+        if again.get(r["workload"]):
+            net["remeasured_ms"] = again[r["workload"]]
         networks.append(net)
         if request.per_block:
             measured = {b.get("block_index"): b for b in files.rows
@@ -138,7 +150,8 @@ def evaluate(request: EvaluateRequest) -> Evaluation:
                                "measured_ms": m.get("latency_median_ms") if m.get("status") == "ok" else None,
                                "predicted_ms": b["predicted_ms"]})
     baselines(networks, p.data.get("peaks"))
-    names = [n for n in PREDICTOR_NAMES if n != "kernel@state" or any("kernel@state_ms" in x for x in networks)]
+    names = [n for n in PREDICTOR_NAMES
+             if n not in ("kernel@state", "remeasured") or any(f"{n}_ms" in x for x in networks)]
     result = Evaluation(p.backend, p.threads, networks, {
         name: metrics([n.get(f"{name}_ms") for n in networks], [n.get("measured_ms") for n in networks])
         for name in names}, blocks,
@@ -172,7 +185,21 @@ def _from_readings(request: EvaluateRequest, p: Predictor) -> tuple[Any, list[di
     states = [r for r in f.other if r.get("record") == Record.MACHINE_STATE and r.get("status") == "ok"]
     store.append_many(rows)
     store.append_many(states)
+    second = f.path.parent / REMEASURE_DIR / "results.jsonl"
+    if second.exists():  # the earlier evaluation's second pass comes along
+        (out_dir / REMEASURE_DIR).mkdir(exist_ok=True)
+        shutil.copyfile(second, out_dir / REMEASURE_DIR / "results.jsonl")
     return RunFiles(out_dir, store.path, out_dir / "results.csv", rows), states
+
+
+def _remeasured(folder: Path) -> dict[str, float]:
+    """Each network's median latency in a ``--remeasure`` pass (none when there was no such pass or it failed)."""
+    from latprof.results import read_results
+
+    if not (folder / "results.jsonl").exists():
+        return {}
+    return {r["workload"]: r["latency_median_ms"] for r in read_results(folder, quiet=True).results
+            if r.get("status") == "ok" and r.get("block_index", -1) == -1 and r.get("latency_median_ms")}
 
 
 def _model_of(row: dict[str, Any], models: list[str]) -> str:
