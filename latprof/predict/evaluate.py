@@ -124,7 +124,8 @@ def evaluate(request: EvaluateRequest) -> Evaluation:
         if request.remeasure:
             run_profile(replace(profile_request, out=files.out_dir / REMEASURE_DIR))
     rows = [r for r in files.rows if r.get("block_index", -1) == -1]
-    again = _remeasured(files.out_dir / REMEASURE_DIR)
+    # a second pass of this evaluation, or of the one whose readings these are (never a stale folder of a re-run)
+    again = _remeasured(files.out_dir / REMEASURE_DIR) if request.remeasure or request.readings is not None else {}
     networks: list[dict[str, Any]] = []
     blocks: list[dict[str, Any]] = []
     for j, r in enumerate(rows):
