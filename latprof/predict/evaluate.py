@@ -108,8 +108,9 @@ def evaluate(request: EvaluateRequest) -> Evaluation:
         config=request.config, ort_opt=settings.get("ort_opt", "all"),
         out=request.out or (default_out_dir() if request.readings is None else None), run=request.run)
     reference = p.reference_state
+    second: list[dict[str, Any]] = []  # the rows of a second pass (``--remeasure``), if any
     if request.readings is not None:
-        files, states = _from_readings(request, p)
+        files, states, second = _from_readings(request, p)
     else:
         log = StateLog(request.run, p.threads) if reference and request.state else None
         if log:
@@ -122,10 +123,10 @@ def evaluate(request: EvaluateRequest) -> Evaluation:
                 log.store(profile_request.out)
         states = log.records if log else []
         if request.remeasure:
-            run_profile(replace(profile_request, out=files.out_dir / REMEASURE_DIR))
+            second = run_profile(replace(profile_request, out=files.out_dir / REMEASURE_DIR)).rows
     rows = [r for r in files.rows if r.get("block_index", -1) == -1]
-    # a second pass of this evaluation, or of the one whose readings these are (never a stale folder of a re-run)
-    again = _remeasured(files.out_dir / REMEASURE_DIR) if request.remeasure or request.readings is not None else {}
+    again = {r["workload"]: r["latency_median_ms"] for r in second
+             if r.get("status") == "ok" and r.get("block_index", -1) == -1 and r.get("latency_median_ms")}
     networks: list[dict[str, Any]] = []
     blocks: list[dict[str, Any]] = []
     for j, r in enumerate(rows):
@@ -165,10 +166,12 @@ def evaluate(request: EvaluateRequest) -> Evaluation:
     return result
 
 
-def _from_readings(request: EvaluateRequest, p: Predictor) -> tuple[Any, list[dict[str, Any]]]:
+def _from_readings(request: EvaluateRequest,
+                   p: Predictor) -> tuple[Any, list[dict[str, Any]], list[dict[str, Any]]]:
     """The measurements of an earlier run (its rows for the predictor's backend and threads, the last per identity),
     copied with its environment records and machine-state readings into a new output folder beside which the
-    predictions are stored; and those state readings."""
+    predictions are stored; those state readings; and the rows of the earlier evaluation's second pass
+    (``--remeasure``), copied along, or none."""
     from latprof.profile import RunFiles
     from latprof.results import read_results, row_key
     from latprof.run.engine import open_output
@@ -186,21 +189,13 @@ def _from_readings(request: EvaluateRequest, p: Predictor) -> tuple[Any, list[di
     states = [r for r in f.other if r.get("record") == Record.MACHINE_STATE and r.get("status") == "ok"]
     store.append_many(rows)
     store.append_many(states)
-    second = f.path.parent / REMEASURE_DIR / "results.jsonl"
-    if second.exists():  # the earlier evaluation's second pass comes along
+    second: list[dict[str, Any]] = []
+    second_path = f.path.parent / REMEASURE_DIR / "results.jsonl"
+    if second_path.exists():
         (out_dir / REMEASURE_DIR).mkdir(exist_ok=True)
-        shutil.copyfile(second, out_dir / REMEASURE_DIR / "results.jsonl")
-    return RunFiles(out_dir, store.path, out_dir / "results.csv", rows), states
-
-
-def _remeasured(folder: Path) -> dict[str, float]:
-    """Each network's median latency in a ``--remeasure`` pass (none when there was no such pass or it failed)."""
-    from latprof.results import read_results
-
-    if not (folder / "results.jsonl").exists():
-        return {}
-    return {r["workload"]: r["latency_median_ms"] for r in read_results(folder, quiet=True).results
-            if r.get("status") == "ok" and r.get("block_index", -1) == -1 and r.get("latency_median_ms")}
+        shutil.copyfile(second_path, out_dir / REMEASURE_DIR / "results.jsonl")
+        second = read_results(second_path, quiet=True).results
+    return RunFiles(out_dir, store.path, out_dir / "results.csv", rows), states, second
 
 
 def _model_of(row: dict[str, Any], models: list[str]) -> str:
