@@ -14,7 +14,7 @@ from latprof.backends.precision import check_precision, output_check_fields, pre
 from latprof.errors import LatprofError, one_line
 from latprof.measure.protocol import MeasureConfig, measure
 from latprof.results import ResultStore, base_row, error_row, latency_fields, read_results
-from latprof.rows import Record
+from latprof.rows import Record, row_key
 from latprof.run.engine import Plan, RunOptions, execute, open_output, record_environment
 from latprof.run.units import Unit
 from latprof.shapes import Shape, format_shape, shape_text
@@ -267,14 +267,15 @@ def run_profile(
     on_row: Callable[[dict[str, Any]], None] | None = None,
     after_unit: Callable[[int, int], None] | None = None,
 ) -> RunFiles:
-    """Measure every model on every backend; each finished row is stored at once (Ctrl-C keeps them).
+    """Measure every model on every backend; each finished row is stored at once (Ctrl-C keeps them; with several
+    processes, ``on_row`` sees each pass's re-pooled row).
     ``after_unit(i, n)`` runs after each unit (``latprof predict --evaluate`` reads the machine state there)."""
     plan = profile_plan(request)
 
     def on_rows(files: RunFiles, rows: list[dict[str, Any]]) -> None:
         for r in rows:
-            if r.get("record") == Record.PER_OP:
-                files.per_op.append(r)
+            if r.get("record") == Record.PER_OP:  # each pass of --processes hands the unit's records again
+                files.per_op = [x for x in files.per_op if row_key(x) != row_key(r)] + [r]
             elif on_row:
                 on_row(r)
 

@@ -220,11 +220,17 @@ def test_fleet_profile_every_unit_once_per_node(cluster: dict[str, Any], tmp_pat
 
 @pytest.mark.slow
 def test_fleet_spread_on_selected_nodes(cluster: dict[str, Any], tmp_path: Path) -> None:
-    """--spread runs each unit once; --nodes LABEL=VALUE keeps it on the labelled node."""
+    """--spread runs each unit once; --nodes LABEL=VALUE keeps it on the labelled node. With --processes 2 each
+    unit's second process is a task of its own, on the node that ran its first, and every pass is stored."""
     assert main(["profile", "--model", "conv_bn_relu,conv5x5", *TINY, "--executor", "ray", "--ray-address",
-                 cluster["address"], "--spread", "--nodes", "latprof-node=node-b", "--out", str(tmp_path)]) == 0
-    spread = _result_lines(tmp_path)
+                 cluster["address"], "--spread", "--nodes", "latprof-node=node-b", "--processes", "2",
+                 "--out", str(tmp_path)]) == 0
+    lines = _result_lines(tmp_path)
+    assert sorted((r["workload"], r["processes"]) for r in lines) == [
+        ("conv5x5", 1), ("conv5x5", 2), ("conv_bn_relu", 1), ("conv_bn_relu", 2)]
+    spread = read_results(tmp_path).results
     assert sorted((r["workload"], r["node"]) for r in spread) == [("conv5x5", "node-b"), ("conv_bn_relu", "node-b")]
+    assert all(len(r["run_intervals"]) == 2 and len(r["process_medians_ms"]) == 2 for r in spread)
     _assert_exclusive(spread)
 
 

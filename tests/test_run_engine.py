@@ -128,6 +128,24 @@ def test_pooled_ci_widens_with_process_spread() -> None:
     assert single == (s.median_ms, s.ci_low_ms, s.ci_high_ms)  # one process: the order-statistic CI
 
 
+def test_every_process_weighs_the_same_in_the_pooled_median() -> None:
+    """A fast process takes more samples in the same time; it must not pull the reading toward itself. Three passes
+    of 90, 30 and 45 samples around 6.8, 11.9 and 8.7 ms read 8.7 ms (their middle), not the pooled 6.9-ish."""
+    rng = np.random.default_rng(2)
+    groups = [list(m * (1 + 0.01 * rng.standard_normal(n))) for m, n in ((6.8, 90), (11.9, 30), (8.7, 45))]
+    median, low, high = pooled_median_ci(groups)
+    assert median == pytest.approx(8.7, rel=0.02) and np.median(np.concatenate(groups)) < 7.2
+    assert low < median < high
+    # against the definition: every process's samples repeated to one common count, then the plain median
+    big = np.concatenate([np.repeat(g, 90 // len(g)) for g in groups])
+    assert median == pytest.approx(float(np.median(big)))
+    equal = [list(rng.standard_normal(50)) for _ in range(3)]  # equal counts: the plain pooled median
+    assert pooled_median_ci(equal)[0] == pytest.approx(float(np.median(np.concatenate(equal))))
+    (row,) = pool_rows([[{"record": "result", "workload": "w", "backend": "b", "status": "ok", "samples_ms": g}]
+                        for g in groups])
+    assert row["latency_median_ms"] == pytest.approx(median)
+
+
 def test_pooled_ratio_is_paired_within_processes() -> None:
     rng = np.random.default_rng(1)
     drift = [np.linspace(1, 2, 100), np.linspace(2, 1, 100)]
@@ -229,3 +247,46 @@ def test_adaptive_passes_stay_within_the_budget_counting_whole_worker_time(tmp_p
     assert 1 <= result.extra_processes <= 2
     assert fake.started == 1 + result.extra_processes
     assert result.wall_s <= 2.0 + 0.3  # the last process was expected to fit, and did
+
+
+class _RecordingExecutor:
+    """A worker that answers at once and remembers which unit each process it started was for."""
+
+    allocator = "steady"
+
+    def __init__(self) -> None:
+        self.order: list[str] = []
+
+    def run(self, unit):
+        self.order.append(unit.label)
+        median = float(len(self.order))  # each process reads differently: its place in the run
+        return [{**t, "record": "result", "status": "ok", "samples_ms": [median] * 3, "n_samples": 3,
+                 "latency_median_ms": median, "measure_wall_s": 0.01} for t in unit.templates]
+
+
+def test_several_processes_run_in_passes_and_each_pass_is_stored(tmp_path, monkeypatch) -> None:
+    """--processes 3 over two units runs a1 b1 a2 b2 a3 b3, not a1 a2 a3 b1 b2 b3: one unit's processes lie a pass
+    apart. Every pass stores the re-pooled rows (the last supersedes), the run's rows keep the plan's order, and
+    the progress callback counts every pass."""
+    from latprof.results import ResultStore, base_row
+    from latprof.run import engine
+    from latprof.run.engine import Plan, RunOptions, execute
+    from latprof.run.units import Unit
+
+    fake = _RecordingExecutor()
+    monkeypatch.setattr(engine, "make_executor", lambda *a, **k: fake)
+    units = [Unit("profile", name, {}, [base_row(workload=name, backend="torch-cpu", threads=1, batch=1,
+                                                 input_shape="1x3x8x8")], time_s=0.01) for name in ("a", "b")]
+    calls: list[tuple[int, int, str]] = []
+    store = ResultStore(tmp_path / "results.jsonl")
+    result = execute(Plan(units), store, {"hardware_id": "h"}, RunOptions(processes=3),
+                     on_unit=lambda i, n, unit, rows: calls.append((i, n, unit.label)))
+    assert fake.order == ["a", "b", "a", "b", "a", "b"]
+    assert calls == [(0, 6, "a"), (1, 6, "b"), (2, 6, "a"), (3, 6, "b"), (4, 6, "a"), (5, 6, "b")]
+    assert result.units_run == 2 and [r["workload"] for r in result.rows] == ["a", "b"]
+    a, b = result.rows
+    assert a["processes"] == 3 and a["process_medians_ms"] == [1.0, 3.0, 5.0] and a["latency_median_ms"] == 3.0
+    assert b["process_medians_ms"] == [2.0, 4.0, 6.0]
+    lines = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [r["processes"] for r in lines] == [1, 1, 2, 2, 3, 3]  # each pass stored: Ctrl-C keeps what finished
+    assert read_results(tmp_path).results == result.rows  # a reader takes the last pass's rows

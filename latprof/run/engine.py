@@ -127,21 +127,32 @@ def execute(
     done = store.keys() if resume else set()
     start = time.monotonic()
     walls: dict[int, float] = {}  # per unit: the longest wall time of one of its worker processes, start-up included
-    per_unit: list[tuple[Unit, list[list[dict[str, Any]]], list[dict[str, Any]]]] = []
-    for i, unit in enumerate(plan.units):
-        if resume and unit.keys() <= done:
-            result.units_skipped += 1
-            if on_unit:
-                on_unit(i, len(plan.units), unit, None)
-            continue
-        raw = [_timed_run(executor, unit, walls) for _ in range(processes)]
-        rows = _finish(plan, unit, raw)
-        store.append_many(rows)
-        result.rows += _results_only(rows)
-        result.units_run += 1
-        per_unit.append((unit, raw, rows))
+    skipped = [unit for unit in plan.units if resume and unit.keys() <= done]
+    todo = [unit for unit in plan.units if all(unit is not u for u in skipped)]
+    steps, step = len(skipped) + len(todo) * processes, 0
+    for unit in skipped:
+        result.units_skipped += 1
         if on_unit:
-            on_unit(i, len(plan.units), unit, rows)
+            on_unit(step, steps, unit, None)
+        step += 1
+    # Several processes per unit run in passes, not back to back: pass k gives every unit its k-th process, so one
+    # unit's processes lie minutes apart and the CI over processes covers the machine's drift across the run (a
+    # shared VM's speed moves between minutes by far more than one minute's CI). Each pass re-pools and stores the
+    # unit's rows (the newer supersede the older), so Ctrl-C keeps every finished pass.
+    state: list[list[Any]] = [[unit, [], []] for unit in todo]
+    for pass_ in range(processes):
+        for entry in state:
+            unit, raw, _ = entry
+            raw.append(_timed_run(executor, unit, walls))
+            entry[2] = rows = _finish(plan, unit, raw)
+            store.append_many(rows)
+            replace_rows(result, rows)
+            if pass_ == 0:
+                result.units_run += 1
+            if on_unit:
+                on_unit(step, steps, unit, rows)
+            step += 1
+    per_unit = [(unit, raw, rows) for unit, raw, rows in state]
     if plan.undecided is not None and plan.budget_s and not options.in_process:
         _adaptive_passes(plan, executor, store, result, per_unit, start, walls)
     result.wall_s = time.monotonic() - start
@@ -205,8 +216,14 @@ def _adaptive_passes(plan: Plan, executor: Any, store: ResultStore, result: RunR
             state[i][2] = rows = _finish(plan, unit, raw)
             store.append_many(rows)
             result.extra_processes += 1
-            replaced = {row_key(r) for r in rows}
-            result.rows = [r for r in result.rows if row_key(r) not in replaced] + _results_only(rows)
+            replace_rows(result, rows)
+
+
+def replace_rows(result: RunResult, rows: list[dict[str, Any]]) -> None:
+    """Put a unit's newly pooled result rows in place of its older ones (in their place), or at the end."""
+    new = {row_key(r): r for r in _results_only(rows)}
+    kept = [new.pop(row_key(r), r) for r in result.rows]
+    result.rows = kept + list(new.values())
 
 
 def _results_only(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -498,7 +498,7 @@ def _results_only(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 def execute_fleet(plan: Any, store: ResultStore, options: Any, resume: bool = False,
                   on_unit: Callable[[int, int, Unit, list[dict[str, Any]] | None], None] | None = None) -> Any:
     """The engine's ``execute`` on a Ray cluster (see the module docstring); returns a ``RunResult``."""
-    from latprof.run.engine import RunResult
+    from latprof.run.engine import RunResult, replace_rows
 
     fleet: FleetOptions = options.fleet
     if options.in_process:
@@ -520,26 +520,34 @@ def execute_fleet(plan: Any, store: ResultStore, options: Any, resume: bool = Fa
     done = finished_keys(store, fleet.spread) if resume else set()
     run = FleetRun(ray, plan, store, settings, processes, fleet.max_retries, {n.node_id: n for n in nodes})
     start = time.monotonic()
-    n_jobs, finished = len(jobs), 0
-    todo = []
+    todo = [job for job in jobs if not (resume and _unit_done(job, done, fleet.spread))]
+    steps, finished = len(jobs) - len(todo) + len(todo) * processes, 0
     for job in jobs:
-        if resume and _unit_done(job, done, fleet.spread):
+        if all(job is not j for j in todo):
             result.units_skipped += 1
             if on_unit:
-                on_unit(finished, n_jobs, job.unit, None)
+                on_unit(finished, steps, job.unit, None)
             finished += 1
-        else:
-            todo.append(job)
     try:
+        # Several processes in passes, as the local engine runs them: each job's next process is submitted when its
+        # last one is back, pinned to the node that measured it, behind the jobs already queued there; so one
+        # unit's processes on a node lie a pass apart. A job whose task failed gets no more processes.
+        taken: dict[int, int] = {}  # per job: the processes it has had (its steps so far)
         for job in todo:
-            run.submit(job, processes)
+            run.submit(job, 1)
         while run.pending:
             for job, got, exc in run.wait():
                 run.absorb(job, got, exc)
-                result.rows += _results_only(job.rows)
-                result.units_run += 1
+                replace_rows(result, job.rows)
+                taken[id(job)] = taken.get(id(job), 0) + 1
+                if taken[id(job)] == 1:
+                    result.units_run += 1
+                if got is not None and job.ran_on is not None and taken[id(job)] < processes:
+                    run.submit(job, 1, pin=job.ran_on)
+                else:  # done, or failed: it takes no more steps
+                    steps -= processes - taken[id(job)]
                 if on_unit:
-                    on_unit(finished, n_jobs, job.unit, job.rows)
+                    on_unit(finished, steps, job.unit, job.rows)
                 finished += 1
         if plan.undecided is not None and plan.budget_s:
             _adaptive_passes(run, plan, todo, result, start)
@@ -554,6 +562,8 @@ def execute_fleet(plan: Any, store: ResultStore, options: Any, resume: bool = Fa
 def _adaptive_passes(run: FleetRun, plan: Any, jobs: list[Job], result: Any, start: float) -> None:
     """The engine's adaptive passes, per (unit, node): each round gives every still-undecided job one more worker
     process on the node that measured it, within the budget; nodes work through their rounds in parallel."""
+    from latprof.run.engine import replace_rows
+
     while True:
         ranked = sorted(((plan.undecided(j.rows), i) for i, j in enumerate(jobs)
                          if j.raw and j.ran_on is not None and len(j.raw) < plan.max_processes),
@@ -578,8 +588,7 @@ def _adaptive_passes(run: FleetRun, plan: Any, jobs: list[Job], result: Any, sta
             for job, got, exc in run.wait():
                 if run.absorb(job, got, exc):
                     result.extra_processes += 1
-                    replaced = {row_key(r) for r in job.rows}
-                    result.rows = [r for r in result.rows if row_key(r) not in replaced] + _results_only(job.rows)
+                    replace_rows(result, job.rows)
 
 
 def record_fleet_peaks(store: ResultStore, units: Sequence[Unit], pin: bool, ort_opt: str,

@@ -1,7 +1,8 @@
 """Pool the rows of one unit measured in several worker processes into one row per identity.
 
-Samples are pooled for the median; the CI comes from a hierarchical bootstrap over processes and samples
-(``latprof.measure.stats.pooled_median_ci``), so process-to-process variation widens it instead of hiding.
+Samples are pooled for the median, each process weighing the same (``process_weighted_median``); the CI comes
+from a hierarchical bootstrap over processes and samples (``latprof.measure.stats.pooled_median_ci``), so
+process-to-process variation widens it instead of hiding.
 Each row keeps ``process_sample_counts`` so the per-process groups can be recovered (and re-pooled when a later
 pass adds a process).
 """

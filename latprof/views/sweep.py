@@ -30,7 +30,7 @@ def unit_progress(total: int, label: str = "sweep") -> Iterator[OnUnit]:
         task = bar.add_task(label, total=total)
 
         def on_unit(i: int, n: int, unit: Any, rows: Any) -> None:
-            bar.update(task, advance=1, description=unit.label)
+            bar.update(task, total=n, advance=1, description=unit.label)  # n counts every pass of --processes
 
         yield on_unit
 
