@@ -12,7 +12,8 @@ For each predictor file given (from ``latprof calibrate``):
    (kernel, FLOPs-only, MAC-only, FLOPs+MAC leave-one-out fits, roofline): within ±10% / ±5%, RMSPE, Spearman;
    with ``--remeasure`` also every network measured a second time, one pass later (the machine's own ceiling).
 
-Run: python benchmarks/bench_predictor.py p_torch.json p_ort.json [--evaluate [--remeasure]] [--models a,b]
+Run: python benchmarks/bench_predictor.py p_torch.json p_ort.json [--evaluate [--remeasure] [--processes N]]
+     [--models a,b]
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ def main() -> int:
     ap.add_argument("--models", help="comma-separated networks (default: every zoo network)")
     ap.add_argument("--per-block", action="store_true", help="with --evaluate: also every block")
     ap.add_argument("--remeasure", action="store_true", help="with --evaluate: measure every network twice")
+    ap.add_argument("--processes", type=int, default=1,
+                    help="with --evaluate: N passes over the networks, pooled (latprof predict --processes)")
     args = ap.parse_args()
 
     from latprof.catalog import list_topic
@@ -112,9 +115,11 @@ def main() -> int:
                   f"{first.predict_s:8.3f} {warm.predict_s:8.3f}")
         if args.evaluate:
             from latprof.predict.evaluate import EvaluateRequest, evaluate
+            from latprof.run.engine import RunOptions
             from latprof.views.predict import show_evaluation
 
-            show_evaluation(evaluate(EvaluateRequest(p, models, per_block=args.per_block, remeasure=args.remeasure)))
+            show_evaluation(evaluate(EvaluateRequest(p, models, per_block=args.per_block, remeasure=args.remeasure,
+                                                     run=RunOptions(processes=args.processes))))
         sys.stdout.flush()
     return 0
 

@@ -355,10 +355,15 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
                    help="--evaluate: measure every network a second time, one pass later, and score that second "
                         "reading against the first beside the predictors (the ceiling any predictor can reach on "
                         "this machine)")
+    p.add_argument("--processes", type=_int, metavar="N",
+                   help="--evaluate: measure each network in N worker processes, one per pass over the networks, "
+                        "pooled (default 1): the passes lie minutes apart, so each reading averages the machine's "
+                        "drift over the evaluation and its CI covers it")
 
 
 def _run_predict(args: argparse.Namespace) -> int:
     from latprof.predict import load, predict_models
+    from latprof.run.engine import RunOptions
     from latprof.shapes import parse_shape
     from latprof.views.predict import show_evaluation, show_predictions
     from latprof.workloads import parse_kwargs
@@ -372,8 +377,12 @@ def _run_predict(args: argparse.Namespace) -> int:
         if args.remeasure and args.readings is not None:
             raise LatprofError("--remeasure measures the networks again; with --readings the earlier evaluation's "
                                "own second pass (its remeasure/ folder), if it had one, is used")
+        if args.processes is not None and (args.processes < 1 or args.readings is not None):
+            raise LatprofError(f"--processes must be a positive integer, got {args.processes}" if args.processes < 1
+                               else "--processes measures the networks; --readings uses an earlier run's readings")
         outcome = evaluate(EvaluateRequest(predictor, args.model, shape, kwargs, args.per_block, args.out,
-                                           readings=args.readings, remeasure=args.remeasure))
+                                           readings=args.readings, remeasure=args.remeasure,
+                                           run=RunOptions(processes=args.processes)))
         return show_evaluation(outcome, args.json)
     now = None
     if args.state_now:

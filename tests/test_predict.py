@@ -443,6 +443,13 @@ def test_report_shows_predicted_vs_measured(tmp_path: Path) -> None:
     html = build_report([tmp_path / "results.jsonl"], tmp_path / "r.html").read_text()
     assert "Predicted vs measured latency" in html and "Accuracy per predictor" in html
     assert (tmp_path / "r_predictions.csv").exists()
+    assert "medians of each pass" not in html
+    # measured in passes (--processes): the records carry their range and the figure draws it as a bar
+    store.append({"record": "prediction", "workload": "resnet18", "backend": "torch-cpu", "threads": 1,
+                  "block_index": -1, "predictor": "kernel", "predicted_ms": 10.5, "measured_ms": 10.0,
+                  "measured_low_ms": 9.0, "measured_high_ms": 12.0})
+    html = build_report([tmp_path / "results.jsonl"], tmp_path / "r2.html").read_text()
+    assert "medians of each pass" in html
 
 
 # ------------------------------------------------------------------ cache-cold readings
@@ -993,6 +1000,8 @@ def test_a_network_takes_the_state_read_before_and_after_it() -> None:
     assert state_near(states, 2, ref).cold == pytest.approx(1.1)  # geometric mean of the two around it
     assert state_near(states, 5, ref).cold == pytest.approx(1.21)  # after the last reading: the last
     assert state_near([], 0, ref) is None and state_near(states, 0, None) is None
+    # Measured in two passes (--processes 2) of 4 networks: steps 2 and 6, around each the readings near it.
+    assert state_near(states, [2, 6], ref).cold == pytest.approx((1.0 * 1.21 * 1.21) ** (1 / 3))
 
 
 def test_evaluate_scores_the_predictor_at_the_state_read_beside_the_measurements(
@@ -1093,6 +1102,22 @@ def test_evaluate_reads_the_state_before_the_first_network_every_fourth_and_afte
     assert e.metrics["kernel@state"]["n"] == 5
     records = [json.loads(x) for x in (tmp_path / "ev" / "results.jsonl").read_text().splitlines()]
     assert [r["after_units"] for r in records if r.get("record") == "machine_state"] == [0, 4, 5]
+    # Read again from those readings as if measured in two passes (--processes 2: rows of two processes, steps
+    # j and j + 5): the fifth network ran at steps 4 and 9, both after the last reading (cold 1.2).
+    rows = [json.loads(x) for x in (tmp_path / "ev" / "results.jsonl").read_text().splitlines()]
+    twice = tmp_path / "twice"
+    twice.mkdir()
+    passes = {"processes": 2}
+    (twice / "results.jsonl").write_text("".join(json.dumps(
+        {**r, **passes, "process_medians_ms": [0.9 * r["latency_median_ms"], 1.2 * r["latency_median_ms"]]}
+        if r.get("record") == "result" else r) + "\n" for r in rows))
+    e2 = evaluate(EvaluateRequest(p, models, readings=twice, out=tmp_path / "ev2"))
+    assert e2.networks[0]["process_medians_ms"] == pytest.approx([0.9, 1.2])
+    kernel = [json.loads(x) for x in (tmp_path / "ev2" / "results.jsonl").read_text().splitlines()
+              if '"prediction"' in x and '"kernel"' in x]
+    assert (kernel[0]["measured_low_ms"], kernel[0]["measured_high_ms"]) == pytest.approx((0.9, 1.2))
+    assert e2.networks[4]["state_factors"]["cold"] == pytest.approx((1.1 * 1.2 * 1.2) ** (1 / 3))
+    assert e2.networks[0]["state_factors"]["cold"] == pytest.approx((1.0 * 1.1 * 1.2) ** (1 / 3))
 
 
 def test_remeasure_scores_a_second_pass_of_the_same_networks_as_the_ceiling_beside_the_predictors(
@@ -1131,6 +1156,11 @@ def test_remeasure_scores_a_second_pass_of_the_same_networks_as_the_ceiling_besi
                  str(tmp_path / "p.json"), "--model", ",".join(models)]) == 2
     err = capsys.readouterr().err.strip()
     assert "--remeasure" in err and len(err.splitlines()) == 1
+    for extra in (["--processes", "0"], ["--processes", "2", "--readings", str(tmp_path / "ev")]):
+        assert main(["predict", "--evaluate", *extra, "--predictor", str(tmp_path / "p.json"), "--model",
+                     ",".join(models)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "--processes" in err and len(err.splitlines()) == 1
 
 
 def test_a_rare_family_scales_its_own_readings_by_work_instead_of_borrowing_other_families() -> None:

@@ -125,6 +125,7 @@ def evaluate(request: EvaluateRequest) -> Evaluation:
         if request.remeasure:
             second = run_profile(replace(profile_request, out=files.out_dir / REMEASURE_DIR)).rows
     rows = [r for r in files.rows if r.get("block_index", -1) == -1]
+    passes = max([int(r.get("processes") or 1) for r in rows] or [1])  # the passes of --processes, read or measured
     again = {r["workload"]: r["latency_median_ms"] for r in second
              if r.get("status") == "ok" and r.get("block_index", -1) == -1 and r.get("latency_median_ms")}
     networks: list[dict[str, Any]] = []
@@ -132,12 +133,15 @@ def evaluate(request: EvaluateRequest) -> Evaluation:
     for j, r in enumerate(rows):
         w = create_workload(r["workload"] if r["workload"] in request.models else _model_of(r, request.models),
                             input_shape=request.input_shape, batch=1, **request.model_kwargs)
-        factors = state_near(states, j, reference)
+        # A network measured in several passes (``--processes``) ran at step j of each pass of len(rows) units.
+        factors = state_near(states, [j + k * len(rows) for k in range(passes)], reference)
         pred = p.predict_workload(w, request.per_block, factors)
         net = {"workload": r["workload"], "measured_ms": r.get("latency_median_ms") if r.get("status") == "ok" else None,
                "measured_ci": [r.get("latency_ci_low_ms"), r.get("latency_ci_high_ms")], "kernel_ms": pred.predicted_ms,
                "mult_adds": r.get("mult_adds"), "mem_access": r.get("mem_access"), "mem_bytes": r.get("mem_bytes"),
                "predict_s": pred.predict_s, "error": r.get("error") or ""}
+        if (r.get("processes") or 1) > 1:  # measured in several passes: each pass's median, for the spread
+            net["process_medians_ms"] = r.get("process_medians_ms")
         if factors is not None:
             net["state_factors"], net["kernel@state_ms"] = pred.state_now, pred.predicted_now_ms
         if again.get(r["workload"]):
@@ -208,10 +212,12 @@ def _store(result: Evaluation, path: Path, p: Predictor) -> None:
     common = {"record": Record.PREDICTION.value, "backend": result.backend, "threads": result.threads,
               "predictor_file": p.path, "hardware_id": p.data["hardware_id"]}
     for n in result.networks:
+        passes = n.get("process_medians_ms") or []  # the range of its passes' medians: the report's bar
+        spread = {"measured_low_ms": min(passes), "measured_high_ms": max(passes)} if len(passes) > 1 else {}
         for name in PREDICTOR_NAMES:
             if n.get(f"{name}_ms") is not None and n.get("measured_ms"):
                 store.append({**common, "workload": n["workload"], "block_index": -1, "predictor": name,
-                              "predicted_ms": n[f"{name}_ms"], "measured_ms": n["measured_ms"]})
+                              "predicted_ms": n[f"{name}_ms"], "measured_ms": n["measured_ms"], **spread})
     for b in result.blocks:
         if b.get("measured_ms"):
             store.append({**common, "workload": b["workload"], "block_index": b["block_index"], "block": b["block"],

@@ -178,14 +178,18 @@ class StateLog:
         ResultStore(Path(out_dir) / "results.jsonl").append_many(self.records)
 
 
-def state_near(states: list[dict[str, Any]], j: int, reference: dict[str, float] | None) -> StateFactors | None:
-    """The state factors of the ``j``-th network: the geometric mean of the last reading before it and the first
-    after it (either alone at the ends); None without readings or a reference."""
+def state_near(states: list[dict[str, Any]], j: int | list[int],
+               reference: dict[str, float] | None) -> StateFactors | None:
+    """The state factors of the network run ``j``-th: the geometric mean of the last reading before it and the
+    first after it (either alone at the ends); with several positions (a network measured in several passes), the
+    geometric mean over all of them. None without readings or a reference."""
     if not states or not reference:
         return None
-    before = [s for s in states if s.get("after_units", 0) <= j]
-    after = [s for s in states if s.get("after_units", 0) > j]
-    near = [x for x in (before[-1] if before else None, after[0] if after else None) if x is not None]
+    near = []
+    for position in [j] if isinstance(j, int) else j:
+        before = [s for s in states if s.get("after_units", 0) <= position]
+        after = [s for s in states if s.get("after_units", 0) > position]
+        near += [x for x in (before[-1] if before else None, after[0] if after else None) if x is not None]
     factors = [StateFactors.of(s, reference) for s in near]
     return StateFactors(float(np.prod([f.warm for f in factors]) ** (1 / len(factors))),
                         float(np.prod([f.cold for f in factors]) ** (1 / len(factors))))

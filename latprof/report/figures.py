@@ -230,7 +230,15 @@ def prediction_figure(d: pd.DataFrame, title: str) -> str:
     ax.fill_between(line, line * 0.9, line * 1.1, color="#999999", alpha=0.25, label="±10%")
     ax.plot(line, line, color="#555555", lw=0.8)
     for i, (name, grp) in enumerate(d.groupby("predictor", sort=False)):
-        ax.scatter(grp["measured_ms"], grp["predicted_ms"], s=18, color=COLORS[i % len(COLORS)], label=name, alpha=0.85)
+        color = COLORS[i % len(COLORS)]
+        ax.scatter(grp["measured_ms"], grp["predicted_ms"], s=18, color=color, label=name, alpha=0.85)
+        if {"measured_low_ms", "measured_high_ms"} <= set(grp.columns):  # measured in passes: their range
+            bars = grp.dropna(subset=["measured_low_ms", "measured_high_ms"])
+            if not bars.empty:
+                x = bars["measured_ms"].to_numpy(float)
+                low, high = bars["measured_low_ms"].to_numpy(float), bars["measured_high_ms"].to_numpy(float)
+                ax.errorbar(x, bars["predicted_ms"].to_numpy(float), xerr=np.clip([x - low, high - x], 0, None),
+                            fmt="none", ecolor=color, alpha=0.45, lw=0.8)
     _log_axes(ax)
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)

@@ -471,7 +471,11 @@ def predictions_section(data: ReportData) -> Section | None:
             sub.figures.append({"uri": figures.prediction_figure(nets, f"{backend} · {threads} thr · networks"),
                                 "alt": f"predicted vs measured on {backend}",
                                 "caption": "Each network's predicted latency against its measured median; the band is "
-                                           "±10%. flops / mac / flops+mac are leave-one-out fits to the other networks."})
+                                           "±10%. flops / mac / flops+mac are leave-one-out fits to the other networks."
+                                           + (" A horizontal bar spans the medians of each pass of a network "
+                                              "(--processes): how far the machine moved while it was measured."
+                                              if "measured_low_ms" in nets.columns
+                                              and nets["measured_low_ms"].notna().any() else "")})
             body = []
             for name, g in nets.groupby("predictor", sort=False):
                 m = metrics(list(g["predicted_ms"]), list(g["measured_ms"]))

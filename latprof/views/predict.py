@@ -6,6 +6,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from latprof.predict.evaluate import PREDICTOR_NAMES, Evaluation
 from latprof.predict.predictor import Prediction, Predictor
 
@@ -133,6 +135,11 @@ def show_evaluation(e: Evaluation, as_json: bool = False) -> int:
             cells.append("—" if v is None or not meas else f"{v:.3g} ({100 * (v - meas) / meas:+.0f}%)")
         body.append(cells)
     stdout.print(table("Per network: predicted ms (error vs measured)", ["network", "measured ms", *names], body))
+    spreads = [max(m) / min(m) for n in e.networks if len(m := n.get("process_medians_ms") or []) > 1 and min(m) > 0]
+    if spreads:
+        passes = max(len(n.get("process_medians_ms") or []) for n in e.networks)
+        stdout.print(f"measured: the median of {passes} passes per network, pooled; one network's passes differ by "
+                     f"x{min(spreads):.2f}..x{max(spreads):.2f} (median x{float(np.median(spreads)):.2f})")
     drift = [n["state_factors"] for n in e.networks if n.get("state_factors")]
     if drift:
         stdout.print(f"machine state beside the measurements vs calibration: cold x{min(d['cold'] for d in drift):.2f}"
