@@ -192,7 +192,9 @@ def _add_measure_flags(p: argparse.ArgumentParser) -> None:
     _add_ort_opt(p)
     _add_precision(p)
     p.add_argument("--out", type=Path, help="output folder (default: a new reports/<date>-<time>-<hostname>/)")
-    p.add_argument("--resume", action="store_true", help="skip rows already in the output's results.jsonl")
+    p.add_argument("--resume", action="store_true",
+                   help="skip rows already in the output's results.jsonl (with --processes N, give each the passes "
+                        "it lacks)")
     p.add_argument("--json", action="store_true", help="print result rows as JSON")
     _add_process_flags(p, "worker processes per reading, samples pooled and the CI taken over processes too "
                           "(default 1)")
@@ -426,7 +428,9 @@ def _add_sweep(p: argparse.ArgumentParser) -> None:
     _add_ort_opt(p)
     _add_precision(p)
     p.add_argument("--out", type=Path, help="output folder (default: a new reports/<date>-<time>-<hostname>/)")
-    p.add_argument("--resume", action="store_true", help="skip units whose rows are already in the output")
+    p.add_argument("--resume", action="store_true",
+                   help="skip units whose rows are already in the output (with --processes N, give each the passes "
+                        "it lacks)")
     p.add_argument("--shard", help="run only part i of n of the units (i/n); join parts with 'latprof merge'")
     p.add_argument("--equivalence-margin", type=_fraction, default=DEFAULT_EQUIVALENCE_MARGIN, metavar="FRACTION",
                    help="a variant whose speed-ratio CI lies within 1 +- this shows 'no effect' "

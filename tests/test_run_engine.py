@@ -290,3 +290,38 @@ def test_several_processes_run_in_passes_and_each_pass_is_stored(tmp_path, monke
     lines = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert [r["processes"] for r in lines] == [1, 1, 2, 2, 3, 3]  # each pass stored: Ctrl-C keeps what finished
     assert read_results(tmp_path).results == result.rows  # a reader takes the last pass's rows
+
+
+def test_resume_completes_the_passes_a_stopped_run_lacked(tmp_path, monkeypatch) -> None:
+    """A run stopped after its first pass (here: run with one process) and resumed with --processes 3 gives every
+    unit the two passes it lacks, pooled with the stored one, still in passes; resumed again, it runs nothing. A
+    unit stored as failed is not measured again."""
+    from latprof.results import ResultStore, base_row
+    from latprof.run import engine
+    from latprof.run.engine import Plan, RunOptions, execute
+    from latprof.run.units import Unit
+
+    fake = _RecordingExecutor()
+    monkeypatch.setattr(engine, "make_executor", lambda *a, **k: fake)
+
+    def units() -> list[Unit]:
+        return [Unit("profile", name, {}, [base_row(workload=name, backend="torch-cpu", threads=1, batch=1,
+                                                    input_shape="1x3x8x8")], time_s=0.01) for name in ("a", "b", "c")]
+
+    store = ResultStore(tmp_path / "results.jsonl")
+    first = units()
+    store.append({**first[2].templates[0], "allocator": "steady", "hardware_id": "h", "record": "result",
+                  "status": "error", "error": "boom"})  # c failed in an earlier run
+    execute(Plan(first[:2]), store, {"hardware_id": "h"}, RunOptions(processes=1))
+    assert fake.order == ["a", "b"]
+    calls: list[tuple[int, int, str]] = []
+    result = execute(Plan(units()), store, {"hardware_id": "h"}, RunOptions(processes=3), resume=True,
+                     on_unit=lambda i, n, unit, rows: calls.append((i, n, unit.label)))
+    assert fake.order == ["a", "b", "a", "b", "a", "b"]
+    assert calls == [(0, 5, "c"), (1, 5, "a"), (2, 5, "b"), (3, 5, "a"), (4, 5, "b")]
+    assert result.units_run == 2 and result.units_skipped == 1
+    by = {r["workload"]: r for r in read_results(tmp_path).results}
+    assert by["a"]["process_medians_ms"] == [1.0, 3.0, 5.0] and by["b"]["process_medians_ms"] == [2.0, 4.0, 6.0]
+    assert by["c"]["status"] == "error"
+    again = execute(Plan(units()), store, {"hardware_id": "h"}, RunOptions(processes=3), resume=True)
+    assert again.units_run == 0 and again.units_skipped == 3 and len(fake.order) == 6

@@ -19,7 +19,7 @@ from typing import Any
 
 from latprof.errors import LatprofError, one_line
 from latprof.measure import environment
-from latprof.results import ResultStore
+from latprof.results import ResultStore, read_results
 from latprof.rows import Record, record_type, row_key
 from latprof.run.executors import WorkerFailed, failed_unit_rows, make_executor
 from latprof.run.pool import pool_rows
@@ -124,12 +124,22 @@ def execute(
         for t in unit.templates:
             t.update(allocator=executor.allocator, hardware_id=hardware_id)
         unit.payload["hardware_id"] = hardware_id
-    done = store.keys() if resume else set()
+    stored = {row_key(r): r for r in read_results(store.path, quiet=True).results} if resume else {}
     start = time.monotonic()
     walls: dict[int, float] = {}  # per unit: the longest wall time of one of its worker processes, start-up included
-    skipped = [unit for unit in plan.units if resume and unit.keys() <= done]
-    todo = [unit for unit in plan.units if all(unit is not u for u in skipped)]
-    steps, step = len(skipped) + len(todo) * processes, 0
+    # Per unit: [unit, raw rows per process, pooled rows, processes it has]. With --resume, a unit whose rows are all
+    # stored starts from them (as one entry of raw: pooling reads their per-process groups back) and only gets the
+    # passes it lacks; a unit stored with as many processes as asked for, or stored as failed, is skipped.
+    state: list[list[Any]] = []
+    skipped: list[Unit] = []
+    for unit in plan.units:
+        have = _stored_processes(unit, stored, processes) if resume else 0
+        if have >= processes:
+            skipped.append(unit)
+        else:
+            earlier = [stored[k] for k in unit.keys()] if have else []
+            state.append([unit, [earlier] if earlier else [], earlier, have])
+    steps, step = len(skipped) + sum(processes - e[3] for e in state), 0
     for unit in skipped:
         result.units_skipped += 1
         if on_unit:
@@ -138,25 +148,37 @@ def execute(
     # Several processes per unit run in passes, not back to back: pass k gives every unit its k-th process, so one
     # unit's processes lie minutes apart and the CI over processes covers the machine's drift across the run (a
     # shared VM's speed moves between minutes by far more than one minute's CI). Each pass re-pools and stores the
-    # unit's rows (the newer supersede the older), so Ctrl-C keeps every finished pass.
-    state: list[list[Any]] = [[unit, [], []] for unit in todo]
-    for pass_ in range(processes):
+    # unit's rows (the newer supersede the older), so Ctrl-C keeps every finished pass and --resume completes them.
+    for _ in range(processes):
         for entry in state:
-            unit, raw, _ = entry
+            unit, raw, _, have = entry
+            if have >= processes:
+                continue
             raw.append(_timed_run(executor, unit, walls))
             entry[2] = rows = _finish(plan, unit, raw)
+            entry[3] = have + 1
             store.append_many(rows)
             replace_rows(result, rows)
-            if pass_ == 0:
-                result.units_run += 1
             if on_unit:
                 on_unit(step, steps, unit, rows)
             step += 1
-    per_unit = [(unit, raw, rows) for unit, raw, rows in state]
+    result.units_run = len(state)
+    per_unit = [(unit, raw, rows) for unit, raw, rows, _ in state]
     if plan.undecided is not None and plan.budget_s and not options.in_process:
         _adaptive_passes(plan, executor, store, result, per_unit, start, walls)
     result.wall_s = time.monotonic() - start
     return result
+
+
+def _stored_processes(unit: Unit, stored: dict[tuple[Any, ...], dict[str, Any]], wanted: int) -> int:
+    """How many processes the stored rows of ``unit`` already pool: 0 when one of its rows is missing, ``wanted``
+    when one failed (a failed unit is not measured again on --resume), else the fewest among its rows."""
+    rows = [stored.get(k) for k in unit.keys()]
+    if not rows or any(r is None for r in rows):
+        return 0
+    if any(r.get("status") != "ok" for r in rows):  # type: ignore[union-attr]
+        return wanted
+    return min(int(r.get("processes") or 1) for r in rows)  # type: ignore[union-attr]
 
 
 def _timed_run(executor: Any, unit: Unit, walls: dict[int, float]) -> list[dict[str, Any]]:
