@@ -1065,7 +1065,7 @@ def test_predict_state_now_predicts_at_the_state_read_now_or_refuses_in_one_line
 
 
 def test_evaluate_reads_the_state_before_the_first_network_every_fourth_and_after_the_last(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     from latprof.predict.evaluate import EvaluateRequest, evaluate
     from latprof.predict.state import StateLog
     from latprof.profile import RunFiles
@@ -1116,6 +1116,12 @@ def test_evaluate_reads_the_state_before_the_first_network_every_fourth_and_afte
     kernel = [json.loads(x) for x in (tmp_path / "ev2" / "results.jsonl").read_text().splitlines()
               if '"prediction"' in x and '"kernel"' in x]
     assert (kernel[0]["measured_low_ms"], kernel[0]["measured_high_ms"]) == pytest.approx((0.9, 1.2))
+    from latprof.views.predict import show_evaluation
+
+    capsys.readouterr()
+    show_evaluation(e2)
+    out = capsys.readouterr().out
+    assert "the median of 2 passes per network" in out and "x1.33..x1.33" in out  # 1.2 / 0.9 for every network
     assert e2.networks[4]["state_factors"]["cold"] == pytest.approx((1.1 * 1.2 * 1.2) ** (1 / 3))
     assert e2.networks[0]["state_factors"]["cold"] == pytest.approx((1.0 * 1.1 * 1.2) ** (1 / 3))
 

@@ -138,8 +138,9 @@ def show_evaluation(e: Evaluation, as_json: bool = False) -> int:
     spreads = [max(m) / min(m) for n in e.networks if len(m := n.get("process_medians_ms") or []) > 1 and min(m) > 0]
     if spreads:
         passes = max(len(n.get("process_medians_ms") or []) for n in e.networks)
-        stdout.print(f"measured: the median of {passes} passes per network, pooled; one network's passes differ by "
-                     f"x{min(spreads):.2f}..x{max(spreads):.2f} (median x{float(np.median(spreads)):.2f})")
+        stdout.print(f"measured: the median of {passes} passes per network, each pass weighing the same; one "
+                     f"network's passes differ by x{min(spreads):.2f}..x{max(spreads):.2f} "
+                     f"(median x{float(np.median(spreads)):.2f})")
     drift = [n["state_factors"] for n in e.networks if n.get("state_factors")]
     if drift:
         stdout.print(f"machine state beside the measurements vs calibration: cold x{min(d['cold'] for d in drift):.2f}"
