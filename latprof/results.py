@@ -118,10 +118,14 @@ class ResultStore:
             f.flush()
             os.fsync(f.fileno())
 
-    def keys(self) -> set[tuple[Any, ...]]:
+    def latest(self) -> dict[tuple[Any, ...], dict[str, Any]]:
+        """The last result row stored per identity (what ``--resume`` starts from)."""
         if not self.path.exists():
-            return set()
-        return {row_key(r) for r in read_results(self.path, quiet=True).results}
+            return {}
+        return {row_key(r): r for r in read_results(self.path, quiet=True).results}
+
+    def keys(self) -> set[tuple[Any, ...]]:
+        return set(self.latest())
 
 
 def json_text(obj: Any) -> str:

@@ -203,9 +203,8 @@ def pooled_median_ci(
     groups = [np.asarray(g, dtype=float) for g in groups_ms if len(g)]
     if not groups:
         raise ValueError("no samples")
-    pooled = np.concatenate(groups)
     if len(groups) == 1:
-        s = summarize(pooled, confidence)
+        s = summarize(groups[0], confidence)
         return s.median_ms, s.ci_low_ms, s.ci_high_ms
     medians, _ = _resampled_pooled_medians(groups, np.random.default_rng(seed), n_resamples)
     alpha = (1 - confidence) / 2

@@ -19,7 +19,7 @@ from typing import Any
 
 from latprof.errors import LatprofError, one_line
 from latprof.measure import environment
-from latprof.results import ResultStore, read_results
+from latprof.results import ResultStore
 from latprof.rows import Record, record_type, row_key
 from latprof.run.executors import WorkerFailed, failed_unit_rows, make_executor
 from latprof.run.pool import pool_rows
@@ -124,7 +124,7 @@ def execute(
         for t in unit.templates:
             t.update(allocator=executor.allocator, hardware_id=hardware_id)
         unit.payload["hardware_id"] = hardware_id
-    stored = {row_key(r): r for r in read_results(store.path, quiet=True).results} if resume else {}
+    stored = store.latest() if resume else {}
     start = time.monotonic()
     walls: dict[int, float] = {}  # per unit: the longest wall time of one of its worker processes, start-up included
     # Per unit: [unit, raw rows per process, pooled rows, processes it has]. With --resume, a unit whose rows are all

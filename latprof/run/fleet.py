@@ -520,14 +520,14 @@ def execute_fleet(plan: Any, store: ResultStore, options: Any, resume: bool = Fa
     done = finished_keys(store, fleet.spread) if resume else set()
     run = FleetRun(ray, plan, store, settings, processes, fleet.max_retries, {n.node_id: n for n in nodes})
     start = time.monotonic()
-    todo = [job for job in jobs if not (resume and _unit_done(job, done, fleet.spread))]
+    skipped = [bool(resume and _unit_done(job, done, fleet.spread)) for job in jobs]
+    todo = [job for job, skip in zip(jobs, skipped) if not skip]
     steps, finished = len(jobs) - len(todo) + len(todo) * processes, 0
-    for job in jobs:
-        if all(job is not j for j in todo):
-            result.units_skipped += 1
-            if on_unit:
-                on_unit(finished, steps, job.unit, None)
-            finished += 1
+    for job in (job for job, skip in zip(jobs, skipped) if skip):
+        result.units_skipped += 1
+        if on_unit:
+            on_unit(finished, steps, job.unit, None)
+        finished += 1
     try:
         # Several processes in passes, as the local engine runs them: each job's next process is submitted when its
         # last one is back, pinned to the node that measured it, behind the jobs already queued there; so one
