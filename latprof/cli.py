@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, NoReturn
 
 from latprof.errors import LatprofError, one_line
+from latprof.run.interrupts import Terminated, termination_as_interrupt
 
 
 class _Parser(argparse.ArgumentParser):
@@ -631,10 +632,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return COMMANDS[args.command].run(args)
+        with termination_as_interrupt():
+            return COMMANDS[args.command].run(args)
     except LatprofError as exc:
         print(f"latprof: error: {one_line(exc)}", file=sys.stderr)
         return 2
+    except Terminated as exc:
+        print(f"latprof: terminated by {exc}; every finished row is kept in the results file", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print("latprof: interrupted; every finished row is kept in the results file", file=sys.stderr)
         return 130

@@ -72,7 +72,7 @@ class WorkerExecutor:
     timeout_s: float | None = None
     bind_threads: bool = True
     cwd: str | None = None  # None: this process's folder (fleet tasks pass the driver's, when the node has it)
-    die_with_parent: bool = False  # fleet tasks: the worker ends when the Ray worker that started it dies
+    die_with_parent: bool = True  # the worker ends when the process that started it dies, even by SIGKILL
     nice: int | None = None  # fleet tasks: the niceness the worker should run at (latprof/run/worker.py)
     isolation = "worker"
 

@@ -46,8 +46,9 @@ def run_unit_here(message: dict[str, Any], isolation: str) -> list[dict[str, Any
 
 
 def die_with_parent() -> None:
-    """Fleet runs (``LATPROF_PARENT_PID`` set): end this worker when its parent dies. A Ray worker killed with its
-    node (or force-cancelled) cannot stop the worker it started in its own session; Linux's parent-death signal can."""
+    """End this worker when its parent dies (``LATPROF_PARENT_PID`` set). A parent killed outright (SIGKILL, the OOM
+    killer, a Ray worker killed with its node or force-cancelled) cannot stop the worker it started in its own
+    session; Linux's parent-death signal can, so no orphan measures on after the run is gone."""
     parent = os.environ.get("LATPROF_PARENT_PID")
     if not parent or not sys.platform.startswith("linux"):
         return
