@@ -520,6 +520,13 @@ def test_a_calibrate_unit_measures_one_small_cell_cache_cold(backend: str) -> No
                for k in ("profiled_ms", "warm_profiled_ms", "hot_profiled_ms"))
     assert cell_row["hot_ms"] > 0 and cell_row["hot_profiled_ms"] > 0
     assert all(r["state_cold_ms"] > 0 and r["state_warm_ms"] > 0 for r in rows if r["sample"] != "overhead")
+    # process counters in every row (a kernel read inside its cell's profile: those profiled forwards'), kept
+    # through pooling over processes
+    from latprof.run.pool import pool_rows
+
+    for r in pool_rows([rows]):
+        assert r["minor_faults_per_call"] is not None and r["involuntary_ctx_switches_per_call"] is not None, r
+        assert r["counters_raw"]["calls"] >= 1
     chain_row = next(r for r in rows if r["sample"] == "chain")  # timed in a loop, with its kernels and footprint
     assert chain_row["status"] == "ok" and chain_row["latency_median_ms"] > 0 and chain_row["kernels"]
     weights = 2 * (8 * 8 + 4 * 8 + 1)  # two 1x1 convs, their batch norms (weight, bias, mean, var, batch count)

@@ -83,3 +83,8 @@ class ProcessCounters:
         for k, v in other.raw().items():
             setattr(self, k, getattr(self, k) + v)
         return self
+
+
+def counter_fields(counters: ProcessCounters) -> dict[str, object]:
+    """A row's counter columns and the raw counts pooling over processes adds up (``latprof.run.pool``)."""
+    return {**counters.as_fields(), "counters_raw": counters.raw()}

@@ -36,6 +36,7 @@ from torch import nn
 
 from latprof.backends import BackendError, BackendOptions, create_backend
 from latprof.errors import LatprofError, one_line
+from latprof.measure.counters import ProcessCounters, counter_fields, snapshot
 from latprof.measure.protocol import MeasureConfig, measure, wall_clock_timer
 from latprof.predict.space import build_cell, cell_type
 from latprof.results import base_row, error_row, latency_fields
@@ -65,11 +66,6 @@ def overhead_ident(payload: dict[str, Any], variant: str, shape: list[int]) -> d
     identity, and ``calibrate --from-readings`` took the median over that one)."""
     first = next((i for i, _ in [*payload.get("cells", []), *payload.get("chains", [])]), "")
     return sample_ident(payload["backend"], payload["threads"], "overhead", f"{variant}:{first}", shape)
-
-
-def _compact(fields: dict[str, Any]) -> dict[str, Any]:
-    """Latency fields without the raw counter dump (the samples stay: the pool and any re-analysis need them)."""
-    return {k: v for k, v in fields.items() if k != "counters_raw"}
 
 
 class _Idle(nn.Module):
@@ -121,8 +117,9 @@ def _torch_unit(payload: dict[str, Any], options: BackendOptions, config: Measur
                 cell_m = measure(cold_timer(call, cold, reader(x)), config)
                 cell_w = measure(cold_timer(call, warm, reader(x)), config)
                 cell_h = measure(wall_clock_timer(call), KERNEL_CONFIG)  # hot: in a loop, nothing evicted
+                profile_counters = ProcessCounters()
                 profiled, warm_profiled, hot_profiled, profile_error = _in_forward(module, x, kernels, order, cold,
-                                                                                   warm)
+                                                                                   warm, profile_counters)
                 kernel_rows = []
                 for i, k in enumerate(kernels):
                     key = json.dumps(k.spec, sort_keys=True)
@@ -135,9 +132,10 @@ def _torch_unit(payload: dict[str, Any], options: BackendOptions, config: Measur
                     if key in seen:
                         m, w = seen[key]
                         kernel_rows.append((k, m, w))
-                        fields = {**_compact(latency_fields(m)), **_warm_fields(w)}
-                    elif in_forward:  # not replayed: the row's latency is its in-forward time
-                        fields = {"latency_median_ms": profiled[i], "warm_ms": warm_profiled[i]}
+                        fields = {**latency_fields(m), **_warm_fields(w)}
+                    elif in_forward:  # not replayed: the row's latency (and counters) its in-forward time's
+                        fields = {"latency_median_ms": profiled[i], "warm_ms": warm_profiled[i],
+                                  **counter_fields(profile_counters)}
                     if not replayed and not in_forward:
                         continue
                     rows.append(base_row(**sample_ident(backend, threads, cell_id, f"k{len(rows)}", spec["input"]),
@@ -149,7 +147,7 @@ def _torch_unit(payload: dict[str, Any], options: BackendOptions, config: Measur
                 replays = ({"kernels_ms": sum(k.count * m.stats.median_ms for k, m, _ in kernel_rows),
                             "warm_kernels_ms": sum(k.count * w.stats.median_ms for k, _, w in kernel_rows)}
                            if replay else {})
-                rows.append(base_row(**ident, **_compact(latency_fields(cell_m)), status="ok", error="", sample="cell",
+                rows.append(base_row(**ident, **latency_fields(cell_m), status="ok", error="", sample="cell",
                                      cell=spec, cell_type=cell_type(spec), module_calls=module_calls,
                                      kernel_calls=sum(k.count for k in kernels), hot_ms=cell_h.stats.median_ms,
                                      **replays, **sums, **_warm_fields(cell_w)))
@@ -163,15 +161,15 @@ def _torch_unit(payload: dict[str, Any], options: BackendOptions, config: Measur
 
 
 def _in_forward(module: nn.Module, x: torch.Tensor, kernels: list[Any], order: list[int], cold: Any,
-                warm: Any) -> tuple[list[float], list[float], list[float], str]:
-    """Each kernel's time inside the cell's forward (``latprof.predict.torch_profile``): cold, warm and hot (the
-    forward run back to back, nothing evicted); empty lists and the reason when the profiled forward did not
-    dispatch the traced calls."""
+                warm: Any, counters: ProcessCounters) -> tuple[list[float], list[float], list[float], str]:
+    """Each kernel's time inside the cell's forward (``latprof.predict.torch_profile``): cold (``counters``
+    gathered around those forwards), warm and hot (the forward run back to back, nothing evicted); empty lists and
+    the reason when the profiled forward did not dispatch the traced calls."""
     from latprof.predict.cold import reader
     from latprof.predict.torch_profile import ProfileMismatch, profiled_kernel_ms
 
     try:
-        return (profiled_kernel_ms(module, x, kernels, order, cold, reader(x)),
+        return (profiled_kernel_ms(module, x, kernels, order, cold, reader(x), counters=counters),
                 profiled_kernel_ms(module, x, kernels, order, warm, reader(x)),
                 profiled_kernel_ms(module, x, kernels, order, None), "")
     except ProfileMismatch as exc:
@@ -201,7 +199,7 @@ def _chain_row(backend: str, threads: int, chain_id: str, spec: dict[str, Any], 
                module: nn.Module, module_calls: int, **extra: Any) -> dict[str, Any]:
     from latprof.predict.residency import footprint_bytes
 
-    return base_row(**sample_ident(backend, threads, chain_id, "chain", spec["input"]), **_compact(latency_fields(m)),
+    return base_row(**sample_ident(backend, threads, chain_id, "chain", spec["input"]), **latency_fields(m),
                     status="ok", error="", sample="chain", chain=spec, module_calls=module_calls,
                     footprint_bytes=footprint_bytes(module, kernels), kernels=[k.as_dict() for k in kernels], **extra)
 
@@ -236,7 +234,7 @@ def _torch_module_overhead(payload: dict[str, Any], config: MeasureConfig) -> di
             return chain(x)
 
     m = measure(wall_clock_timer(call), config)
-    return base_row(**overhead_ident(payload, "module_call", [1]), **_compact(latency_fields(m)),
+    return base_row(**overhead_ident(payload, "module_call", [1]), **latency_fields(m),
                     status="ok", error="", sample="overhead", module_calls=65,
                     module_call_ms=m.stats.median_ms / 65)
 
@@ -259,7 +257,7 @@ def _ort_unit(payload: dict[str, Any], options: BackendOptions, config: MeasureC
             idle_m = measure(run.timer, config)
         session_ms = idle_m.stats.median_ms
         rows.append(base_row(**overhead_ident(payload, "session", [1, 1]),
-                             **_compact(latency_fields(idle_m)), status="ok", error="", sample="overhead",
+                             **latency_fields(idle_m), status="ok", error="", sample="overhead",
                              session_ms=session_ms, cold_evict_bytes=cold.nbytes))
         for cell_id, spec in payload["cells"]:
             ident = sample_ident(backend_name, threads, cell_id, "cell", spec["input"])
@@ -295,8 +293,9 @@ def _ort_unit(payload: dict[str, Any], options: BackendOptions, config: MeasureC
                     continue
                 rows.append(base_row(**sample_ident(backend_name, threads, cell_id, f"k{len(rows)}", spec["input"]),
                                      status="ok", error="", sample="kernel", kernel=k.as_dict(), latency_median_ms=p,
-                                     profiled_ms=p, warm_profiled_ms=w, hot_profiled_ms=h, cell_type=cell_type(spec)))
-            rows.append(base_row(**ident, **_compact(latency_fields(cell_m)), status="ok", error="", sample="cell",
+                                     profiled_ms=p, warm_profiled_ms=w, hot_profiled_ms=h, cell_type=cell_type(spec),
+                                     **counter_fields(by_node.counters)))
+            rows.append(base_row(**ident, **latency_fields(cell_m), status="ok", error="", sample="cell",
                                  cell=spec, cell_type=cell_type(spec), kernel_calls=len(kernels),
                                  profiled_ms=sum(node_ms), warm_profiled_ms=sum(node_warm),
                                  hot_profiled_ms=sum(node_hot), hot_ms=cell_h.stats.median_ms, session_ms=session_ms,
@@ -346,6 +345,7 @@ def node_medians(backend: Any, onnx_path: Any, workload: Workload, runs: int = P
 
     from latprof.backends.op_profiling import native_output_silenced
 
+    out = NodeTimes()
     with tempfile.TemporaryDirectory(prefix="latprof-nodeprof-") as tmp:
         so = backend.session_options()
         if optimized:
@@ -357,10 +357,13 @@ def node_medians(backend: Any, onnx_path: Any, workload: Workload, runs: int = P
         with native_output_silenced():
             session = backend.create_session(onnx_path, so)
         feeds = backend.feeds(session, workload)
-        for _ in range(warmup + runs):
+        for i in range(warmup + runs):
             if evict is not None:
                 evict()
+            before = snapshot()
             session.run(None, feeds)
+            if i >= warmup:
+                out.counters.add(before, snapshot(), 1)
         with native_output_silenced():
             events = _json.loads(Path(session.end_profiling()).read_text())
     starts = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
@@ -368,7 +371,6 @@ def node_medians(backend: Any, onnx_path: Any, workload: Workload, runs: int = P
         raise ValueError(f"ONNX Runtime trace has {len(starts)} runs, need more than {warmup}")
     first = starts[warmup]
     per_node: dict[str, list[float]] = defaultdict(list)
-    out = NodeTimes()
     for e in events:
         name = e.get("name", "")
         if e.get("cat") == "Node" and name.endswith("_kernel_time") and e["ts"] >= first:
@@ -383,11 +385,12 @@ def node_medians(backend: Any, onnx_path: Any, workload: Workload, runs: int = P
 
 class NodeTimes(dict):  # type: ignore[type-arg]
     """Node name -> median ms, and ``ran``: node name -> (the op it ran, its first output's shape), as the profile
-    reports them."""
+    reports them; ``counters``: the process counters around the profiled runs (per run)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.ran: dict[str, tuple[str, list[int]]] = {}
+        self.counters = ProcessCounters()
 
 
 def misattributed(kernels: list[Any], times: NodeTimes) -> list[str]:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from latprof.measure.counters import ProcessCounters, snapshot
 from latprof.predict.kernels import Kernel
 
 SCOPE = "latprof::forward"
@@ -63,9 +64,11 @@ def _forward_events(prof: Any, names: set[str]) -> list[list[tuple[str, float]]]
 
 def profiled_kernel_ms(module: nn.Module, x: torch.Tensor, kernels: list[Kernel], order: list[int],
                        evict: Callable[[], None] | None, touch: Callable[[], object] | None = None,
-                       runs: int = PROFILE_RUNS, warmup: int = WARMUP_RUNS) -> list[float]:
+                       runs: int = PROFILE_RUNS, warmup: int = WARMUP_RUNS,
+                       counters: ProcessCounters | None = None) -> list[float]:
     """Each kernel's median time per call (ms) inside ``module``'s forward on ``x``, over ``runs`` profiled
-    forwards, each after ``evict()`` and ``touch()`` (``latprof.predict.cold``) as the cell's timed readings are.
+    forwards, each after ``evict()`` and ``touch()`` (``latprof.predict.cold``) as the cell's timed readings are;
+    ``counters`` gathers the process counters around each profiled forward (eviction excluded).
     Raises ``ProfileMismatch`` when the profiled ops are not the traced calls."""
     from torch.profiler import ProfilerActivity, profile, record_function
 
@@ -80,8 +83,11 @@ def profiled_kernel_ms(module: nn.Module, x: torch.Tensor, kernels: list[Kernel]
                     evict()
                 if touch is not None:
                     touch()
+                before = snapshot()
                 with record_function(SCOPE):
                     module(x)
+                if counters is not None:
+                    counters.add(before, snapshot(), 1)
     forwards = _forward_events(prof, names)
     if not forwards:
         raise ProfileMismatch("the profiler recorded no forward")

@@ -59,10 +59,10 @@ def pool_identity(rows: list[dict[str, Any]], confidence: float = 0.95) -> dict[
     pooled = [x for g in groups for x in g]
     s = summarize(pooled, confidence)
     median, low, high = pooled_median_ci(groups, confidence)
+    raw = [r["counters_raw"] for r in ok if r.get("counters_raw")]
     counters = ProcessCounters()
-    for r in ok:
-        if r.get("counters_raw"):
-            counters += ProcessCounters.from_raw(r["counters_raw"])
+    for c in raw:
+        counters += ProcessCounters.from_raw(c)
     row.update(
         latency_median_ms=median, latency_mean_ms=s.mean_ms, latency_p10_ms=s.p10_ms, latency_p90_ms=s.p90_ms,
         latency_iqr_ms=s.iqr_ms, latency_ci_low_ms=low, latency_ci_high_ms=high, latency_std_ms=s.std_ms,
@@ -73,8 +73,10 @@ def pool_identity(rows: list[dict[str, Any]], confidence: float = 0.95) -> dict[
         process_medians_ms=[float(np.median(g)) for g in groups],
         measure_wall_s=sum(float(r.get("measure_wall_s") or 0) for r in ok),
         stop_reason=",".join(sorted({str(r.get("stop_reason")) for r in ok})),
-        counters_raw=counters.raw(), **counters.as_fields(), timestamp=now_iso(),
+        timestamp=now_iso(),
     )
+    if raw or len(ok) > 1:  # one process without raw counts (rows of older versions) keeps its per-call columns
+        row.update(counters_raw=counters.raw(), **counters.as_fields())
     if failed:
         row["process_errors"] = [str(r.get("error")) for r in failed]
     return row
