@@ -325,3 +325,28 @@ def test_resume_completes_the_passes_a_stopped_run_lacked(tmp_path, monkeypatch)
     assert by["c"]["status"] == "error"
     again = execute(Plan(units()), store, {"hardware_id": "h"}, RunOptions(processes=3), resume=True)
     assert again.units_run == 0 and again.units_skipped == 3 and len(fake.order) == 6
+
+
+def test_adaptive_passes_after_resume_count_the_stored_processes_toward_the_cap(tmp_path, monkeypatch) -> None:
+    """A unit stored with 3 processes, resumed with --processes 4 and a budget left, gets its fourth process and then
+    adaptive ones up to ``max_processes`` (5) in all, not 5 more on top of the stored rows (which sit in one raw
+    entry)."""
+    from latprof.results import ResultStore, base_row
+    from latprof.run import engine
+    from latprof.run.engine import Plan, RunOptions, execute
+    from latprof.run.units import Unit
+
+    fake = _RecordingExecutor()
+    monkeypatch.setattr(engine, "make_executor", lambda *a, **k: fake)
+
+    def plan() -> Plan:
+        unit = Unit("profile", "a", {}, [base_row(workload="a", backend="torch-cpu", threads=1, batch=1,
+                                                  input_shape="1x3x8x8")], time_s=0.01)
+        return Plan([unit], undecided=lambda rows: 1.0, budget_s=30.0, max_processes=5)  # never decided
+
+    store = ResultStore(tmp_path / "results.jsonl")
+    execute(Plan(plan().units), store, {"hardware_id": "h"}, RunOptions(processes=3))
+    assert len(fake.order) == 3
+    result = execute(plan(), store, {"hardware_id": "h"}, RunOptions(processes=4), resume=True)
+    assert len(fake.order) == 5  # one pass lacking, one adaptive: five in all
+    assert result.extra_processes == 1 and read_results(tmp_path).results[0]["processes"] == 5

@@ -218,12 +218,13 @@ def _adaptive_passes(plan: Plan, executor: Any, store: ResultStore, result: RunR
                      walls: dict[int, float]) -> None:
     """Spend what is left of the budget on undecided units, in rounds: each round gives every undecided unit one
     more worker process, widest CI first, re-pools it and stores the rows again (the newer rows supersede the
-    older). Rounds rather than "always the widest" so one unit whose processes disagree cannot eat the budget."""
+    older). Rounds rather than "always the widest" so one unit whose processes disagree cannot eat the budget. A
+    unit stops at ``max_processes`` processes, those of rows stored before a --resume included."""
     assert plan.undecided is not None and plan.budget_s is not None
     state = [[u, raw, rows] for u, raw, rows in per_unit]
     while True:
         ranked = sorted(((plan.undecided(e[2]), i) for i, e in enumerate(state)
-                         if len(e[1]) < plan.max_processes), key=lambda c: -(c[0] or 0.0))
+                         if _processes_run(e[1]) < plan.max_processes), key=lambda c: -(c[0] or 0.0))
         round_ = [i for width, i in ranked if width is not None]
         if not round_:
             return
@@ -239,6 +240,12 @@ def _adaptive_passes(plan: Plan, executor: Any, store: ResultStore, result: RunR
             store.append_many(rows)
             result.extra_processes += 1
             replace_rows(result, rows)
+
+
+def _processes_run(raw: list[list[dict[str, Any]]]) -> int:
+    """How many worker processes a unit's raw entries hold: one per fresh entry, and as many as they pooled for
+    rows stored before a --resume (one entry; a failed row counts one)."""
+    return sum(max(1, min((int(r.get("processes") or 1) for r in _results_only(entry)), default=1)) for entry in raw)
 
 
 def replace_rows(result: RunResult, rows: list[dict[str, Any]]) -> None:
