@@ -11,7 +11,9 @@ its time inside the cell's forward (``CONTEXT`` x its reading cold, ``WARM_CONTE
 by a kernel-dependent factor (``replay_distortion``) that no context fit undoes.
 
 A drifting machine: with ``DRIFT`` set, the i-th cell or chain of a unit reads ``DRIFT[i % len(DRIFT)]`` times
-slower, all its readings and the machine-state reading before it alike (``latprof.predict.state``).
+slower, all its readings and the machine-state reading before it alike (``latprof.predict.state``); with
+``STATE_FOLLOWS`` below 1 the readings follow only that power of what the state reading shows (0: a state reading
+whose swings are its own noise).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ TRUE_CENTRE_LOG2 = 23.0  # the weights' cold share is 1/2 at 8 MiB of weights
 TRUE_WIDTH_LOG2 = 0.8
 TRUE_ACTIVATION = 0.2
 DRIFT: tuple[float, ...] = (1.0,)
+STATE_FOLLOWS = 1.0
 IN_FORWARD = False
 STATE_COLD_MS, STATE_WARM_MS = 1.0, 0.6
 
@@ -43,8 +46,8 @@ def state(i: int, payload: dict[str, Any]) -> tuple[float, dict[str, float]]:
     """The i-th reading's drift, and the state reading it carries (none when the payload asks for none)."""
     d = DRIFT[i % len(DRIFT)]
     if not payload.get("state", True):
-        return d, {}
-    return d, {"state_cold_ms": STATE_COLD_MS * d, "state_warm_ms": STATE_WARM_MS * d}
+        return d ** STATE_FOLLOWS, {}
+    return d ** STATE_FOLLOWS, {"state_cold_ms": STATE_COLD_MS * d, "state_warm_ms": STATE_WARM_MS * d}
 
 
 def true_share(weights: float) -> float:

@@ -987,6 +987,70 @@ def test_calibration_on_a_drifting_machine_learns_the_kernels_not_the_drift(tmp_
     assert not raw["state"]["corrected"]
 
 
+@pytest.mark.parametrize("follows", [0.0, 0.5, 1.0])
+def test_readings_are_corrected_by_the_power_of_the_state_the_chains_followed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, follows: float) -> None:
+    """The state reading swings x0.8..x1.25 and the readings follow it to the power ``follows``. The power is
+    fitted on the chains as read and as summed from *uncorrected* kernels (here the fit is stood in for: twelve
+    chains of this fake predict too roughly to fit a slope on), and the kernels are corrected by it: exactly what
+    they cost. A state given to predict applies to the same power."""
+    from latprof.predict import calibrate as calibration
+    from latprof.predict.calibrate import CalibrateRequest, calibrate
+    from latprof.predict.predictor import load
+    from latprof.predict.state import StateFactors, StatePower
+    from latprof.run.engine import RunOptions
+    from latprof.run.units import MEASURE_FUNCTIONS
+    from tests.predict_fake import kernel_ms
+
+    monkeypatch.setitem(MEASURE_FUNCTIONS, "calibrate", "tests.predict_fake:measure")
+    monkeypatch.setattr("tests.predict_fake.DRIFT", (0.8, 1.0, 1.25))
+    monkeypatch.setattr("tests.predict_fake.STATE_FOLLOWS", follows)
+    monkeypatch.setattr("latprof.predict.calibrate.CELLS_PER_UNIT", 6)
+    monkeypatch.setattr("latprof.predict.calibrate.CHAINS_PER_UNIT", 12)
+    seen = {}
+
+    def stand_in(factors, ratios, weights):
+        seen.update(factors=factors, ratios=ratios, weights=weights)
+        return StatePower(follows, len(factors), 0.9, follows)
+
+    monkeypatch.setattr(calibration, "fit_state_power", stand_in)
+    result = calibrate(CalibrateRequest("torch-cpu", tmp_path / "p.json", threads=1, budget_s=0.01,
+                                        out=tmp_path / "runs", peaks=False, run=RunOptions(in_process=True)))
+    data = json.loads(result.path.read_text())
+    # the fit saw each chain's own factor, raw, and its ratio to a kernel sum at the reference state
+    assert sorted({round(f.cold, 6) for f in seen["factors"]}) == [0.8, 1.0, 1.25]
+    assert len(seen["ratios"]) == len(seen["weights"]) == 12 and all(r > 0 for r in seen["ratios"])
+    assert data["state"]["power"]["beta"] == follows and data["state"]["corrected"] == (follows > 0)
+    assert all(s["latency_ms"] == pytest.approx(kernel_ms(s["features"])) for s in data["samples"])
+    assert {round(c["state_factors"]["cold"], 6) for c in data["chains"]} == {round(x ** follows, 6)
+                                                                              for x in (0.8, 1.0, 1.25)}
+    p, whole = load(result.path, check_hardware=False), load(result.path, check_hardware=False)
+    whole.data["state"]["power"] = None  # a file from before the fit: factors apply whole
+    assert p.state_power == follows and whole.state_power == 1.0
+    conv = torch.nn.Conv2d(8, 8, 3, padding=1)
+    slow = p.predict(conv, (1, 8, 14, 14), state=StateFactors(2.0, 2.0)).kernels_ms
+    assert slow == pytest.approx(whole.predict(conv, (1, 8, 14, 14), state=StateFactors(2.0 ** follows,
+                                                                                         2.0 ** follows)).kernels_ms)
+
+
+def test_the_state_power_is_the_chains_slope_on_their_factors_clipped_to_0_1() -> None:
+    from latprof.predict.state import MIN_POWER_CHAINS, StateFactors, fit_state_power
+
+    rng = np.random.default_rng(0)
+    f = [StateFactors(x, x) for x in rng.uniform(0.7, 1.4, 48)]  # as many chains as a 900 s calibration reads
+    weights = list(2.0 ** rng.uniform(16, 28, 48))  # 64 KiB to 256 MiB of weights, in no order of the state
+    cached = [1.0 + 0.8 / (1 + math.exp(-(math.log2(w) - 22) / 2)) for w in weights]  # x1 to x1.8 of the hot sum
+    fitted = fit_state_power(f, [x.warm ** 0.4 * c for x, c in zip(f, cached)], weights)
+    assert fitted.beta == pytest.approx(0.4, abs=0.03) and fitted.correlation > 0.9  # the weights' part taken out
+    assert fit_state_power(f, [x.warm ** 1.5 for x in f], weights).beta == 1.0  # clipped, the slope kept beside it
+    assert fit_state_power(f, [x.warm ** 1.5 for x in f], weights).slope == pytest.approx(1.5)
+    assert fit_state_power(f, [1 / x.warm for x in f], weights).beta == 0.0
+    n = MIN_POWER_CHAINS - 1
+    few = fit_state_power(f[:n], [1.0] * n, weights[:n])
+    assert few.beta == 1.0 and few.correlation is None  # too few chains to say: the factors apply whole
+    assert fit_state_power([StateFactors()] * 12, [1.1] * 12, weights).beta == 1.0  # a state that never moved
+
+
 def test_a_prediction_at_a_machine_state_scales_warm_and_cold_kernels_not_the_overhead(tmp_path: Path) -> None:
     from latprof.predict.state import StateFactors
 

@@ -70,12 +70,13 @@ class Evaluation:
     block_metrics: dict[str, Any] = field(default_factory=dict)
     out_dir: Path | None = None
     report_path: Path | None = None
+    state_power: float = 1.0  # the predictor's (kernel@state applies each state factor to it)
 
     def as_dict(self) -> dict[str, Any]:
         return {"backend": self.backend, "threads": self.threads, "networks": self.networks, "metrics": self.metrics,
                 "blocks": self.blocks, "block_metrics": self.block_metrics,
                 "out_dir": str(self.out_dir) if self.out_dir else None,
-                "report": str(self.report_path) if self.report_path else None}
+                "report": str(self.report_path) if self.report_path else None, "state_power": self.state_power}
 
 
 def baselines(networks: list[dict[str, Any]], peaks: dict[str, Any] | None) -> None:
@@ -162,7 +163,7 @@ def evaluate(request: EvaluateRequest) -> Evaluation:
         name: metrics([n.get(f"{name}_ms") for n in networks], [n.get("measured_ms") for n in networks])
         for name in names}, blocks,
         metrics([b["predicted_ms"] for b in blocks], [b["measured_ms"] for b in blocks]) if blocks else {},
-        files.out_dir)
+        files.out_dir, state_power=p.state_power)
     _store(result, files.results_path, p)
     from latprof.experiments.outputs import write_outputs
 

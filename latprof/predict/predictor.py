@@ -107,6 +107,13 @@ class Predictor:
         return (self.data.get("state") or {}).get("reference")
 
     @property
+    def state_power(self) -> float:
+        """How much of a machine-state factor this predictor's readings followed (``fit_state_power``): a state
+        given to ``predict`` is applied to this power. 1 for files before the fit (their readings took it whole)."""
+        power = (self.data.get("state") or {}).get("power") or {}
+        return float(power.get("beta", 1.0))
+
+    @property
     def overhead(self) -> dict[str, float]:
         return self.data["overhead"]
 
@@ -135,7 +142,8 @@ class Predictor:
     def predict(self, module: nn.Module, input_shape: tuple[int, ...] | list[int], name: str = "model",
                 state: StateFactors | None = None) -> Prediction:
         """Predicted latency of ``module`` on ``input_shape`` (batch first); nothing is run. At the calibration's
-        reference machine state, or at ``state`` (``latprof.predict.state``: warm and cold kernel times scaled)."""
+        reference machine state, or at ``state`` (``latprof.predict.state``: warm and cold kernel times scaled by
+        its factors to the ``state_power``)."""
         return self.predict_at(module, input_shape, name, [state])[0]
 
     def predict_at(self, module: nn.Module, input_shape: tuple[int, ...] | list[int], name: str,
@@ -155,7 +163,7 @@ class Predictor:
         out = []
         terms = self.kernel_terms(ops, features)  # the regressors once; each state only scales them
         for state in states:
-            hot, warm, cold, shares = at_state(terms, state)
+            hot, warm, cold, shares = at_state(terms, None if state is None else state.power(self.state_power))
             ms = self.residency.mix(warm, cold, footprint=footprint, weights=weights, shares=shares,
                                     kernel_calls=1, hot_ms=hot)  # per kernel call
             preds = [KernelPrediction(k.op, k.label, k.count, float(m)) for k, m in zip(kernels, ms)]

@@ -110,6 +110,55 @@ class StateFactors:
     def as_dict(self) -> dict[str, float]:
         return {"warm": self.warm, "cold": self.cold}
 
+    def power(self, beta: float) -> StateFactors:
+        """These factors raised to ``beta`` (``fit_state_power``): 1 applies them whole, 0 not at all."""
+        return StateFactors(self.warm ** beta, self.cold ** beta)
+
+
+MIN_POWER_CHAINS = 8  # fewer chains with a state reading: the factors apply whole (power 1), as before the fit
+
+
+@dataclass(frozen=True)
+class StatePower:
+    """How much of what a state reading shows a calibration's readings follow: ``beta`` in [0, 1], the slope of
+    log(chain measured / its kernels' sum) on log(state factor) over the calibration's chains, the sums from
+    kernels read *without* correction, at the reference state. 1: a chain read when the state block ran 20% slow ran 20%
+    slow too, so every reading is divided by its factor whole; 0: the state reading says nothing about the
+    readings beside it (a one-second reading on a machine whose noise changes by the second) and dividing by it
+    only adds its noise."""
+
+    beta: float
+    chains: int
+    correlation: float | None = None
+    slope: float | None = None  # unclipped
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"beta": self.beta, "chains": self.chains, "correlation": self.correlation, "slope": self.slope}
+
+
+def fit_state_power(factors: list[StateFactors], ratios: list[float], weight_bytes: list[float]) -> StatePower:
+    """``StatePower`` from each chain's state factors (against the reference), its measured / kernel-sum ratio at
+    the reference state, and its weight bytes. The factor of a chain is the geometric mean of its warm and cold
+    ones; the slope is a partial one, beside a quadratic in log weight bytes: how far a chain runs from its hot
+    kernel sum depends on how much of its weights stay cached (``latprof.predict.residency``), which has nothing to
+    do with the state read before it but, over a few dozen chains, can lean either way with it. Fewer than
+    ``MIN_POWER_CHAINS`` chains, or factors that do not vary: power 1."""
+    rows = [(0.5 * (np.log(f.warm) + np.log(f.cold)), np.log(r), np.log2(max(w, 1.0)))
+            for f, r, w in zip(factors, ratios, weight_bytes) if r > 0 and f.warm > 0 and f.cold > 0]
+    if len(rows) < MIN_POWER_CHAINS:
+        return StatePower(1.0, len(rows))
+    x, y, w = (np.array(column) for column in zip(*rows))
+    if float(np.var(x)) <= 1e-12:
+        return StatePower(1.0, len(rows))
+    w = (w - w.mean()) / (w.std() or 1.0)
+    design = np.column_stack([np.ones_like(x), x, w, w ** 2])
+    slope = float(np.linalg.lstsq(design, y, rcond=None)[0][1])
+    others = np.column_stack([np.ones_like(x), w, w ** 2])  # the partial correlation: both sides net of the weights
+    rx = x - others @ np.linalg.lstsq(others, x, rcond=None)[0]
+    ry = y - others @ np.linalg.lstsq(others, y, rcond=None)[0]
+    corr = float(np.corrcoef(rx, ry)[0, 1]) if float(np.var(ry)) > 1e-24 and float(np.var(rx)) > 1e-24 else 0.0
+    return StatePower(float(min(max(slope, 0.0), 1.0)), len(rows), corr, slope)
+
 
 def reference_state(states: Iterable[dict[str, float] | None]) -> dict[str, float] | None:
     """The median state of a calibration (None when it read none: calibrations before state readings)."""

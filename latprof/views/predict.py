@@ -47,6 +47,13 @@ def state_line(state: dict[str, Any]) -> str:
     sp = state.get("spread") or {}
     moved = (f"cold x{sp['cold_p10']:.2f}..x{sp['cold_p90']:.2f}, warm x{sp['warm_p10']:.2f}..x{sp['warm_p90']:.2f} "
              f"of the median (10th..90th percentile of {sp['readings']} readings)") if sp else "no spread"
+    power = state.get("power") or {}
+    if power.get("correlation") is not None:  # fitted on the chains (latprof.predict.state.fit_state_power)
+        how = (f"the chains followed their state factors to the power {power['beta']:.2f} (slope "
+               f"{power['slope']:.2f}, r {power['correlation']:.2f}, {power['chains']} chains)")
+        done = ("each reading scaled by its factor to that power" if state.get("corrected")
+                else "readings not corrected")
+        return f"machine state: {moved}; {how}; {done}"
     done = "each reading scaled to the median state" if state.get("corrected") else "readings not corrected"
     return f"machine state: {moved}; {done}"
 
@@ -145,7 +152,8 @@ def show_evaluation(e: Evaluation, as_json: bool = False) -> int:
     if drift:
         stdout.print(f"machine state beside the measurements vs calibration: cold x{min(d['cold'] for d in drift):.2f}"
                      f"..x{max(d['cold'] for d in drift):.2f}, warm x{min(d['warm'] for d in drift):.2f}.."
-                     f"x{max(d['warm'] for d in drift):.2f} (kernel@state predicts at it)")
+                     f"x{max(d['warm'] for d in drift):.2f} (kernel@state predicts at it, each factor to the power "
+                     f"{e.state_power:.2f})")
     if e.blocks:
         stdout.print(table("Per block: kernel predictor vs each block measured alone",
                            ["network", "#", "block", "measured ms", "predicted ms", "error"],
