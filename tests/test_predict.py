@@ -1133,6 +1133,13 @@ def test_predict_state_now_predicts_at_the_state_read_now_or_refuses_in_one_line
     (out,) = json.loads(capsys.readouterr().out)
     assert reads == [ref] and out["state_now"] == {"warm": 1.0, "cold": 2.0}
     assert out["predicted_now_ms"] > out["predicted_ms"]  # every kernel's cold part twice as slow
+    halfway = save(predictor_data(state={"reference": ref, "corrected": True, "power": {"beta": 0.5}}),
+                   tmp_path / "half.json")  # the chains followed half of their state factors
+    assert main(["predict", "--model", "micronet_m0", "--predictor", str(halfway), "--state-now", "--json"]) == 0
+    (half,) = json.loads(capsys.readouterr().out)
+    assert half["predicted_ms"] < half["predicted_now_ms"] < out["predicted_now_ms"]
+    assert main(["predict", "--model", "micronet_m0", "--predictor", str(halfway), "--state-now"]) == 0
+    assert "applied to the power 0.50" in capsys.readouterr().out
 
 
 def test_evaluate_reads_the_state_before_the_first_network_every_fourth_and_after_the_last(

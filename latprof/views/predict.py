@@ -103,7 +103,8 @@ def show_predictions(predictor: Predictor, predictions: list[Prediction], kernel
                          f"{p.predict_s:.3f}"] for p in predictions]))
     if now and now[0].state_now:
         f = now[0].state_now
-        stdout.print(f"machine state now vs calibration: cold readings x{f['cold']:.2f}, warm x{f['warm']:.2f}")
+        stdout.print(f"machine state now vs calibration: cold readings x{f['cold']:.2f}, warm x{f['warm']:.2f} "
+                     f"(applied to the power {predictor.state_power:.2f} the calibration's chains followed)")
     for p in predictions:
         if kernels:
             stdout.print(table(f"{p.model}: kernels", ["op", "kernel", "count", "ms each", "ms"],
