@@ -432,8 +432,9 @@ def _build(readings: Readings, env: dict[str, Any], threads: int, options: dict[
 
     With machine-state readings, first without correcting them: the chains, predicted at the reference state,
     then say how much of its state factor each chain's time followed (``fit_state_power``), and the readings are
-    corrected by that power of their factors. On the 2-core AMD VM the whole factor (power 1) made the chains fit
-    worse than no correction at all; the fitted powers there were 0.01-0.57 (docs/predict.md, "The state power")."""
+    corrected by that power of their factors. On the 2-core AMD VM the whole factor (power 1) made the chains of
+    two calibrations fit worse than no correction at all; the fitted powers there were 0.01-0.69 (docs/predict.md,
+    "The state power")."""
     if not (readings.correct_state and readings.reference_state and readings.has_warm and readings.chains):
         return _build_once(readings, env, threads, options, peaks, meta)
     readings.state_power = StatePower(0.0, 0)

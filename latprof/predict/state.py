@@ -15,7 +15,7 @@ the machine having changed since calibration.
 Measured on the same readings with and without the scaling (docs/predict.md, "Measured"): +4, +27 and +23 points
 of zoo networks within ±10% on a quiet machine (torch-cpu, ort-mobile, torch-cpu), -8 on a loaded one; ``kernel@state`` did not beat
 the predictor as calibrated. ``Readings(correct_state=False)`` / ``rebuild(..., correct_state=False)`` read without it.
-On the 2-core AMD VM the readings followed only part of their factor (``StatePower``, fitted on the chains, 0.01-0.57
+On the 2-core AMD VM the readings followed only part of their factor (``StatePower``, fitted on the chains, 0.01-0.69
 there): each factor is applied to that power (docs/predict.md, "The state power").
 """
 
