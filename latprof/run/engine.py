@@ -163,9 +163,8 @@ def execute(
                 on_unit(step, steps, unit, rows)
             step += 1
     result.units_run = len(state)
-    per_unit = [(unit, raw, rows) for unit, raw, rows, _ in state]
     if plan.undecided is not None and plan.budget_s and not options.in_process:
-        _adaptive_passes(plan, executor, store, result, per_unit, start, walls)
+        _adaptive_passes(plan, executor, store, result, state, start, walls)
     result.wall_s = time.monotonic() - start
     return result
 
@@ -213,23 +212,22 @@ def _finish(plan: Plan, unit: Unit, raw: list[list[dict[str, Any]]]) -> list[dic
     return plan.finish(unit, rows)
 
 
-def _adaptive_passes(plan: Plan, executor: Any, store: ResultStore, result: RunResult,
-                     per_unit: list[tuple[Unit, list[list[dict[str, Any]]], list[dict[str, Any]]]], start: float,
-                     walls: dict[int, float]) -> None:
+def _adaptive_passes(plan: Plan, executor: Any, store: ResultStore, result: RunResult, state: list[list[Any]],
+                     start: float, walls: dict[int, float]) -> None:
     """Spend what is left of the budget on undecided units, in rounds: each round gives every undecided unit one
     more worker process, widest CI first, re-pools it and stores the rows again (the newer rows supersede the
     older). Rounds rather than "always the widest" so one unit whose processes disagree cannot eat the budget. A
-    unit stops at ``max_processes`` processes, those of rows stored before a --resume included."""
+    unit stops at ``max_processes`` processes, those of rows stored before a --resume included. ``state``:
+    ``execute``'s entries, [unit, raw rows per process, pooled rows, processes it has]."""
     assert plan.undecided is not None and plan.budget_s is not None
-    state = [[u, raw, rows] for u, raw, rows in per_unit]
     while True:
         ranked = sorted(((plan.undecided(e[2]), i) for i, e in enumerate(state)
-                         if _processes_run(e[1]) < plan.max_processes), key=lambda c: -(c[0] or 0.0))
+                         if e[3] < plan.max_processes), key=lambda c: -(c[0] or 0.0))
         round_ = [i for width, i in ranked if width is not None]
         if not round_:
             return
         for i in round_:
-            unit, raw, rows = state[i]
+            unit, raw, rows, _ = state[i]
             # Only start a process that is expected to finish within the budget: as long as this unit's slowest
             # worker so far took, start-up, export load and prepare included (measure_wall_s alone leaves them out).
             per_process = walls.get(id(unit)) or float(rows[0].get("measure_wall_s") or unit.time_s) + 3.0
@@ -237,15 +235,10 @@ def _adaptive_passes(plan: Plan, executor: Any, store: ResultStore, result: RunR
                 return
             raw.append(_timed_run(executor, unit, walls))
             state[i][2] = rows = _finish(plan, unit, raw)
+            state[i][3] += 1
             store.append_many(rows)
             result.extra_processes += 1
             replace_rows(result, rows)
-
-
-def _processes_run(raw: list[list[dict[str, Any]]]) -> int:
-    """How many worker processes a unit's raw entries hold: one per fresh entry, and as many as they pooled for
-    rows stored before a --resume (one entry; a failed row counts one)."""
-    return sum(max(1, min((int(r.get("processes") or 1) for r in _results_only(entry)), default=1)) for entry in raw)
 
 
 def replace_rows(result: RunResult, rows: list[dict[str, Any]]) -> None:

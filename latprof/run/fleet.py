@@ -34,7 +34,7 @@ from typing import Any
 
 from latprof.errors import LatprofError, one_line, unknown_choice
 from latprof.results import ResultStore, read_results
-from latprof.rows import Record, record_type, row_key
+from latprof.rows import Record, row_key
 from latprof.run.allocators import DEFAULT_ALLOCATOR, validate_allocator
 from latprof.run.executors import failed_unit_rows
 from latprof.run.pool import pool_rows
@@ -489,10 +489,6 @@ class FleetRun:
         job.rows = rows
         self.store.append_many(rows)
         return True
-
-
-def _results_only(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in rows if record_type(r) == Record.RESULT]
 
 
 def execute_fleet(plan: Any, store: ResultStore, options: Any, resume: bool = False,
