@@ -435,32 +435,35 @@ def _build(readings: Readings, env: dict[str, Any], threads: int, options: dict[
     corrected by that power of their factors. On the 2-core AMD VM the whole factor (power 1) made the chains of
     two calibrations fit worse than no correction at all; the fitted powers there were 0.01-0.69 (docs/predict.md,
     "The state power")."""
-    if not (readings.correct_state and readings.reference_state and readings.has_warm and readings.chains):
-        return _build_once(readings, env, threads, options, peaks, meta)
-    readings.state_power = StatePower(0.0, 0)
-    data, fitted = _build_once(readings, env, threads, options, peaks, meta)
+    if readings.correct_state and readings.reference_state and readings.has_warm and readings.chains:
+        readings.state_power = StatePower(0.0, 0)
+        _, uncorrected = _build_once(readings, env, threads, options, peaks, meta, residency=False)
+        ref = readings.reference_state
+        raw = {i: StateFactors.of(c.get("state"), ref) for i, c in readings.chains.items()}
+        # Against the chain's kernel sum hot (warm without hot readings), not its residency-mixed prediction: the
+        # residency, fitted on these same chains, absorbs part of their drift (5 parameters on 12 chains drifting
+        # x0.8..x1.25 in a test took the slope from 1 to 0.09); what it leaves between the sums and the chains
+        # depends on the chain's weights, not on the state read before it.
+        _, chains = uncorrected.chain_sums(_chain_inputs(readings))
+        chains = [c for c in chains if c["id"] in raw and (c.get("predicted_hot_ms") or c.get("predicted_warm_ms"))]
+        readings.state_power = fit_state_power(
+            [raw[c["id"]] for c in chains],
+            [c["measured_ms"] / (c.get("predicted_hot_ms") or c["predicted_warm_ms"]) for c in chains],
+            [c["weight_bytes"] for c in chains])
+    return _build_once(readings, env, threads, options, peaks, meta)
+
+
+def _chain_inputs(readings: Readings) -> list[tuple[str, dict[str, Any]]]:
+    """The calibration's chains, each with the state factors its kernels are predicted at."""
     ref = readings.reference_state
-    raw = {i: StateFactors.of(c.get("state"), ref) for i, c in readings.chains.items()}
-    # Against the chain's kernel sum hot (warm without hot readings), not its residency-mixed prediction: the
-    # residency, fitted on these same chains, absorbs part of their drift (5 parameters on 12 chains drifting
-    # x0.8..x1.25 in a test took the slope from 1 to 0.09); what it leaves between the sums and the chains depends
-    # on the chain's weights, not on the state read before it.
-    chains = [c for c in data.get("chains") or [] if c.get("id") in raw
-              and (c.get("predicted_hot_ms") or c.get("predicted_warm_ms"))]
-    readings.state_power = fit_state_power(
-        [raw[c["id"]] for c in chains],
-        [c["measured_ms"] / (c.get("predicted_hot_ms") or c["predicted_warm_ms"]) for c in chains],
-        [c["weight_bytes"] for c in chains])
-    if readings.state_power.beta > 0:
-        data, fitted = _build_once(readings, env, threads, options, peaks, meta)
-    else:
-        data["state"] = readings.state_summary()
-    return data, fitted
+    return [(i, {**c, "state_factors": readings.factors(c.get("state"), ref)}) for i, c in readings.chains.items()]
 
 
 def _build_once(readings: Readings, env: dict[str, Any], threads: int, options: dict[str, Any],
-                peaks: dict[str, Any] | None, meta: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-    """``_build`` with the readings' state correction as it stands."""
+                peaks: dict[str, Any] | None, meta: dict[str, Any],
+                residency: bool = True) -> tuple[dict[str, Any], Any]:
+    """``_build`` with the readings' state correction as it stands (``residency`` False: kernels and overhead only,
+    what the chains' kernel sums need)."""
     backend = readings.backend
     samples = readings.samples()
     if not samples and not readings.has_replays and readings.attribution == REPLAY:
@@ -496,12 +499,10 @@ def _build_once(readings: Readings, env: dict[str, Any], threads: int, options: 
     from latprof.predict.predictor import Predictor
 
     fitted = Predictor(data)
-    if readings.has_warm:
-        ref = readings.reference_state
-        residency, chains = fitted.fit_residency(
-            [(i, {**c, "state_factors": readings.factors(c.get("state"), ref)}) for i, c in readings.chains.items()],
-            centre_bounds((env.get("hardware") or {}).get("cpu_caches_kib")))
-        data["residency"] = residency.as_dict()
+    if readings.has_warm and residency:
+        fit, chains = fitted.fit_residency(_chain_inputs(readings),
+                                           centre_bounds((env.get("hardware") or {}).get("cpu_caches_kib")))
+        data["residency"] = fit.as_dict()
         data["chains"] = chains
     return data, fitted
 

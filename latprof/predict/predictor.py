@@ -196,9 +196,18 @@ class Predictor:
 
     def fit_residency(self, chains: list[tuple[str, dict[str, Any]]],
                       centre: tuple[float, float] | None = None) -> tuple[Residency, list[dict[str, Any]]]:
-        """Fit the residency on calibration chains (each with its kernels, footprint, loop-timed latency, and the
-        ``state_factors`` of the machine state read before it: its kernels are predicted at that state); returns it
-        and, per chain, what was measured and predicted warm, cold and mixed."""
+        """Fit the residency on calibration chains (``chain_sums``); returns it and, per chain, what was measured
+        and predicted warm, cold and mixed."""
+        sums, out = self.chain_sums(chains)
+        residency = fit_residency(sums, centre)
+        for row, chain in zip(out, sums):
+            row["predicted_ms"] = residency.chain_ms(chain)  # unfitted (too few chains): cold
+        return residency, out
+
+    def chain_sums(self, chains: list[tuple[str, dict[str, Any]]]) -> tuple[list[ChainSums], list[dict[str, Any]]]:
+        """Each calibration chain (its kernels, footprint, loop-timed latency, and the ``state_factors`` of the
+        machine state read before it: its kernels are predicted at that state) reduced to its kernel sums, and per
+        chain what was measured and predicted hot, warm and cold; chains without kernels or a reading are left out."""
         sums, out = [], []
         for chain_id, c in chains:
             ks = c.get("kernels") or []
@@ -221,10 +230,7 @@ class Predictor:
                         "kernel_calls": sums[-1].kernel_calls,
                         "blocks": len(c["chain"]["blocks"]) if c.get("chain") else None,
                         "state_factors": (state or StateFactors()).as_dict()})
-        residency = fit_residency(sums, centre)
-        for row, chain in zip(out, sums):
-            row["predicted_ms"] = residency.chain_ms(chain)  # unfitted (too few chains): cold
-        return residency, out
+        return sums, out
 
     def in_context(self, isolated_ms: np.ndarray, terms: str = "") -> np.ndarray:
         """A kernel's time in a forward from its isolated reading (cold; ``terms="warm_"``: warm, with the terms
