@@ -10,6 +10,7 @@ import time
 import psutil
 import pytest
 
+from latprof.run.executors import remove_orphaned_scratch
 from latprof.run.interrupts import Terminated, termination_as_interrupt
 
 
@@ -71,3 +72,19 @@ def test_a_killed_parent_takes_its_worker_with_it(tmp_path):
     proc.kill()
     proc.communicate(timeout=30)
     assert _gone(worker, 10), "the worker outlived its SIGKILLed parent"
+    left = list(tmp_path.glob("latprof-worker-*"))
+    assert [p.name.split("-")[2] for p in left] == [str(proc.pid)]  # nobody could remove it, its parent's pid named
+    assert remove_orphaned_scratch(str(tmp_path)) == [str(left[0])]  # the next run's executor does
+    assert not left[0].exists()
+
+
+def test_orphaned_scratch_goes_and_a_live_parents_stays(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = tmp_path / f"latprof-worker-{dead.stdout.strip()}-abc"
+    live = tmp_path / f"latprof-worker-{os.getpid()}-def"
+    unnamed = tmp_path / "latprof-worker-xyz12345"  # an older folder, whose parent cannot be told: left alone
+    for folder in (orphan, live, unnamed):
+        folder.mkdir()
+        (folder / "unit.json").write_text("{}")
+    assert remove_orphaned_scratch(str(tmp_path)) == [str(orphan)]
+    assert not orphan.exists() and live.exists() and unnamed.exists()

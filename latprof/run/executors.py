@@ -8,8 +8,11 @@ Ctrl-C at the terminal reaches the parent alone, which stops the worker and keep
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -95,7 +98,8 @@ class WorkerExecutor:
 
     def run(self, unit: Unit) -> list[dict[str, Any]]:
         timeout = self.timeout_s or max(120.0, 4 * unit.time_s + 120.0)
-        with tempfile.TemporaryDirectory(prefix="latprof-worker-") as tmp:
+        remove_orphaned_scratch()
+        with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as tmp:
             unit_path, rows_path, err_path = (Path(tmp) / n for n in ("unit.json", "rows.json", "stderr.txt"))
             unit_path.write_text(json_text(unit.as_message()))
             with err_path.open("w") as err:
@@ -121,6 +125,45 @@ class WorkerExecutor:
                 return json.loads(rows_path.read_text())["rows"]
             except (ValueError, KeyError) as exc:
                 raise WorkerFailed(f"worker wrote unreadable rows: {one_line(exc)}") from None
+
+
+SCRATCH_PREFIX = "latprof-worker-"  # + the parent's pid: whose scratch folder it is
+_SCRATCH_NAME = re.compile(re.escape(SCRATCH_PREFIX) + r"(\d+)-")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+@functools.cache
+def remove_orphaned_scratch(folder: str | None = None) -> list[str]:
+    """Remove the worker scratch folders whose parent process is gone (once per process and folder): a parent
+    killed outright (SIGKILL, a crash) takes its worker with it but cannot remove the folder. Only this user's
+    folders, and never one whose pid is alive (a reused pid keeps a stale folder: harmless). Returns the removed."""
+    removed: list[str] = []
+    if not hasattr(os, "getuid"):  # not a POSIX system: folders' owners unknown, leave them
+        return removed
+    root = Path(folder or tempfile.gettempdir())
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _SCRATCH_NAME.match(entry.name)
+        try:
+            mine = entry.is_dir() and not entry.is_symlink() and entry.stat().st_uid == os.getuid()
+        except OSError:
+            continue
+        if match and mine and not _alive(int(match.group(1))):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(str(entry))
+    return removed
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
