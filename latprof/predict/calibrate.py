@@ -30,7 +30,7 @@ from latprof.backends import backend_class
 from latprof.backends.base import DEFAULT_ORT_OPT, default_threads, validate_threads
 from latprof.errors import LatprofError
 from latprof.predict.kernels import FEATURES
-from latprof.predict.model import MIN_FAMILY_SAMPLES, cross_validate, select_regressor
+from latprof.predict.model import DEFAULT_REGRESSOR, MIN_FAMILY_SAMPLES, cross_validate, select_regressor
 from latprof.predict.residency import centre_bounds
 from latprof.predict.space import (CHAIN_FOOTPRINT_LOG2, coverage_cells, draw_cells, mutate_cell, producing_blocks,
                                    sample_chain)
@@ -437,7 +437,9 @@ def _build(readings: Readings, env: dict[str, Any], threads: int, options: dict[
     "The state power")."""
     if readings.correct_state and readings.reference_state and readings.has_warm and readings.chains:
         readings.state_power = StatePower(0.0, 0)
-        _, uncorrected = _build_once(readings, env, threads, options, peaks, meta, residency=False)
+        # the default regressor, not chosen by cross-validation: only the chains' kernel sums are read from it
+        _, uncorrected = _build_once(readings, env, threads, options, peaks, meta, residency=False,
+                                     regressor=DEFAULT_REGRESSOR)
         ref = readings.reference_state
         raw = {i: StateFactors.of(c.get("state"), ref) for i, c in readings.chains.items()}
         # Against the chain's kernel sum hot (warm without hot readings), not its residency-mixed prediction: the
@@ -460,10 +462,10 @@ def _chain_inputs(readings: Readings) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _build_once(readings: Readings, env: dict[str, Any], threads: int, options: dict[str, Any],
-                peaks: dict[str, Any] | None, meta: dict[str, Any],
-                residency: bool = True) -> tuple[dict[str, Any], Any]:
+                peaks: dict[str, Any] | None, meta: dict[str, Any], residency: bool = True,
+                regressor: str | None = None) -> tuple[dict[str, Any], Any]:
     """``_build`` with the readings' state correction as it stands (``residency`` False: kernels and overhead only,
-    what the chains' kernel sums need)."""
+    what the chains' kernel sums need; ``regressor`` given: that one, without the cross-validated choice)."""
     backend = readings.backend
     samples = readings.samples()
     if not samples and not readings.has_replays and readings.attribution == REPLAY:
@@ -472,7 +474,7 @@ def _build_once(readings: Readings, env: dict[str, Any], threads: int, options: 
     if not samples:
         raise LatprofError(f"calibration on {backend} produced no kernel samples ({readings.failed} cell(s) failed); "
                            f"see {meta['results']}")
-    regressor, cv = select_regressor(samples)
+    regressor, cv = select_regressor(samples) if regressor is None else (regressor, {})
     overhead = _overhead(backend, readings.normalised_cells(), readings.overhead_rows, readings.has_warm,
                          readings.in_forward, readings.has_hot)
     overhead["per_node_ms"] = readings.node_overhead_ms()
