@@ -391,7 +391,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     if args.state_now:
         from latprof.predict.state import read_state_now
 
-        now = read_state_now(predictor.reference_state, predictor.threads)
+        now = read_state_now(predictor.reference_state, predictor.threads, engine=predictor.state_reading)
     predictions = predict_models(predictor, args.model, shape, kwargs, args.per_block, state_now=now)
     return show_predictions(predictor, predictions, args.kernels, args.json)
 

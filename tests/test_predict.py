@@ -408,6 +408,21 @@ def test_calibrate_unit_measures_kernels_and_the_cell_in_the_worker_function() -
     assert kinds[0] == "overhead" and kinds[-1] == "cell" and kinds.count("kernel") >= 3
     assert all(r["status"] == "ok" and r["latency_median_ms"] > 0 for r in rows)
     assert rows[-1]["module_calls"] == 5  # Sequential(conv_bn_relu(Sequential(conv, bn, relu)))
+    assert rows[-1]["state_engine"] == "torch" and rows[-1]["state_hot_ms"] > 0  # the state read before the cell
+
+
+@pytest.mark.slow  # a real ONNX Runtime cell: exported, timed, profiled three ways (~10 s)
+def test_an_ort_calibrate_unit_reads_the_state_in_a_session_of_its_backend() -> None:
+    from latprof.predict.measure_cells import measure_calibrate_unit
+
+    cell = {"type": "chain", "input": [1, 8, 7, 7],
+            "blocks": [{"name": "conv_bn_relu", "kwargs": {"in_channels": 8, "out_channels": 8, "kernel_size": 1}}]}
+    rows = measure_calibrate_unit({"backend": "ort-mobile", "threads": 1, "cells": [["c0", cell]]})
+    assert all(r["status"] == "ok" for r in rows), [r.get("error") for r in rows]
+    measured = [r for r in rows if r["sample"] in ("cell", "kernel")]
+    assert measured[-1]["sample"] == "cell" and len(measured) >= 2
+    for r in measured:  # every reading carries the one state read before its cell, on ONNX Runtime
+        assert r["state_engine"] == "onnxruntime" and r["state_hot_ms"] == measured[-1]["state_hot_ms"] > 0
 
 
 # ------------------------------------------------------------------ evaluation: metrics and baselines
@@ -928,14 +943,39 @@ def test_state_factors_compare_a_reading_with_the_reference_within_bounds() -> N
 
     states = [{"state_cold_ms": c, "state_warm_ms": w} for c, w in ((1.0, 0.5), (1.2, 0.6), (0.9, 0.4))]
     ref = reference_state([*states, None])
-    assert ref == {"state_cold_ms": 1.0, "state_warm_ms": 0.5}  # the median of each, missing readings ignored
+    # the median of each, missing readings ignored; read on PyTorch (readings before the engine was recorded)
+    assert ref == {"state_cold_ms": 1.0, "state_warm_ms": 0.5, "state_engine": "torch"}
     assert StateFactors.of(states[1], ref) == StateFactors(warm=pytest.approx(1.2), cold=pytest.approx(1.2))
+    assert StateFactors.of(states[1], ref).loop == pytest.approx(1.2)  # no hot reading: a loop follows warm
     assert StateFactors.of(None, ref) == StateFactors.of(states[1], None) == StateFactors(1.0, 1.0)
     broken = {"state_cold_ms": 100.0, "state_warm_ms": 0.01}
     assert StateFactors.of(broken, ref) == StateFactors(0.5, 2.0)  # a broken reading is no machine state
     sp = spread(states, ref)
     assert sp["readings"] == 3 and sp["cold_p10"] < 1.0 < sp["cold_p90"]
     assert reference_state([None]) is None and spread([], None) == {}
+
+
+def test_a_hot_state_reading_scales_hot_readings_and_one_engine_makes_a_reference() -> None:
+    from latprof.errors import LatprofError
+    from latprof.predict.state import StateFactors, fit_state_power, reference_state, spread
+
+    states = [{"state_cold_ms": c, "state_warm_ms": w, "state_hot_ms": h, "state_engine": "onnxruntime"}
+              for c, w, h in ((1.0, 0.5, 0.2), (1.2, 0.6, 0.3), (0.9, 0.4, 0.1))]
+    ref = reference_state(states)
+    assert ref == {"state_cold_ms": 1.0, "state_warm_ms": 0.5, "state_hot_ms": 0.2, "state_engine": "onnxruntime"}
+    f = StateFactors.of(states[1], ref)
+    assert (f.warm, f.cold, f.hot, f.loop, f.overall) == pytest.approx((1.2, 1.2, 1.5, 1.5, 1.5))
+    assert f.power(0.5).hot == pytest.approx(1.5 ** 0.5) and f.as_dict()["hot"] == pytest.approx(1.5)
+    assert spread(states, ref)["hot_p90"] == pytest.approx(1.4)  # of 0.5, 1, 1.5
+    # one state without a hot reading: the reference has none, hot readings follow warm
+    assert "state_hot_ms" not in reference_state([*states, {**states[0], "state_hot_ms": None}])
+    with pytest.raises(LatprofError, match="onnxruntime and torch"):  # two engines' blocks are not one measure
+        reference_state([*states, {"state_cold_ms": 1.0, "state_warm_ms": 0.5}])
+    # the power is fitted on the hot factor where read: chains that followed it whole give 1, warm ones nothing
+    rng = np.random.default_rng(3)
+    hot = rng.uniform(0.7, 1.4, 24)
+    factors = [StateFactors(1.0, 1.0, h) for h in hot]
+    assert fit_state_power(factors, list(hot), [2.0 ** 20] * 24).beta == pytest.approx(1.0)
 
 
 def test_readings_are_scaled_to_the_median_machine_state() -> None:
@@ -951,12 +991,12 @@ def test_readings_are_scaled_to_the_median_machine_state() -> None:
     raw = [*rows("a", 1.0, 0.5, 1.0), *rows("b", 1.5, 0.75, 1.5), *rows("c", 0.8, 0.5, 0.8)]
     r = Readings("torch-cpu")
     r.add(raw)
-    assert r.reference_state == {"state_cold_ms": 1.0, "state_warm_ms": 0.5}
+    assert r.reference_state == {"state_cold_ms": 1.0, "state_warm_ms": 0.5, "state_engine": "torch"}
     samples = r.samples()
     assert [s["latency_ms"] for s in samples] == pytest.approx([0.4, 0.4, 0.4])  # the drift taken out
     # warm readings by the warm factor: cell c's warm state was as usual, so its faster warm reading stays
     assert [s["warm_ms"] for s in samples] == pytest.approx([0.2, 0.2, 0.16])
-    assert samples[1]["state_factors"] == pytest.approx([1.5, 1.5])
+    assert samples[1]["state_factors"] == pytest.approx([1.5, 1.5, 1.5])  # warm, cold, and hot as warm
     assert r.normalised_cells()["b"]["latency_median_ms"] == pytest.approx(0.5)
     assert r.state_summary()["corrected"] and "batch norm" in r.state_summary()["block"]
     plain = Readings("torch-cpu", correct_state=False)
@@ -1104,12 +1144,27 @@ def test_evaluate_scores_the_predictor_at_the_state_read_beside_the_measurements
     assert sum(r.get("record") == "machine_state" for r in records) == 1  # carried into the new folder
 
 
-def test_a_state_unit_reads_the_fixed_block_cold_and_warm_in_a_worker_function() -> None:
+@pytest.mark.parametrize("engine", [{}, {"engine": "onnxruntime", "backend": "ort-mobile", "pin": False}])
+def test_a_state_unit_reads_the_fixed_block_cold_warm_and_hot_on_its_engine(engine: dict) -> None:
     from latprof.predict.state import measure_state_unit
 
-    (rec,) = measure_state_unit({"threads": 1, "sequence": 3, "after_units": 8})
+    (rec,) = measure_state_unit({**engine, "threads": 1, "sequence": 3, "after_units": 8})
     assert rec["record"] == "machine_state" and rec["status"] == "ok" and rec["after_units"] == 8
-    assert rec["state_cold_ms"] > 0 and rec["state_warm_ms"] > 0
+    assert rec["state_cold_ms"] > 0 and rec["state_warm_ms"] > 0 and rec["state_hot_ms"] > 0
+    assert rec["state_engine"] == engine.get("engine", "torch")
+    (bad,) = measure_state_unit({"engine": "onnxruntime", "backend": "ort-nonesuch", "threads": 1})
+    assert bad["status"] == "error" and "ort-nonesuch" in bad["error"]  # one line, no traceback
+
+
+def test_a_predictor_reads_the_state_as_its_calibration_did() -> None:
+    from latprof.predict.predictor import Predictor
+
+    data = predictor_data(state={"reference": {"state_cold_ms": 1.0, "state_warm_ms": 0.5, "state_hot_ms": 0.2,
+                                               "state_engine": "onnxruntime"}})
+    data["backend"], data["backend_options"] = "ort-mobile", {"pin": True, "ort_opt": "extended"}
+    assert Predictor(data).state_reading == {"engine": "onnxruntime", "backend": "ort-mobile", "pin": True,
+                                             "ort_opt": "extended"}
+    assert Predictor(predictor_data()).state_reading == {"engine": "torch"}  # no state: as before, PyTorch
 
 
 def test_predict_state_now_predicts_at_the_state_read_now_or_refuses_in_one_line(
@@ -1122,8 +1177,9 @@ def test_predict_state_now_predicts_at_the_state_read_now_or_refuses_in_one_line
     assert "no reference machine state" in err and len(err.splitlines()) == 1
     reads: list[dict] = []
 
-    def fake_read(reference: dict, threads: int, run: object = None) -> StateFactors:
+    def fake_read(reference: dict, threads: int, run: object = None, engine: dict | None = None) -> StateFactors:
         reads.append(reference)
+        assert engine == {"engine": "torch"}  # as a file from before the engine was recorded read it
         return StateFactors(1.0, 2.0)
 
     monkeypatch.setattr("latprof.predict.state.read_state_now", fake_read)

@@ -321,16 +321,18 @@ class Readings:
         return f if self.state_power is None else f.power(self.state_power.beta)
 
     def normalised_cells(self) -> dict[str, dict[str, Any]]:
-        """The cells with their cold readings divided by their cold state factor and their warm readings by the
-        warm one (the session overhead, a warm loop before any cell, stays as read)."""
+        """The cells with their cold readings divided by their cold state factor, their warm readings by the warm
+        one and their hot readings by the hot one (``StateFactors.loop``; the session overhead, a warm loop before
+        any cell, stays as read)."""
         out = {}
         ref = self.reference_state
         for cell_id, c in self.cells.items():
             f = self.factors(c.get("state"), ref)
             scaled = {k: c[k] / f.cold for k in ("latency_median_ms", "kernels_ms", "profiled_ms")
                       if c.get(k) is not None}
-            scaled.update({k: c[k] / f.warm for k in ("warm_ms", "warm_kernels_ms", "warm_profiled_ms", "hot_ms",
-                                                      "hot_profiled_ms") if c.get(k) is not None})
+            scaled.update({k: c[k] / f.warm for k in ("warm_ms", "warm_kernels_ms", "warm_profiled_ms")
+                           if c.get(k) is not None})
+            scaled.update({k: c[k] / f.loop for k in ("hot_ms", "hot_profiled_ms") if c.get(k) is not None})
             out[cell_id] = {**c, **scaled}
         return out
 
@@ -348,7 +350,7 @@ class Readings:
 
     def samples(self) -> list[dict[str, Any]]:
         """Kernel samples for the regressors: ``latency_ms`` (cold) > 0 and, with warm readings, ``warm_ms`` > 0;
-        each reading divided by the state factor of its cell (``state_factors``: warm, cold)."""
+        each reading divided by the state factor of its cell (``state_factors``: warm, cold, hot)."""
         out = []
         node, node_warm = self.node_overhead_ms(), self.node_overhead_ms(warm=True)
         hot = self.has_hot
@@ -370,7 +372,7 @@ class Readings:
                     extra.update(warm_ms=max(float(k["warm_profiled_ms"]) / f.warm + node_warm, MIN_NODE_MS),
                                  warm_framework_overhead_ms=node_warm, warm_profiled_ms=k["warm_profiled_ms"])
                 if warm and hot:
-                    extra.update(hot_ms=max(float(k["hot_profiled_ms"]) / f.warm + node_hot, MIN_NODE_MS),
+                    extra.update(hot_ms=max(float(k["hot_profiled_ms"]) / f.loop + node_hot, MIN_NODE_MS),
                                  hot_framework_overhead_ms=node_hot, hot_profiled_ms=k["hot_profiled_ms"])
             elif in_forward:  # a kernel of a cell whose profile failed: no in-forward time
                 continue
@@ -381,7 +383,7 @@ class Readings:
                 if warm:
                     extra = {"warm_ms": float(k["warm_measured_ms"]) / f.warm}
             if k.get("state") and self.correct_state:
-                extra["state_factors"] = [f.warm, f.cold]
+                extra["state_factors"] = [f.warm, f.cold, f.loop]
             if ms > 0 and (not warm or extra["warm_ms"] > 0):
                 out.append({**{key: v for key, v in k.items() if key not in drop}, "latency_ms": ms, **extra})
         return out

@@ -113,7 +113,7 @@ def evaluate(request: EvaluateRequest) -> Evaluation:
     if request.readings is not None:
         files, states, second = _from_readings(request, p)
     else:
-        log = StateLog(request.run, p.threads) if reference and request.state else None
+        log = StateLog(request.run, p.threads, p.state_reading) if reference and request.state else None
         if log:
             log.read(0)
         try:

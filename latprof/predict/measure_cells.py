@@ -18,8 +18,8 @@ taken only when the payload asks (``replay``: ``calibrate --attribution replay``
 (``space.sample_chain``: longer sequences of blocks spanning footprints from inside to beyond the last-level
 cache) are timed in a loop, as a network is, and carry their kernels and footprint: the parent fits where a forward
 sits between hot, warm and cold on them (``latprof.predict.residency``).
-Before every cell and chain the machine's state is read (``latprof.predict.state``) and carried on each of its rows,
-so the parent can scale the readings to one reference state.
+Before every cell and chain the machine's state is read (``latprof.predict.state``; on ONNX Runtime in a session of
+the backend) and carried on each of its rows, so the parent can scale the readings to one reference state.
 """
 
 from __future__ import annotations
@@ -97,8 +97,7 @@ def _torch_unit(payload: dict[str, Any], options: BackendOptions, config: Measur
     rows: list[dict[str, Any]] = []
     seen: dict[str, Any] = {}  # a kernel already replayed in this worker is not replayed again
     cold, warm = Evictor(), Evictor.warm()  # weights from memory / from the last-level cache
-    with torch_threads(threads, 1), pinning(options.pin, threads):
-        states = _state_reader(payload, cold, warm)
+    with torch_threads(threads, 1), pinning(options.pin, threads), _state_reader(payload, cold, warm) as states:
         rows.append({**_torch_module_overhead(payload, KERNEL_CONFIG),  # a warm Python cost
                      "cold_evict_bytes": cold.nbytes})
         for cell_id, spec in payload["cells"]:
@@ -176,12 +175,13 @@ def _in_forward(module: nn.Module, x: torch.Tensor, kernels: list[Any], order: l
         return [], [], [], one_line(exc)
 
 
-def _state_reader(payload: dict[str, Any], cold: Any, warm: Any) -> Any:
-    """The unit's ``StateReader`` (``latprof.predict.state``), sharing the unit's evictors; None when the payload
-    asks for no state readings."""
+def _state_reader(payload: dict[str, Any], cold: Any, warm: Any, backend: Any = None) -> Any:
+    """The unit's ``StateReader`` (``latprof.predict.state``), sharing the unit's evictors, on ``backend`` (an ONNX
+    Runtime one: the block in its session) or PyTorch eager; a null context when the payload asks for no state
+    readings. Use it in a ``with``."""
     from latprof.predict.state import StateReader
 
-    return StateReader(cold, warm) if payload.get("state", True) else None
+    return StateReader(cold, warm, backend) if payload.get("state", True) else contextlib.nullcontext()
 
 
 def _with_state(rows: list[dict[str, Any]], state: dict[str, float]) -> None:
@@ -250,8 +250,8 @@ def _ort_unit(payload: dict[str, Any], options: BackendOptions, config: MeasureC
     from latprof.backends.torch_backends import torch_threads
 
     cold, warm = Evictor(), Evictor.warm()  # cells are timed and profiled cold and warm
-    with tempfile.TemporaryDirectory(prefix="latprof-calib-") as tmp, _cache(tmp), torch_threads(threads, 1):
-        states = _state_reader(payload, cold, warm)  # read with torch on the backend's thread count
+    with tempfile.TemporaryDirectory(prefix="latprof-calib-") as tmp, _cache(tmp), torch_threads(threads, 1), \
+            _state_reader(payload, cold, warm, backend) as states:  # the block in a session of this backend
         idle = Workload("calibrate-idle", nn.ReLU(), (1, 1), "block", {}, "calibration")
         with backend.prepare(idle) as run:
             idle_m = measure(run.timer, config)

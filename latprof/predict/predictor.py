@@ -66,7 +66,7 @@ class Prediction:
     footprint_bytes: float = 0.0  # weights + live activations of one forward (latprof.predict.residency)
     weight_bytes: float = 0.0
     cold_share: float = 1.0  # p(weights): the share of the weights' cold cost paid (0: warm, 1: from memory)
-    state_factors: dict[str, float] = field(default_factory=lambda: StateFactors().as_dict())  # 1, 1: as calibrated
+    state_factors: dict[str, float] = field(default_factory=lambda: StateFactors().as_dict())  # 1s: as calibrated
     predicted_now_ms: float | None = None  # at the machine state read now (latprof predict --state-now)
     state_now: dict[str, float] | None = None
 
@@ -105,6 +105,19 @@ class Predictor:
     def reference_state(self) -> dict[str, float] | None:
         """The machine state the predictor predicts at (``latprof.predict.state``); None for files before it."""
         return (self.data.get("state") or {}).get("reference")
+
+    @property
+    def state_reading(self) -> dict[str, Any]:
+        """How the calibration read the machine state, as a state unit's payload asks it (``measure_state_unit``):
+        its engine (PyTorch for files before the field) and, on ONNX Runtime, the backend and its settings."""
+        from latprof.predict.state import ENGINE, ONNXRUNTIME, TORCH
+
+        engine = (self.reference_state or {}).get(ENGINE) or TORCH
+        if engine != ONNXRUNTIME:
+            return {"engine": engine}
+        s = self.data.get("backend_options", {})
+        return {"engine": engine, "backend": self.backend, "pin": bool(s.get("pin", False)),
+                "ort_opt": s.get("ort_opt", "all")}
 
     @property
     def state_power(self) -> float:
@@ -276,12 +289,12 @@ class Predictor:
 
 
 def at_state(terms: tuple[Any, ...], state: StateFactors | None) -> tuple[Any, ...]:
-    """``Predictor.kernel_terms`` (hot, warm, cold, shares) at ``state``: warm and hot times scaled by its warm
-    factor, cold by its cold one (None: as they are)."""
+    """``Predictor.kernel_terms`` (hot, warm, cold, shares) at ``state``: hot times scaled by its hot factor (warm
+    without a hot reading), warm by its warm one, cold by its cold one (None: as they are)."""
     hot, warm, cold, shares = terms
     if state is None:
         return terms
-    return None if hot is None else hot * state.warm, warm * state.warm, cold * state.cold, shares
+    return None if hot is None else hot * state.loop, warm * state.warm, cold * state.cold, shares
 
 
 def load(path: str | Path, *, backend: str | None = None, threads: int | None = None,

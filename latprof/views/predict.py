@@ -45,8 +45,12 @@ def show_calibration(r: Any) -> int:
 def state_line(state: dict[str, Any]) -> str:
     """How far the machine's state moved during calibration, and whether the readings were corrected for it."""
     sp = state.get("spread") or {}
-    moved = (f"cold x{sp['cold_p10']:.2f}..x{sp['cold_p90']:.2f}, warm x{sp['warm_p10']:.2f}..x{sp['warm_p90']:.2f} "
-             f"of the median (10th..90th percentile of {sp['readings']} readings)") if sp else "no spread"
+    ranges = ", ".join(f"{name} x{sp[f'{name}_p10']:.2f}..x{sp[f'{name}_p90']:.2f}"
+                       for name in ("cold", "warm", "hot") if f"{name}_p10" in sp)
+    engine = ((state.get("reference") or {}).get("state_engine") or "torch").replace("torch", "PyTorch").replace(
+        "onnxruntime", "ONNX Runtime")
+    moved = (f"{ranges} of the median (10th..90th percentile of {sp['readings']} readings on {engine})" if sp
+             else "no spread")
     power = state.get("power") or {}
     if power.get("correlation") is not None:  # fitted on the chains (latprof.predict.state.fit_state_power)
         how = (f"the chains followed their state factors to the power {power['beta']:.2f} (slope "
@@ -103,7 +107,8 @@ def show_predictions(predictor: Predictor, predictions: list[Prediction], kernel
                          f"{p.predict_s:.3f}"] for p in predictions]))
     if now and now[0].state_now:
         f = now[0].state_now
-        stdout.print(f"machine state now vs calibration: cold readings x{f['cold']:.2f}, warm x{f['warm']:.2f} "
+        hot = f", hot x{f['hot']:.2f}" if "hot" in f else ""
+        stdout.print(f"machine state now vs calibration: cold readings x{f['cold']:.2f}, warm x{f['warm']:.2f}{hot} "
                      f"(applied to the power {predictor.state_power:.2f} the calibration's chains followed)")
     for p in predictions:
         if kernels:
@@ -153,8 +158,10 @@ def show_evaluation(e: Evaluation, as_json: bool = False) -> int:
     if drift:
         stdout.print(f"machine state beside the measurements vs calibration: cold x{min(d['cold'] for d in drift):.2f}"
                      f"..x{max(d['cold'] for d in drift):.2f}, warm x{min(d['warm'] for d in drift):.2f}.."
-                     f"x{max(d['warm'] for d in drift):.2f} (kernel@state predicts at it, each factor to the power "
-                     f"{e.state_power:.2f})")
+                     f"x{max(d['warm'] for d in drift):.2f}"
+                     + (f", hot x{min(d['hot'] for d in drift):.2f}..x{max(d['hot'] for d in drift):.2f}"
+                        if all("hot" in d for d in drift) else "")
+                     + f" (kernel@state predicts at it, each factor to the power {e.state_power:.2f})")
     if e.blocks:
         stdout.print(table("Per block: kernel predictor vs each block measured alone",
                            ["network", "#", "block", "measured ms", "predicted ms", "error"],
