@@ -1140,6 +1140,12 @@ def test_evaluate_scores_the_predictor_at_the_state_read_beside_the_measurements
     net = next(n for n in out["networks"] if n["workload"] == "micronet_m0")
     assert net["state_factors"] == {"warm": 1.0, "cold": 1.5} and net["kernel@state_ms"] == pytest.approx(expected)
     assert net["kernel@state_ms"] > net["kernel_ms"]  # memory slower than at calibration
+    # a predictor calibrated with the state read on ONNX Runtime cannot take PyTorch readings for its own
+    onnx = save(predictor_data(state={"reference": {**reference, "state_engine": "onnxruntime"}, "corrected": True}),
+                tmp_path / "p_onnx.json")
+    assert main(["predict", "--evaluate", "--predictor", str(onnx), "--model", "micronet_m0",
+                 "--readings", str(tmp_path / "old"), "--out", str(tmp_path / "new2"), "--json"]) == 0
+    assert "kernel@state" not in json.loads(capsys.readouterr().out)["metrics"]
     records = [json.loads(x) for x in (tmp_path / "new" / "results.jsonl").read_text().splitlines()]
     assert sum(r.get("record") == "machine_state" for r in records) == 1  # carried into the new folder
 

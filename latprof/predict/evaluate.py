@@ -34,7 +34,7 @@ from latprof.analysis.prediction import loo_fit, metrics, roofline_ms
 from latprof.errors import LatprofError
 from latprof.measure.protocol import MeasureConfig
 from latprof.predict.predictor import Predictor
-from latprof.predict.state import StateLog, state_near
+from latprof.predict.state import ENGINE, TORCH, StateLog, state_near
 from latprof.results import ResultStore
 from latprof.rows import Record
 from latprof.run.engine import RunOptions, default_out_dir
@@ -112,6 +112,10 @@ def evaluate(request: EvaluateRequest) -> Evaluation:
     second: list[dict[str, Any]] = []  # the rows of a second pass (``--remeasure``), if any
     if request.readings is not None:
         files, states, second = _from_readings(request, p)
+        # an earlier run's state readings on another engine than this predictor's calibration are not comparable
+        # with its reference: no kernel@state from them
+        engine = (reference or {}).get(ENGINE) or TORCH
+        states = [s for s in states if (s.get(ENGINE) or TORCH) == engine]
     else:
         log = StateLog(request.run, p.threads, p.state_reading) if reference and request.state else None
         if log:
