@@ -198,10 +198,11 @@ class StatePower:
 def fit_state_power(factors: list[StateFactors], ratios: list[float], weight_bytes: list[float]) -> StatePower:
     """``StatePower`` from each chain's state factors (against the reference), its measured / kernel-sum ratio at
     the reference state, and its weight bytes. The factor of a chain is its hot one (a chain is timed in a loop),
-    or without a hot reading the geometric mean of its warm and cold ones; the slope is a partial one, beside a quadratic in log weight bytes: how far a chain runs from its hot
-    kernel sum depends on how much of its weights stay cached (``latprof.predict.residency``), which has nothing to
-    do with the state read before it but, over a few dozen chains, can lean either way with it. Fewer than
-    ``MIN_POWER_CHAINS`` chains, or factors that do not vary: power 1."""
+    or without a hot reading the geometric mean of its warm and cold ones; the slope is a partial one, beside a
+    quadratic in log weight bytes: how far a chain runs from its hot kernel sum depends on how much of its weights
+    stay cached (``latprof.predict.residency``), which has nothing to do with the state read before it but, over a
+    few dozen chains, can lean either way with it. Fewer than ``MIN_POWER_CHAINS`` chains, or factors that do not
+    vary: power 1."""
     rows = [(np.log(f.overall), np.log(r), np.log2(max(w, 1.0)))
             for f, r, w in zip(factors, ratios, weight_bytes) if r > 0 and f.warm > 0 and f.cold > 0]
     if len(rows) < MIN_POWER_CHAINS:
@@ -239,7 +240,7 @@ def reference_state(states: Iterable[dict[str, Any] | None]) -> dict[str, Any] |
 
 
 def spread(states: Iterable[dict[str, float] | None], reference: dict[str, float] | None) -> dict[str, float]:
-    """How far the state moved: 10th and 90th percentile of the cold and warm factors."""
+    """How far the state moved: 10th and 90th percentile of the cold, warm and (where read) hot factors."""
     f = [StateFactors.of(s, reference) for s in states if s]
     if not f or not reference:
         return {}
