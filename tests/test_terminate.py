@@ -74,7 +74,8 @@ def test_a_killed_parent_takes_its_worker_with_it(tmp_path):
     assert _gone(worker, 10), "the worker outlived its SIGKILLed parent"
     left = list(tmp_path.glob("latprof-worker-*"))
     assert [p.name.split("-")[2] for p in left] == [str(proc.pid)]  # nobody could remove it, its parent's pid named
-    assert remove_orphaned_scratch(str(tmp_path)) == [str(left[0])]  # the next run's executor does
+    assert remove_orphaned_scratch(str(tmp_path)) == []  # not yet: an hour untouched first
+    assert remove_orphaned_scratch(str(tmp_path), min_age_s=0) == [str(left[0])]  # a later run's executor does
     assert not left[0].exists()
 
 
@@ -86,5 +87,5 @@ def test_orphaned_scratch_goes_and_a_live_parents_stays(tmp_path):
     for folder in (orphan, live, unnamed):
         folder.mkdir()
         (folder / "unit.json").write_text("{}")
-    assert remove_orphaned_scratch(str(tmp_path)) == [str(orphan)]
+    assert remove_orphaned_scratch(str(tmp_path), min_age_s=0) == [str(orphan)]
     assert not orphan.exists() and live.exists() and unnamed.exists()

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,11 +142,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
+ORPHAN_MIN_AGE_S = 3600.0  # a pid not alive *here* may be alive in another PID namespace sharing this /tmp
+
+
 @functools.cache
-def remove_orphaned_scratch(folder: str | None = None) -> list[str]:
+def remove_orphaned_scratch(folder: str | None = None, min_age_s: float = ORPHAN_MIN_AGE_S) -> list[str]:
     """Remove the worker scratch folders whose parent process is gone (once per process and folder): a parent
     killed outright (SIGKILL, a crash) takes its worker with it but cannot remove the folder. Only this user's
-    folders, and never one whose pid is alive (a reused pid keeps a stale folder: harmless). Returns the removed."""
+    folders untouched for ``min_age_s``, and never one whose pid is alive (a reused pid keeps a stale folder:
+    harmless). Returns the removed."""
     removed: list[str] = []
     if not hasattr(os, "getuid"):  # not a POSIX system: folders' owners unknown, leave them
         return removed
@@ -157,9 +162,11 @@ def remove_orphaned_scratch(folder: str | None = None) -> list[str]:
     for entry in entries:
         match = _SCRATCH_NAME.match(entry.name)
         try:
-            mine = entry.is_dir() and not entry.is_symlink() and entry.stat().st_uid == os.getuid()
+            info = entry.lstat()
         except OSError:
             continue
+        mine = entry.is_dir() and not entry.is_symlink() and info.st_uid == os.getuid()
+        mine = mine and time.time() - info.st_mtime >= min_age_s
         if match and mine and not _alive(int(match.group(1))):
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(str(entry))
