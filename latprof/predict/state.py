@@ -20,7 +20,7 @@ there): each factor is applied to that power (docs/predict.md, "The state power"
 
 Since 2026-12-02 the block is also read *hot* (back to back, nothing evicted, as a network runs; hot readings scale
 by that factor, and the power is fitted on it), and on ONNX Runtime calibrations it runs in a session of the
-calibrated backend. Measured side by side on the AMD VM (60 rounds in 7 minutes, docs/predict.md, "The state read
+calibrated backend. Measured side by side on the AMD VM (60 rounds in 203 s, docs/predict.md, "The state read
 hot, on the backend's engine"): ONNX Runtime networks' times correlated with the block's hot time on ONNX Runtime
 at r 0.83-0.92, with its cold and warm times on PyTorch, what the state was, at 0.54-0.72; in two calmer runs the
 block cold on ONNX Runtime followed them best (``benchmarks/bench_state_tracking.py``).
