@@ -30,7 +30,7 @@ def rounds(n: int, backend_name: str, models: list[str], out: Path | None) -> li
 
     from latprof.backends import BackendOptions, create_backend
     from latprof.measure.protocol import MeasureConfig, measure, wall_clock_timer
-    from latprof.predict.state import StateReader
+    from latprof.predict.state import COLD, HOT, WARM, StateReader
     from latprof.workloads import create_workload
 
     torch.set_num_threads(1)
@@ -52,7 +52,7 @@ def rounds(n: int, backend_name: str, models: list[str], out: Path | None) -> li
                 rec = {"round": i, "time": time.time()}
                 for engine, reader in (("torch", on_torch), ("ort", on_ort)):
                     s = reader.read()
-                    rec.update({f"{engine}_{k}": s[f"state_{k}_ms"] for k in ("cold", "warm", "hot")})
+                    rec.update({f"{engine}_{k}": s[key] for k, key in (("cold", COLD), ("warm", WARM), ("hot", HOT))})
                 for m, run in runs.items():
                     rec[f"{backend_name}:{m}"] = measure(run.timer, config).stats.median_ms
                 rec["torch-cpu:mobilenet_v2_x1_0"] = measure(wall_clock_timer(eager_call), config).stats.median_ms

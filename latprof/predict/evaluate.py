@@ -114,8 +114,7 @@ def evaluate(request: EvaluateRequest) -> Evaluation:
         files, states, second = _from_readings(request, p)
         # an earlier run's state readings on another engine than this predictor's calibration are not comparable
         # with its reference: no kernel@state from them
-        engine = (reference or {}).get(ENGINE) or TORCH
-        states = [s for s in states if (s.get(ENGINE) or TORCH) == engine]
+        states = [s for s in states if (s.get(ENGINE) or TORCH) == p.state_reading["engine"]]
     else:
         log = StateLog(request.run, p.threads, p.state_reading) if reference and request.state else None
         if log:

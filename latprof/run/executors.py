@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -161,13 +162,14 @@ def remove_orphaned_scratch(folder: str | None = None, min_age_s: float = ORPHAN
         return removed
     for entry in entries:
         match = _SCRATCH_NAME.match(entry.name)
+        if not match:
+            continue
         try:
-            info = entry.lstat()
+            info = entry.lstat()  # a symlink is not a folder here
         except OSError:
             continue
-        mine = entry.is_dir() and not entry.is_symlink() and info.st_uid == os.getuid()
-        mine = mine and time.time() - info.st_mtime >= min_age_s
-        if match and mine and not _alive(int(match.group(1))):
+        mine = stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid()
+        if mine and time.time() - info.st_mtime >= min_age_s and not _alive(int(match.group(1))):
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(str(entry))
     return removed

@@ -42,13 +42,15 @@ def show_calibration(r: Any) -> int:
     return 0
 
 
+ENGINE_NAMES = {"torch": "PyTorch", "onnxruntime": "ONNX Runtime"}  # latprof.predict.state's engines, for people
+
+
 def state_line(state: dict[str, Any]) -> str:
     """How far the machine's state moved during calibration, and whether the readings were corrected for it."""
     sp = state.get("spread") or {}
     ranges = ", ".join(f"{name} x{sp[f'{name}_p10']:.2f}..x{sp[f'{name}_p90']:.2f}"
                        for name in ("cold", "warm", "hot") if f"{name}_p10" in sp)
-    engine = ((state.get("reference") or {}).get("state_engine") or "torch").replace("torch", "PyTorch").replace(
-        "onnxruntime", "ONNX Runtime")
+    engine = ENGINE_NAMES.get((state.get("reference") or {}).get("state_engine") or "torch", "PyTorch")
     moved = (f"{ranges} of the median (10th..90th percentile of {sp['readings']} readings on {engine})" if sp
              else "no spread")
     power = state.get("power") or {}
