@@ -883,6 +883,28 @@ def test_a_round_takes_coverage_cells_then_a_neighbour_of_a_scarce_familys_cell(
     assert cells[3] not in pending  # the last is drawn by kind
 
 
+def test_coverage_cells_are_paced_to_be_measured_within_the_first_half_of_the_budget() -> None:
+    from latprof.predict.calibrate import CELLS_PER_UNIT, coverage_per_round
+
+    assert CELLS_PER_UNIT == 3
+    assert coverage_per_round(32, None) == 1  # before any round: half a round, as before
+    assert coverage_per_round(32, 40.0) == 1  # a fast machine: one a round finishes them in time
+    assert coverage_per_round(32, 9.0) == 2  # a slow one (19 rounds in 900 s): two a round, one cell left to draw
+    assert coverage_per_round(32, -3.0) == 2  # past half the budget: as many as a round spares
+    assert coverage_per_round(1, 2.0) == 1 and coverage_per_round(0, 2.0) == 0
+
+
+def test_a_round_takes_as_many_coverage_cells_as_it_is_told() -> None:
+    import random
+
+    from latprof.predict.calibrate import _next_cells
+
+    pending = [{"type": "head", "n": i} for i in range(4)]
+    cells = _next_cells(random.Random(0), None, [], {}, pending, {}, 2)
+    assert cells[:2] == [{"type": "head", "n": 0}, {"type": "head", "n": 1}] and len(cells) == 3
+    assert pending == [{"type": "head", "n": 2}, {"type": "head", "n": 3}]
+
+
 def test_a_cold_reading_writes_through_twice_the_last_level_cache_at_most_256_mib(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from latprof.predict import cold
@@ -1617,6 +1639,47 @@ def test_one_fit_serves_the_cold_warm_and_hot_readings_and_the_fallback_waits_fo
     assert model._fallback is None  # not fitted at load
     never = model.predict_all(["sigmoid"], [{"elementwise_ops": 1e5, "mem_access": 2e5}])[0]
     assert model._fallback is not None and np.all(never > 0)
+
+
+def test_beyond_its_samples_a_data_movement_family_takes_the_marginal_cost_of_those_that_span_the_sizes() -> None:
+    from latprof.predict.model import KernelModel
+
+    rng = np.random.default_rng(3)
+
+    def family(op: str, lo: float, hi: float, fixed_ms: float, per_work_ms: float, macs: float = 0.0) -> list:
+        out = []
+        for n in np.exp(rng.uniform(np.log(lo), np.log(hi), 30)):
+            f = {"elementwise_ops": n, "mem_access": 2 * n, "mult_adds": macs * n}
+            out.append({"op": op, "label": op, "features": f,
+                        "latency_ms": (fixed_ms + per_work_ms * 3 * n) * rng.uniform(0.95, 1.05)})
+        return out
+
+    # ONNX Runtime's splits read only on a MicroNet's 1x1 vectors (p31): 12 us a call, and their noise alone gives
+    # them a marginal cost of about 3 ns per element; adds and transposes read from 1k to 1M elements, 0.16 ns
+    small_splits = [{**s, "latency_ms": 0.012 + 3e-6 * s["features"]["elementwise_ops"] * rng.uniform(0, 2)}
+                    for s in family("Split", 20, 1500, 0.012, 0.0)]
+    spanning = family("Add", 1e3, 1e6, 0.01, 1.6e-7) + family("Transpose", 1e3, 1e6, 0.005, 1.6e-7)
+    model = KernelModel().fit(small_splits + spanning)
+    assert model.movement == {"Split", "Add", "Transpose"} and model.movement_slope is not None
+    assert model.movement_slope[0] == pytest.approx(1.6e-7, rel=0.2)
+    big = {"elementwise_ops": 1.8e5, "mem_access": 3.6e5}  # a ShuffleNet V2 split at 28x28, 120x the largest sample
+    ms = model.predict(["Split"], [big])[0]
+    a = model.beyond["Split"][1][0]
+    assert ms == pytest.approx(a + 1.6e-7 * 5.4e5, rel=0.25)  # its own fixed cost, the others' marginal cost
+    alone = KernelModel().fit(small_splits).predict(["Split"], [big])[0]
+    assert alone > 5 * ms  # its own line: its noisy slope over a thousand elements, carried 120x further
+    within = {"elementwise_ops": 1000.0, "mem_access": 2000.0}  # inside its own samples: its own regressor
+    assert model.predict(["Split"], [within])[0] == pytest.approx(alone_within := KernelModel().fit(
+        small_splits).predict(["Split"], [within])[0], rel=1e-9) and alone_within > 0
+    # a family that multiplies-adds keeps its own line, and one spanning family is not enough to pool
+    convs = family("Conv", 20, 1500, 0.02, 1e-5, macs=9.0)
+    with_convs = KernelModel().fit(small_splits + spanning + convs)
+    assert "Conv" not in with_convs.movement
+    big_conv = {**big, "mult_adds": 9 * 1.8e5}
+    assert with_convs.predict(["Conv"], [big_conv])[0] == pytest.approx(
+        KernelModel().fit(small_splits + convs).predict(["Conv"], [big_conv])[0], rel=1e-9)
+    one = KernelModel().fit(small_splits + spanning[:30])
+    assert one.movement_slope is None and one.predict(["Split"], [big])[0] == pytest.approx(alone, rel=1e-9)
 
 
 def test_a_rare_fused_family_is_predicted_from_its_base_family_times_its_own_ratio() -> None:

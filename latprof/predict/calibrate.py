@@ -16,6 +16,7 @@ and peaks, and the regressor that cross-validated best.
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
 import time
@@ -137,7 +138,8 @@ def calibrate(request: CalibrateRequest, on_round: Callable[[int, int, float], N
         elapsed = time.monotonic() - t0
         if units and elapsed + unit_s * 1.1 > budget:
             break
-        specs = _next_cells(rng, weights, worst, readings.cells, pending, scarce)
+        take = coverage_per_round(len(pending), (budget / 2 - elapsed) / unit_s if units and unit_s else None)
+        specs = _next_cells(rng, weights, worst, readings.cells, pending, scarce, take)
         ids = [f"r{units}c{i}" for i in range(len(specs))]
         chains = []
         for i in range(CHAINS_PER_UNIT):
@@ -524,15 +526,30 @@ def _unit(request: CalibrateRequest, threads: int, cells: list[tuple[str, dict[s
     return Unit("calibrate", f"calibrate {request.backend} {names}", payload, templates, time_s=120.0)
 
 
+def coverage_per_round(pending: int, rounds_to_half: float | None) -> int:
+    """How many coverage cells the next round takes: enough to measure them all within the first half of the budget
+    (``rounds_to_half``: the rounds left until then at the last round's pace; None before any round), at least half a
+    round's cells and at most all but one of them (one is always drawn by kind or as a neighbour). At one per round,
+    the ort-mobile calibration p31 (a VM where a round took 45 s: 19 rounds in 900 s) never reached the stride-1
+    coverage cells, so it read no channel split larger than a MicroNet's 1x1 one, and the ShuffleNet V2 networks
+    were predicted 21-42% high (docs/predict.md, "A slow machine's calibration")."""
+    least = min(pending, CELLS_PER_UNIT // 2)
+    if rounds_to_half is None or pending <= least:
+        return least
+    need = math.ceil(pending / max(rounds_to_half, 1.0))
+    return min(pending, CELLS_PER_UNIT - 1, max(least, need))
+
+
 def _next_cells(rng: random.Random, weights: dict[str, float] | None, worst: list[str],
                 cells: dict[str, dict[str, Any]], pending: list[dict[str, Any]] | None = None,
-                scarce: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
-    """A round's cells: the next coverage cells (``pending``, taken from it; at most half the round), a neighbour of
-    a cell that produced a scarce kernel family (``scarce_families``; the family drawn at random, so one no
-    neighbour reproduces does not take every round), neighbours of the worst-predicted cells (at most half the
-    round), the rest (at least one) by kind weighted by error."""
+                scarce: dict[str, list[str]] | None = None, coverage: int | None = None) -> list[dict[str, Any]]:
+    """A round's cells: the next ``coverage`` coverage cells (``pending``, taken from it; by default half the
+    round, ``coverage_per_round``), a neighbour of a cell that produced a scarce kernel family
+    (``scarce_families``; the family drawn at random, so one no neighbour reproduces does not take every round),
+    neighbours of the worst-predicted cells (at most half the round), the rest by kind weighted by error."""
     scarce = scarce or {}
-    out = [pending.pop(0) for _ in range(min(len(pending), CELLS_PER_UNIT // 2))] if pending else []
+    take = min(len(pending or []), CELLS_PER_UNIT // 2 if coverage is None else coverage)
+    out = [pending.pop(0) for _ in range(take)] if pending else []
     families = sorted(scarce)
     if families:
         family = rng.choice(families)

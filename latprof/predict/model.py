@@ -44,6 +44,9 @@ DEFAULT_REGRESSOR = "random_forest"
 # 0.228) at two thirds of the fit time. Gradient boosting's fit grows with the samples (5.5 s CPU for both models
 # on those 3513), so it is chosen only where its refit fits LOAD_BUDGET_CPU_S.
 LOAD_BUDGET_CPU_S = 0.5
+# A family without multiply-adds (copies, element-wise ops, reorders) whose samples span this ratio of work has a
+# marginal cost per unit of work that other such families may borrow beyond their own largest sample (``KernelModel``).
+SLOPE_SPAN = 100.0
 REGRESSOR_PARAMS: dict[str, dict[str, Any]] = {
     "random_forest": {"n_estimators": 16, "min_samples_leaf": 1, "max_features": 0.6, "random_state": 0, "n_jobs": 1},
     "gradient_boosting": {"n_estimators": 150, "learning_rate": 0.08, "max_depth": 4, "subsample": 0.9,
@@ -161,6 +164,11 @@ class KernelModel:
     # families predicted per unit of work -> (their largest sampled work, a robust line ms = a + b * work per target):
     # beyond that work a kernel is predicted no higher than the line (``marginal_line``)
     beyond: dict[str, tuple[float, np.ndarray, np.ndarray]] = field(default_factory=dict)
+    # families none of whose samples multiply-adds (data movement and element-wise ops), and the median marginal cost
+    # per unit of work of those whose samples span ``SLOPE_SPAN`` (None with fewer than two): beyond its own samples
+    # such a family's line takes the lower of its own slope and that one
+    movement: set[str] = field(default_factory=set)
+    movement_slope: np.ndarray | None = None
     _samples: list[dict[str, Any]] = field(default_factory=list, repr=False)
     _fallback: Any = field(default=None, repr=False)
 
@@ -169,8 +177,9 @@ class KernelModel:
         for s in samples:
             by.setdefault(s["op"], []).append(s)
         self.families, self.constant, self.rate, self.per_work, self.borrow = {}, {}, {}, {}, {}
-        self.beyond = {}
+        self.beyond, self.movement, self.movement_slope = {}, set(), None
         self._samples, self._fallback = samples, None
+        spanning = []
         logs = {op: np.log([[s[t] for t in self.targets] for s in group]) for op, group in by.items()}
         for op, group in by.items():
             log_ms = logs[op]
@@ -185,7 +194,13 @@ class KernelModel:
                     self.per_work[op] = log_ms.min(axis=0)
                     self.beyond[op] = (float(works.max()), *marginal_line(works, np.exp(log_ms)))
                     Y = log_ms - np.log(works)[:, None]
+                    if not any(s["features"].get("mult_adds", 0.0) for s in group):
+                        self.movement.add(op)
+                        if works.max() >= SLOPE_SPAN * works.min():
+                            spanning.append(self.beyond[op][2])
                 self.families[op] = _fit(self.regressor, X, Y)
+        if len(spanning) >= 2:
+            self.movement_slope = np.median(np.array(spanning), axis=0)
         for op, group in by.items():
             base = borrowed(op, self.families) if op not in self.families else None
             if base is not None:
@@ -218,6 +233,8 @@ class KernelModel:
                 if op in self.per_work:  # a kernel that does no work gets the family's floor
                     out[idx] = np.maximum(out[idx] + np.log(np.maximum(works, 1e-30))[:, None], self.per_work[op])
                     top, a, b = self.beyond[op]
+                    if op in self.movement and self.movement_slope is not None:
+                        b = np.minimum(b, self.movement_slope)
                     far = works > top  # beyond every sample: never above the family's marginal line
                     if far.any():
                         line = np.log(np.maximum(a + b * works[far, None], 1e-30))
