@@ -94,12 +94,14 @@ def borrowed(op: str, fitted: dict[str, Any]) -> str | None:
     return None
 
 
-def marginal_line(works: np.ndarray, ms: np.ndarray, top: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def marginal_line(works: np.ndarray, ms: np.ndarray, top: int = 64,
+                  ceiling: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per column of ``ms``: a line ms = a + b * work through the family's ``top`` largest samples (Theil-Sen: the
     median of pairwise slopes, never below 0; the intercept the median residual), what a kernel beyond every sample
     costs at the margin. Scaling the largest samples' ms per unit of work instead assumes no fixed cost: p20's
     ort-mobile Splits were all under 1024 elements at about 7 us each, and ShuffleNet V2's 100k-element splits
-    read 800 us each scaled by work (profiled: 6.5 us)."""
+    read 800 us each scaled by work (profiled: 6.5 us). ``ceiling``: the slope is at most that (per column), and
+    the intercept is the median residual at the slope taken."""
     order = np.argsort(works)[-top:]
     w, t = works[order], ms[order]
     i, j = np.triu_indices(len(w), 1)
@@ -107,6 +109,8 @@ def marginal_line(works: np.ndarray, ms: np.ndarray, top: int = 64) -> tuple[np.
     if not ok.any():
         return np.median(t, axis=0), np.zeros(t.shape[1])
     b = np.maximum(np.median((t[j[ok]] - t[i[ok]]) / (w[j[ok]] - w[i[ok]])[:, None], axis=0), 0.0)
+    if ceiling is not None:
+        b = np.minimum(b, ceiling)
     a = np.median(t - w[:, None] * b, axis=0)
     return a, b
 
@@ -165,8 +169,9 @@ class KernelModel:
     # beyond that work a kernel is predicted no higher than the line (``marginal_line``)
     beyond: dict[str, tuple[float, np.ndarray, np.ndarray]] = field(default_factory=dict)
     # families none of whose samples multiply-adds (data movement and element-wise ops), and the median marginal cost
-    # per unit of work of those whose samples span ``SLOPE_SPAN`` (None with fewer than two): beyond its own samples
-    # such a family's line takes the lower of its own slope and that one
+    # per unit of work of those whose samples span ``SLOPE_SPAN`` (None with fewer than two): such a family's line
+    # takes the lower of its own slope and that one (its intercept refitted through its samples), and caps its
+    # predictions at every size, not only beyond its largest sample
     movement: set[str] = field(default_factory=set)
     movement_slope: np.ndarray | None = None
     _samples: list[dict[str, Any]] = field(default_factory=list, repr=False)
@@ -201,6 +206,10 @@ class KernelModel:
                 self.families[op] = _fit(self.regressor, X, Y)
         if len(spanning) >= 2:
             self.movement_slope = np.median(np.array(spanning), axis=0)
+            for op in self.movement:  # its line again, at most at that slope (the intercept through its samples)
+                works = np.array([work(s["features"]) for s in by[op]])
+                self.beyond[op] = (float(works.max()), *marginal_line(works, np.exp(logs[op]),
+                                                                      ceiling=self.movement_slope))
         for op, group in by.items():
             base = borrowed(op, self.families) if op not in self.families else None
             if base is not None:
@@ -233,9 +242,10 @@ class KernelModel:
                 if op in self.per_work:  # a kernel that does no work gets the family's floor
                     out[idx] = np.maximum(out[idx] + np.log(np.maximum(works, 1e-30))[:, None], self.per_work[op])
                     top, a, b = self.beyond[op]
-                    if op in self.movement and self.movement_slope is not None:
-                        b = np.minimum(b, self.movement_slope)
-                    far = works > top  # beyond every sample: never above the family's marginal line
+                    # beyond every sample, never above the family's marginal line; a data-movement family drawn at
+                    # the pooled slope, never above it at any size (its forest interpolates a rate per unit of work
+                    # between small samples, all fixed cost, and large ones)
+                    far = works > (0.0 if op in self.movement and self.movement_slope is not None else top)
                     if far.any():
                         line = np.log(np.maximum(a + b * works[far, None], 1e-30))
                         out[np.asarray(idx)[far]] = np.minimum(out[np.asarray(idx)[far]], line)
