@@ -184,11 +184,11 @@ class KernelModel:
         self.families, self.constant, self.rate, self.per_work, self.borrow = {}, {}, {}, {}, {}
         self.beyond, self.movement, self.movement_slope = {}, set(), None
         self._samples, self._fallback = samples, None
-        spanning = []
+        spanning, works_of = [], {}
         logs = {op: np.log([[s[t] for t in self.targets] for s in group]) for op, group in by.items()}
         for op, group in by.items():
             log_ms = logs[op]
-            works = np.array([work(s["features"]) for s in group])
+            works = works_of[op] = np.array([work(s["features"]) for s in group])
             self.constant[op] = np.median(log_ms, axis=0)
             if np.all(works > 0):
                 self.rate[op] = np.median(log_ms - np.log(works)[:, None], axis=0)
@@ -207,7 +207,7 @@ class KernelModel:
         if len(spanning) >= 2:
             self.movement_slope = np.median(np.array(spanning), axis=0)
             for op in self.movement:  # its line again, at most at that slope (the intercept through its samples)
-                works = np.array([work(s["features"]) for s in by[op]])
+                works = works_of[op]
                 self.beyond[op] = (float(works.max()), *marginal_line(works, np.exp(logs[op]),
                                                                       ceiling=self.movement_slope))
         for op, group in by.items():

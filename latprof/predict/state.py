@@ -325,14 +325,12 @@ def state_near(states: list[dict[str, Any]], j: int | list[int],
         before = [s for s in states if s.get("after_units", 0) <= position]
         after = [s for s in states if s.get("after_units", 0) > position]
         near += [x for x in (before[-1] if before else None, after[0] if after else None) if x is not None]
+    from scipy.stats import gmean
+
     factors = [StateFactors.of(s, reference) for s in near]
-
-    def geomean(values: list[float]) -> float:
-        return float(np.prod(values) ** (1 / len(values)))
-
     hot = [f.hot for f in factors if f.hot is not None]
-    return StateFactors(geomean([f.warm for f in factors]), geomean([f.cold for f in factors]),
-                        geomean(hot) if len(hot) == len(factors) else None)
+    return StateFactors(float(gmean([f.warm for f in factors])), float(gmean([f.cold for f in factors])),
+                        float(gmean(hot)) if len(hot) == len(factors) else None)
 
 
 def read_state_now(reference: dict[str, Any] | None, threads: int, run: Any = None,

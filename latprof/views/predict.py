@@ -45,11 +45,16 @@ def show_calibration(r: Any) -> int:
 ENGINE_NAMES = {"torch": "PyTorch", "onnxruntime": "ONNX Runtime"}  # latprof.predict.state's engines, for people
 
 
+def factor_ranges(bounds: dict[str, tuple[float, float]]) -> str:
+    """``cold x0.91..x1.10, warm x..., hot x...``: each state factor's range, in the order given."""
+    return ", ".join(f"{name} x{lo:.2f}..x{hi:.2f}" for name, (lo, hi) in bounds.items())
+
+
 def state_line(state: dict[str, Any]) -> str:
     """How far the machine's state moved during calibration, and whether the readings were corrected for it."""
     sp = state.get("spread") or {}
-    ranges = ", ".join(f"{name} x{sp[f'{name}_p10']:.2f}..x{sp[f'{name}_p90']:.2f}"
-                       for name in ("cold", "warm", "hot") if f"{name}_p10" in sp)
+    ranges = factor_ranges({name: (sp[f"{name}_p10"], sp[f"{name}_p90"])
+                            for name in ("cold", "warm", "hot") if f"{name}_p10" in sp})
     engine = ENGINE_NAMES.get((state.get("reference") or {}).get("state_engine") or "torch", "PyTorch")
     moved = (f"{ranges} of the median (10th..90th percentile of {sp['readings']} readings on {engine})" if sp
              else "no spread")
@@ -158,12 +163,10 @@ def show_evaluation(e: Evaluation, as_json: bool = False) -> int:
                      f"(median x{float(np.median(spreads)):.2f})")
     drift = [n["state_factors"] for n in e.networks if n.get("state_factors")]
     if drift:
-        stdout.print(f"machine state beside the measurements vs calibration: cold x{min(d['cold'] for d in drift):.2f}"
-                     f"..x{max(d['cold'] for d in drift):.2f}, warm x{min(d['warm'] for d in drift):.2f}.."
-                     f"x{max(d['warm'] for d in drift):.2f}"
-                     + (f", hot x{min(d['hot'] for d in drift):.2f}..x{max(d['hot'] for d in drift):.2f}"
-                        if all("hot" in d for d in drift) else "")
-                     + f" (kernel@state predicts at it, each factor to the power {e.state_power:.2f})")
+        ranges = factor_ranges({name: (min(d[name] for d in drift), max(d[name] for d in drift))
+                                for name in ("cold", "warm", "hot") if all(name in d for d in drift)})
+        stdout.print(f"machine state beside the measurements vs calibration: {ranges} (kernel@state predicts at it, "
+                     f"each factor to the power {e.state_power:.2f})")
     if e.blocks:
         stdout.print(table("Per block: kernel predictor vs each block measured alone",
                            ["network", "#", "block", "measured ms", "predicted ms", "error"],
