@@ -138,6 +138,37 @@ def test_dynamo_exporter_is_the_default():
     assert run.settings["onnx_export_fallback"] is None
 
 
+def test_dynamo_exports_in_one_process_share_one_torchlib_table_and_write_the_same_graph(tmp_path, monkeypatch):
+    import onnx
+    from torch.onnx._internal.exporter import _registration
+
+    from latprof.backends import onnx_export
+
+    original = vars(_registration.ONNXRegistry)["from_torchlib"]
+    built = []
+
+    def counted(cls, opset_version=18):
+        built.append(opset_version)
+        return original.__func__(cls, opset_version=opset_version)
+
+    monkeypatch.setattr(_registration.ONNXRegistry, "from_torchlib", classmethod(counted))
+    monkeypatch.setattr(onnx_export, "_TORCHLIB_REGISTRIES", {})
+    w = tiny_workload()
+    module, inputs = w.module.eval(), w.make_inputs()
+    with torch.no_grad():
+        with onnx_export._quiet():  # as torch exports without latprof: a table built for the export
+            torch.onnx.export(module, inputs, str(tmp_path / "plain.onnx"), dynamo=True, opset_version=18,
+                              input_names=["input"], output_names=["output"])
+        assert len(built) == 1
+        for name in ("first", "second"):
+            onnx_export._export_dynamo(module, inputs, tmp_path / f"{name}.onnx", 18)
+    assert len(built) == 2 and built[0] == built[1]  # the first of latprof's exports built its table, the second
+    # reused it
+    assert vars(_registration.ONNXRegistry)["from_torchlib"].__func__ is counted  # restored after each export
+    graphs = [onnx.load(str(tmp_path / f"{n}.onnx")).graph.SerializeToString() for n in ("plain", "first", "second")]
+    assert graphs[0] == graphs[1] == graphs[2]
+
+
 def test_user_onnx_file_runs_without_reference(tmp_path):
     exported = export_workload(tiny_workload(), "torchscript", root=tmp_path)
     w = Workload("user.onnx", None, (1, 3, 16, 16), source="onnx", onnx_path=str(exported.path))

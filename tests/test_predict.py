@@ -511,8 +511,8 @@ def test_evictor_writes_a_buffer_twice_the_last_level_cache(monkeypatch: pytest.
 
 
 @pytest.mark.parametrize("backend", ["torch-cpu", "ort-cpu"])
-def test_a_calibrate_unit_measures_one_small_cell_cache_cold(backend: str) -> None:
-    from latprof.predict.measure_cells import measure_calibrate_unit
+def test_a_calibrate_unit_measures_one_small_cell_cache_cold(backend: str, tmp_path: Path) -> None:
+    from latprof.predict.measure_cells import export_ahead, measure_calibrate_unit
 
     cell = {"type": "chain", "input": [1, 8, 7, 7],
             "blocks": [{"name": "conv_bn_relu", "kwargs": {"in_channels": 8, "out_channels": 8, "kernel_size": 1,
@@ -520,8 +520,14 @@ def test_a_calibrate_unit_measures_one_small_cell_cache_cold(backend: str) -> No
     config = {"target_ci": 0.5, "max_time_s": 0.05, "min_samples": 2, "max_samples": 3, "min_time_s": 0.0,
               "min_sample_time_s": 1e-9, "warmup_min_s": 0.0, "warmup_max_s": 0.01, "warmup_max_batches": 1}
     chain = {**cell, "blocks": cell["blocks"] * 2, "residency": True}
-    rows = measure_calibrate_unit({"backend": backend, "threads": 1, "cells": [["c0", cell]], "config": config,
-                                   "chains": [["h0", chain]]})
+    payload = {"backend": backend, "threads": 1, "cells": [["c0", cell]], "config": config, "chains": [["h0", chain]]}
+    if backend != "torch-cpu":  # ONNX Runtime: the calibration's process exports the cells ahead of the worker
+        assert export_ahead(payload, tmp_path) == 2 and len(list(tmp_path.glob("*.onnx"))) == 2
+        payload["export_cache"] = str(tmp_path)
+    rows = measure_calibrate_unit(payload)
+    if backend != "torch-cpu":  # and the worker ran those files, exporting nothing itself
+        assert [r["export"]["onnx_cached"] for r in rows if r["sample"] in ("cell", "chain")] == [True, True]
+        assert len(list(tmp_path.glob("*.onnx"))) == 2
     kinds = [r.get("sample") for r in rows]
     assert kinds.count("cell") == 1 and kinds.count("overhead") == 1 and kinds.count("kernel") >= 1
     cell_row = next(r for r in rows if r["sample"] == "cell")

@@ -353,8 +353,43 @@ def _quiet() -> Iterator[None]:
         logger.setLevel(level)
 
 
+_TORCHLIB_REGISTRIES: dict[tuple[type, int], Any] = {}
+
+
+@contextlib.contextmanager
+def _torchlib_registry_reused() -> Iterator[None]:
+    """Every dynamo export rebuilds the table of aten-to-ONNX functions (``ONNXRegistry.from_torchlib``: parsing
+    onnxscript's torchlib sources, 1.4-1.8 s of an export's 5 s on a slow 2-core VM, where a calibration unit
+    exports six cells, chains and fixed blocks). The table depends only on the opset, and the exporter only reads it
+    (it adds to it only for a ``custom_translation_table``, which latprof never passes), so one table per opset is
+    built per process and reused. The exporter's private class is patched for the call only; where it is not there
+    (another torch), exports run as they are."""
+    try:
+        from torch.onnx._internal.exporter import _registration
+    except ImportError:
+        yield
+        return
+    cls = getattr(_registration, "ONNXRegistry", None)
+    original = vars(cls).get("from_torchlib") if cls is not None else None
+    if not isinstance(original, classmethod):
+        yield
+        return
+
+    def reused(klass: type, opset_version: int = _registration._constants.TORCHLIB_OPSET) -> Any:
+        key = (klass, opset_version)
+        if key not in _TORCHLIB_REGISTRIES:
+            _TORCHLIB_REGISTRIES[key] = original.__func__(klass, opset_version=opset_version)
+        return _TORCHLIB_REGISTRIES[key]
+
+    cls.from_torchlib = classmethod(reused)
+    try:
+        yield
+    finally:
+        cls.from_torchlib = original
+
+
 def _export_dynamo(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], path: Path, opset: int) -> None:
-    with _quiet():
+    with _quiet(), _torchlib_registry_reused():
         torch.onnx.export(module, inputs, str(path), dynamo=True, opset_version=opset, verbose=False,
                           input_names=["input"], output_names=["output"])
 

@@ -16,11 +16,13 @@ and peaks, and the regressor that cross-validated best.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import statistics
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from latprof.backends import backend_class
 from latprof.backends.base import DEFAULT_ORT_OPT, default_threads, validate_threads
 from latprof.errors import LatprofError
 from latprof.predict.kernels import FEATURES
+from latprof.predict.measure_cells import export_ahead
 from latprof.predict.model import DEFAULT_REGRESSOR, MIN_FAMILY_SAMPLES, cross_validate, select_regressor
 from latprof.predict.residency import centre_bounds
 from latprof.predict.space import (CHAIN_FOOTPRINT_LOG2, coverage_cells, draw_cells, mutate_cell, producing_blocks,
@@ -146,9 +149,10 @@ def calibrate(request: CalibrateRequest, on_round: Callable[[int, int, float], N
             if not targets:  # every footprint in turn, in a shuffled order
                 targets = rng.sample(list(CHAIN_FOOTPRINT_LOG2), len(CHAIN_FOOTPRINT_LOG2))
             chains.append((f"r{units}h{i}", sample_chain(rng, targets.pop())))
-        unit = _unit(request, threads, list(zip(ids, specs)), chains)
         start = time.monotonic()
-        result = execute(Plan([unit]), store, env, request.run)
+        with _exports_ahead(request.backend) as exports:
+            unit = _unit(request, threads, list(zip(ids, specs)), chains, exports)
+            result = execute(Plan([unit]), store, env, request.run)
         unit_s = max(unit_s * 0.5, time.monotonic() - start) if units else time.monotonic() - start
         units += 1
         readings.add(result.rows)
@@ -513,11 +517,27 @@ def _build_once(readings: Readings, env: dict[str, Any], threads: int, options: 
     return data, fitted
 
 
+@contextlib.contextmanager
+def _exports_ahead(backend: str) -> Iterator[Path | None]:
+    """A scratch folder for one unit's exports (``measure_cells.export_ahead``) on ONNX Runtime backends, removed
+    after the unit; None on PyTorch eager, which exports nothing."""
+    if backend.startswith("torch"):
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="latprof-calib-exports-") as tmp:
+        yield Path(tmp)
+
+
 def _unit(request: CalibrateRequest, threads: int, cells: list[tuple[str, dict[str, Any]]],
-          chains: list[tuple[str, dict[str, Any]]] = ()) -> Unit:  # type: ignore[assignment]
+          chains: list[tuple[str, dict[str, Any]]] = (), exports: Path | None = None) -> Unit:  # type: ignore[assignment]
+    """The round's unit. With ``exports``, its cells and chains are exported there first, in this process, and the
+    worker finds them (``measure_cells.export_ahead``)."""
     payload = {"backend": request.backend, "threads": threads, "pin": request.pin, "ort_opt": request.ort_opt,
                "cells": [[i, c] for i, c in cells], "chains": [[i, c] for i, c in chains], "state": request.state,
                "replay": request.attribution != PROFILED}  # eager: replay each kernel alone too
+    if exports is not None:
+        export_ahead(payload, exports)
+        payload["export_cache"] = str(exports)
     templates = [base_row(experiment=f"calibrate:{request.backend}", workload=i, variant=variant,
                           backend=request.backend, threads=threads, batch=1,
                           input_shape="x".join(str(d) for d in c["input"]))

@@ -68,6 +68,11 @@ def overhead_ident(payload: dict[str, Any], variant: str, shape: list[int]) -> d
     return sample_ident(payload["backend"], payload["threads"], "overhead", f"{variant}:{first}", shape)
 
 
+def unit_options(payload: dict[str, Any]) -> BackendOptions:
+    """The backend options a unit measures with (its threads, pinning and ONNX Runtime optimisation level)."""
+    return BackendOptions(payload["threads"], None, payload.get("pin", False), 1, payload.get("ort_opt", "all"))
+
+
 class _Idle(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
@@ -76,8 +81,8 @@ class _Idle(nn.Module):
 def measure_calibrate_unit(payload: dict[str, Any]) -> list[dict[str, Any]]:
     """Measure every cell of the unit; rows: one ``cell`` row per cell and one per kernel sample."""
     torch.set_flush_denormal(True)  # replayed in-place ops must not drift into denormals (a network never does)
-    backend_name, threads = payload["backend"], payload["threads"]
-    options = BackendOptions(threads, None, payload.get("pin", False), 1, payload.get("ort_opt", "all"))
+    backend_name = payload["backend"]
+    options = unit_options(payload)
     if backend_name.startswith("torch"):
         config = MeasureConfig(**payload["config"]) if payload.get("config") else COLD_CONFIG
         return _torch_unit(payload, options, config)
@@ -241,17 +246,17 @@ def _torch_module_overhead(payload: dict[str, Any], config: MeasureConfig) -> di
 
 # ------------------------------------------------------------------ ONNX Runtime
 def _ort_unit(payload: dict[str, Any], options: BackendOptions, config: MeasureConfig) -> list[dict[str, Any]]:
-    from latprof.predict.cold import Evictor, cold_timer
-    from latprof.predict.ort_kernels import graph_kernels, optimized_model
+    from latprof.backends.torch_backends import torch_threads
+    from latprof.predict.cold import Evictor
 
     backend_name, threads = payload["backend"], payload["threads"]
     backend = create_backend(backend_name, options)
     rows: list[dict[str, Any]] = []
-    from latprof.backends.torch_backends import torch_threads
 
     cold, warm = Evictor(), Evictor.warm()  # cells are timed and profiled cold and warm
-    with tempfile.TemporaryDirectory(prefix="latprof-calib-") as tmp, _cache(tmp), torch_threads(threads, 1), \
-            _state_reader(payload, cold, warm, backend) as states:  # the block in a session of this backend
+    # The state block (in a session of this backend) and the idle graph are the same in every unit: exported into
+    # the user's cache, once per machine; the cells, one-off models, into a scratch cache.
+    with torch_threads(threads, 1), _state_reader(payload, cold, warm, backend) as states:
         idle = Workload("calibrate-idle", nn.ReLU(), (1, 1), "block", {}, "calibration")
         with backend.prepare(idle) as run:
             idle_m = measure(run.timer, config)
@@ -259,52 +264,69 @@ def _ort_unit(payload: dict[str, Any], options: BackendOptions, config: MeasureC
         rows.append(base_row(**overhead_ident(payload, "session", [1, 1]),
                              **latency_fields(idle_m), status="ok", error="", sample="overhead",
                              session_ms=session_ms, cold_evict_bytes=cold.nbytes))
-        for cell_id, spec in payload["cells"]:
-            ident = sample_ident(backend_name, threads, cell_id, "cell", spec["input"])
-            first = len(rows)
-            state = states.read() if states else {}
-            try:
-                module, shape = build_cell(spec)
-                workload = Workload(f"cell-{cell_id}", module, shape, "block", {}, "calibration")
-                with backend.prepare(workload) as run:
-                    cell_m = measure(cold_timer(lambda run=run: run.timer(1), cold), COLD_CONFIG)
-                    cell_w = measure(cold_timer(lambda run=run: run.timer(1), warm), COLD_CONFIG)
-                    cell_h = measure(run.timer, config)  # hot: in a loop, nothing evicted
-                exported = backend.export(workload)
-                with tempfile.TemporaryDirectory(prefix="latprof-ortopt-") as tmp:
-                    # the kernels' own graph is profiled, so each node's time is its own (``node_medians``)
-                    graph = Path(tmp) / "optimized.onnx"
-                    kernels = graph_kernels(optimized_model(backend, exported.path, save_to=graph))
-                    by_node = node_medians(backend, graph, workload, evict=cold, optimized=True)
-                    by_node_warm = node_medians(backend, graph, workload, evict=warm, optimized=True)
-                    by_node_hot = node_medians(backend, graph, workload, optimized=True)
-                wrong = misattributed(kernels, by_node_hot)
-                if wrong:
-                    raise ValueError(f"{len(wrong)} profiled node(s) are not the graph's: {wrong[0]}")
-            except (BackendError, RuntimeError, ValueError, TypeError, NotImplementedError, LatprofError,
-                    OSError) as exc:
-                rows.append(error_row(one_line(exc), **ident, sample="cell", cell=spec, **state))
-                continue
-            node_ms = [by_node.get(k.spec["node"], 0.0) for k in kernels]
-            node_warm = [by_node_warm.get(k.spec["node"], 0.0) for k in kernels]
-            node_hot = [by_node_hot.get(k.spec["node"], 0.0) for k in kernels]
-            for k, p, w, h in zip(kernels, node_ms, node_warm, node_hot):  # the parent adds the per-node overhead
-                if not k.spec["node"]:  # an unnamed node runs, but its profile event cannot be told apart: no reading
-                    continue
-                rows.append(base_row(**sample_ident(backend_name, threads, cell_id, f"k{len(rows)}", spec["input"]),
-                                     status="ok", error="", sample="kernel", kernel=k.as_dict(), latency_median_ms=p,
-                                     profiled_ms=p, warm_profiled_ms=w, hot_profiled_ms=h, cell_type=cell_type(spec),
-                                     **counter_fields(by_node.counters)))
-            rows.append(base_row(**ident, **latency_fields(cell_m), status="ok", error="", sample="cell",
-                                 cell=spec, cell_type=cell_type(spec), kernel_calls=len(kernels),
-                                 profiled_ms=sum(node_ms), warm_profiled_ms=sum(node_warm),
-                                 hot_profiled_ms=sum(node_hot), hot_ms=cell_h.stats.median_ms, session_ms=session_ms,
-                                 export=exported.settings(), **_warm_fields(cell_w)))
-            _with_state(rows[first:], state)
-        for chain_id, spec in payload.get("chains", []):
-            state = states.read() if states else {}
-            rows.append({**_ort_chain(backend, backend_name, threads, chain_id, spec), **state})
+        with _unit_cache(payload.get("export_cache")) as exports, _cache(exports):
+            for cell_id, spec in payload["cells"]:
+                first = len(rows)
+                state = states.read() if states else {}
+                rows.extend(_ort_cell(backend, backend_name, threads, cell_id, spec, config, cold, warm, session_ms))
+                _with_state(rows[first:], state)
+            for chain_id, spec in payload.get("chains", []):
+                state = states.read() if states else {}
+                rows.append({**_ort_chain(backend, backend_name, threads, chain_id, spec), **state})
     return rows
+
+
+def _ort_cell(backend: Any, backend_name: str, threads: int, cell_id: str, spec: dict[str, Any],
+              config: MeasureConfig, cold: Any, warm: Any, session_ms: float) -> list[dict[str, Any]]:
+    """One cell on ONNX Runtime: timed cold, warm and hot as a network is prepared, and split over the nodes of
+    its optimised graph (a kernel row each, then the cell row); an error row when any step fails."""
+    from latprof.predict.cold import cold_timer
+    from latprof.predict.ort_kernels import graph_kernels, optimized_model
+
+    ident = sample_ident(backend_name, threads, cell_id, "cell", spec["input"])
+    try:
+        workload = calibration_workload("cell", cell_id, spec)
+        with backend.prepare(workload) as run:
+            cell_m = measure(cold_timer(lambda run=run: run.timer(1), cold), COLD_CONFIG)
+            cell_w = measure(cold_timer(lambda run=run: run.timer(1), warm), COLD_CONFIG)
+            cell_h = measure(run.timer, config)  # hot: in a loop, nothing evicted
+            found = run.settings["onnx_cached"]
+        exported = backend.export(workload)
+        with tempfile.TemporaryDirectory(prefix="latprof-ortopt-") as scratch:
+            # the kernels' own graph is profiled, so each node's time is its own (``node_medians``)
+            graph = Path(scratch) / "optimized.onnx"
+            kernels = graph_kernels(optimized_model(backend, exported.path, save_to=graph))
+            by_node = node_medians(backend, graph, workload, evict=cold, optimized=True)
+            by_node_warm = node_medians(backend, graph, workload, evict=warm, optimized=True)
+            by_node_hot = node_medians(backend, graph, workload, optimized=True)
+        wrong = misattributed(kernels, by_node_hot)
+        if wrong:
+            raise ValueError(f"{len(wrong)} profiled node(s) are not the graph's: {wrong[0]}")
+    except (BackendError, RuntimeError, ValueError, TypeError, NotImplementedError, LatprofError, OSError) as exc:
+        return [error_row(one_line(exc), **ident, sample="cell", cell=spec)]
+    rows = []
+    node_ms = [by_node.get(k.spec["node"], 0.0) for k in kernels]
+    node_warm = [by_node_warm.get(k.spec["node"], 0.0) for k in kernels]
+    node_hot = [by_node_hot.get(k.spec["node"], 0.0) for k in kernels]
+    for k, p, w, h in zip(kernels, node_ms, node_warm, node_hot):  # the parent adds the per-node overhead
+        if not k.spec["node"]:  # an unnamed node runs, but its profile event cannot be told apart: no reading
+            continue
+        rows.append(base_row(**sample_ident(backend_name, threads, cell_id, f"k{len(rows)}", spec["input"]),
+                             status="ok", error="", sample="kernel", kernel=k.as_dict(), latency_median_ms=p,
+                             profiled_ms=p, warm_profiled_ms=w, hot_profiled_ms=h, cell_type=cell_type(spec),
+                             **counter_fields(by_node.counters)))
+    rows.append(base_row(**ident, **latency_fields(cell_m), status="ok", error="", sample="cell",
+                         cell=spec, cell_type=cell_type(spec), kernel_calls=len(kernels),
+                         profiled_ms=sum(node_ms), warm_profiled_ms=sum(node_warm),
+                         hot_profiled_ms=sum(node_hot), hot_ms=cell_h.stats.median_ms, session_ms=session_ms,
+                         export=_export_settings(exported, found), **_warm_fields(cell_w)))
+    return rows
+
+
+def _export_settings(exported: Any, found: bool) -> dict[str, Any]:
+    """How the measured model was made; ``onnx_cached``: whether the run found it exported (ahead, by the
+    calibration's process: ``export_ahead``), not whether the second look-up for its graph did."""
+    return {**exported.settings(), "onnx_cached": found}
 
 
 def _ort_chain(backend: Any, backend_name: str, threads: int, chain_id: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -314,13 +336,14 @@ def _ort_chain(backend: Any, backend_name: str, threads: int, chain_id: str, spe
 
     ident = sample_ident(backend_name, threads, chain_id, "chain", spec["input"])
     try:
-        module, shape = build_cell(spec)
-        workload = Workload(f"chain-{chain_id}", module, shape, "block", {}, "calibration")
+        workload = calibration_workload("chain", chain_id, spec)
         with backend.prepare(workload) as run:
             m = measure(run.timer, CHAIN_CONFIG)
+            found = run.settings["onnx_cached"]
         exported = backend.export(workload)
         kernels = graph_kernels(optimized_model(backend, exported.path))
-        return _chain_row(backend_name, threads, chain_id, spec, m, kernels, module, 0, export=exported.settings())
+        return _chain_row(backend_name, threads, chain_id, spec, m, kernels, workload.module, 0,
+                          export=_export_settings(exported, found))
     except (BackendError, RuntimeError, ValueError, TypeError, NotImplementedError, LatprofError, OSError) as exc:
         return error_row(one_line(exc), **ident, sample="chain", chain=spec)
 
@@ -407,6 +430,44 @@ def misattributed(kernels: list[Any], times: NodeTimes) -> list[str]:
         if op and op != graph_op or len(shape) == 4 and [shape[0], *shape[2:]] != spatial:
             bad.append(f"{k.spec['node']} ran as {op} {shape}, the graph has {k.op} {spatial}")
     return bad
+
+
+def calibration_workload(kind: str, ident: str, spec: dict[str, Any]) -> Workload:
+    """The workload of a ``cell`` or ``chain`` spec, named as the worker names it, so an export made ahead of the
+    worker (``export_ahead``) has the key the worker looks up."""
+    module, shape = build_cell(spec)
+    return Workload(f"{kind}-{ident}", module, shape, "block", {}, "calibration")
+
+
+def export_ahead(payload: dict[str, Any], cache: Path) -> int:
+    """Export a unit's cells and chains into ``cache`` before its worker starts; returns how many were exported.
+
+    Why: each worker is a fresh process, and a fresh process's first dynamo exports pay the exporter's start-up
+    (4-5 s per cell on a slow 2-core VM against about 1 s in a process that exported before): exports took 33 s of
+    a 43 s unit there, so a 900 s calibration read 57 cells. The calibration's own process exports every round, so
+    the worker finds each cell in ``cache`` (``payload["export_cache"]``) and only measures. Exporting measures
+    nothing; a cell that fails here is left to the worker, which reports the failure as its error row."""
+    backend = create_backend(payload["backend"], unit_options(payload))  # its exporter and opset
+    done = 0
+    with _cache(str(cache)):
+        for kind, key in (("cell", "cells"), ("chain", "chains")):
+            for ident, spec in payload.get(key, []):
+                try:
+                    backend.export(calibration_workload(kind, ident, spec))
+                    done += 1
+                except (BackendError, RuntimeError, ValueError, TypeError, NotImplementedError, LatprofError):
+                    continue
+    return done
+
+
+@contextlib.contextmanager
+def _unit_cache(path: str | None) -> Any:
+    """The unit's export cache: the one its cells were exported into ahead (``export_ahead``), else a scratch one."""
+    if path and Path(path).is_dir():
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="latprof-calib-") as tmp:
+        yield tmp
 
 
 @contextlib.contextmanager
