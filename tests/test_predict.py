@@ -435,6 +435,17 @@ def test_metrics_count_shares_rmspe_and_rank() -> None:
     assert m["spearman"] == pytest.approx(1.0)
 
 
+def test_pass_agreement_scores_each_pass_against_its_networks_other_passes() -> None:
+    from latprof.analysis.prediction import pass_agreement
+
+    # network a: 1.0 vs median(1.05, 1.3)=1.175 (-15%), 1.05 vs 1.15 (-9%), 1.3 vs 1.025 (+27%);
+    # network b: 2.0 vs 2.1 (-5%), 2.1 vs 2.0 (+5%); network c, one pass, tells nothing
+    a = pass_agreement([[1.0, 1.05, 1.3], [2.0, 2.1], [5.0], []])
+    assert a["passes"] == 5 and a["within"] == pytest.approx(3 / 5)
+    assert a["median_abs"] == pytest.approx(1 - 1.05 / 1.15)  # the middle of 0.048, 0.05, 0.087, 0.149, 0.268
+    assert pass_agreement([[3.0]])["within"] is None
+
+
 def test_leave_one_out_fits_never_see_the_network_they_predict() -> None:
     from latprof.analysis.prediction import loo_fit
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from latprof.analysis.prediction import loo_fit, metrics, roofline_ms
+from latprof.analysis.prediction import loo_fit, metrics, pass_agreement, roofline_ms
 from latprof.errors import LatprofError
 from latprof.measure.protocol import MeasureConfig
 from latprof.predict.predictor import Predictor
@@ -72,11 +72,17 @@ class Evaluation:
     report_path: Path | None = None
     state_power: float = 1.0  # the predictor's (kernel@state applies each state factor to it)
 
+    @property
+    def pass_agreement(self) -> dict[str, Any]:
+        """How often one pass of a network falls within ±10% of its other passes (``analysis.prediction``)."""
+        return pass_agreement([n.get("process_medians_ms") or [] for n in self.networks])
+
     def as_dict(self) -> dict[str, Any]:
         return {"backend": self.backend, "threads": self.threads, "networks": self.networks, "metrics": self.metrics,
                 "blocks": self.blocks, "block_metrics": self.block_metrics,
                 "out_dir": str(self.out_dir) if self.out_dir else None,
-                "report": str(self.report_path) if self.report_path else None, "state_power": self.state_power}
+                "report": str(self.report_path) if self.report_path else None, "state_power": self.state_power,
+                "pass_agreement": self.pass_agreement}
 
 
 def baselines(networks: list[dict[str, Any]], peaks: dict[str, Any] | None) -> None:

@@ -158,9 +158,12 @@ def show_evaluation(e: Evaluation, as_json: bool = False) -> int:
     spreads = [max(m) / min(m) for n in e.networks if len(m := n.get("process_medians_ms") or []) > 1 and min(m) > 0]
     if spreads:
         passes = max(len(n.get("process_medians_ms") or []) for n in e.networks)
+        agree = e.pass_agreement
         stdout.print(f"measured: the median of {passes} passes per network, each pass weighing the same; one "
                      f"network's passes differ by x{min(spreads):.2f}..x{max(spreads):.2f} "
-                     f"(median x{float(np.median(spreads)):.2f})")
+                     f"(median x{float(np.median(spreads)):.2f}); a pass within ±{agree['band']:.0%} of the median "
+                     f"of its network's other passes: {_pct(agree['within'])} of {agree['passes']} (what measuring "
+                     f"again reproduces here)")
     drift = [n["state_factors"] for n in e.networks if n.get("state_factors")]
     if drift:
         ranges = factor_ranges({name: (min(d[name] for d in drift), max(d[name] for d in drift))
