@@ -290,12 +290,11 @@ def _ort_cell(backend: Any, backend_name: str, threads: int, cell_id: str, spec:
             cell_m = measure(cold_timer(lambda run=run: run.timer(1), cold), COLD_CONFIG)
             cell_w = measure(cold_timer(lambda run=run: run.timer(1), warm), COLD_CONFIG)
             cell_h = measure(run.timer, config)  # hot: in a loop, nothing evicted
-            found = run.settings["onnx_cached"]
-        exported = backend.export(workload)
+            onnx_path, export = _export_of(run.settings)
         with tempfile.TemporaryDirectory(prefix="latprof-ortopt-") as scratch:
             # the kernels' own graph is profiled, so each node's time is its own (``node_medians``)
             graph = Path(scratch) / "optimized.onnx"
-            kernels = graph_kernels(optimized_model(backend, exported.path, save_to=graph))
+            kernels = graph_kernels(optimized_model(backend, onnx_path, save_to=graph))
             by_node = node_medians(backend, graph, workload, evict=cold, optimized=True)
             by_node_warm = node_medians(backend, graph, workload, evict=warm, optimized=True)
             by_node_hot = node_medians(backend, graph, workload, optimized=True)
@@ -319,14 +318,16 @@ def _ort_cell(backend: Any, backend_name: str, threads: int, cell_id: str, spec:
                          cell=spec, cell_type=cell_type(spec), kernel_calls=len(kernels),
                          profiled_ms=sum(node_ms), warm_profiled_ms=sum(node_warm),
                          hot_profiled_ms=sum(node_hot), hot_ms=cell_h.stats.median_ms, session_ms=session_ms,
-                         export=_export_settings(exported, found), **_warm_fields(cell_w)))
+                         export=export, **_warm_fields(cell_w)))
     return rows
 
 
-def _export_settings(exported: Any, found: bool) -> dict[str, Any]:
-    """How the measured model was made; ``onnx_cached``: whether the run found it exported (ahead, by the
-    calibration's process: ``export_ahead``), not whether the second look-up for its graph did."""
-    return {**exported.settings(), "onnx_cached": found}
+def _export_of(settings: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+    """The ONNX file a prepared run ran and how it was made (its ``onnx_*`` settings, ``ExportedModel.settings``;
+    ``onnx_cached``: whether the run found it exported, ahead by the calibration's process: ``export_ahead``). Read
+    from the run rather than looked up again, which would record the forward once more and always find the file."""
+    export = {k: v for k, v in settings.items() if k.startswith("onnx_")}
+    return Path(export["onnx_path"]), export
 
 
 def _ort_chain(backend: Any, backend_name: str, threads: int, chain_id: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -339,11 +340,9 @@ def _ort_chain(backend: Any, backend_name: str, threads: int, chain_id: str, spe
         workload = calibration_workload("chain", chain_id, spec)
         with backend.prepare(workload) as run:
             m = measure(run.timer, CHAIN_CONFIG)
-            found = run.settings["onnx_cached"]
-        exported = backend.export(workload)
-        kernels = graph_kernels(optimized_model(backend, exported.path))
-        return _chain_row(backend_name, threads, chain_id, spec, m, kernels, workload.module, 0,
-                          export=_export_settings(exported, found))
+            onnx_path, export = _export_of(run.settings)
+        kernels = graph_kernels(optimized_model(backend, onnx_path))
+        return _chain_row(backend_name, threads, chain_id, spec, m, kernels, workload.module, 0, export=export)
     except (BackendError, RuntimeError, ValueError, TypeError, NotImplementedError, LatprofError, OSError) as exc:
         return error_row(one_line(exc), **ident, sample="chain", chain=spec)
 
